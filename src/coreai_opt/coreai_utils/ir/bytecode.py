@@ -1,0 +1,73 @@
+"""Just enough of the MLIR bytecode format to pull a resource blob out of it.
+
+The bindings can create ``dense_resource`` attributes from a buffer but cannot read one back.
+Serializing a lone ``coreai.constant`` to bytecode writes its blob, unchanged and contiguous,
+as the tail of the resource section; this module finds that section.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BytecodeError", "resource_section"]
+
+_MAGIC = b"ML\xefR"
+_RESOURCE_SECTION = 5
+
+
+class BytecodeError(ValueError):
+    """The bytes are not MLIR bytecode this reader understands."""
+
+
+class _Reader:
+    def __init__(self, data: memoryview) -> None:
+        self.data = data
+        self.pos = 0
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise BytecodeError("truncated bytecode")
+        value = self.data[self.pos]
+        self.pos += 1
+        return value
+
+    def varint(self) -> int:
+        # MLIR's prefix varint: the count of trailing zero bits in the first byte is the
+        # number of extra bytes; a zero first byte means a full 8-byte value follows.
+        first = self.byte()
+        if first & 1:
+            return first >> 1
+        if first == 0:
+            return int.from_bytes(self.take(8), "little")
+        extra = (first & -first).bit_length() - 1
+        raw = first | int.from_bytes(self.take(extra), "little") << 8
+        return raw >> (extra + 1)
+
+    def take(self, count: int) -> memoryview:
+        end = self.pos + count
+        if end > len(self.data):
+            raise BytecodeError("truncated bytecode")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def cstring(self) -> None:
+        while self.byte() != 0:
+            pass
+
+
+def resource_section(data: bytes | memoryview) -> memoryview:
+    """The payload of the resource section of a bytecode buffer (a view, no copy)."""
+    reader = _Reader(memoryview(data))
+    if bytes(reader.take(4)) != _MAGIC:
+        raise BytecodeError("not MLIR bytecode (bad magic)")
+    reader.varint()  # bytecode version
+    reader.cstring()  # producer
+    while reader.pos < len(reader.data):
+        id_and_aligned = reader.byte()
+        length = reader.varint()
+        if id_and_aligned & 0x80:
+            alignment = reader.varint()
+            reader.pos += -reader.pos % alignment
+        payload = reader.take(length)
+        if id_and_aligned & 0x7F == _RESOURCE_SECTION:
+            return payload
+    raise BytecodeError("bytecode has no resource section")

@@ -1,0 +1,139 @@
+"""Read a ``coreai.constant`` as a numpy array, and build constants backed by resource blobs."""
+
+from __future__ import annotations
+
+import io
+import re
+from itertools import count
+
+import ml_dtypes
+import numpy as np
+from coreai._compiler.dialects._coreai_ops_gen import ConstantOp
+from coreai._compiler.ir import (
+    BF16Type,
+    DenseElementsAttr,
+    DenseResourceElementsAttr,
+    F16Type,
+    F32Type,
+    IntegerType,
+    Operation,
+    OpResult,
+    RankedTensorType,
+    Type,
+)
+
+from coreai_opt.coreai_utils.ir.bytecode import resource_section
+
+__all__ = [
+    "ConstantReadError",
+    "float_dtype",
+    "make_constant",
+    "mask_type",
+    "read_constant",
+    "tensor_type",
+]
+
+_FLOAT_TYPES: tuple[tuple[type, np.dtype], ...] = (
+    (F32Type, np.dtype(np.float32)),
+    (F16Type, np.dtype(np.float16)),
+    (BF16Type, np.dtype(ml_dtypes.bfloat16)),
+)
+_BUFFER_READABLE = (np.dtype(np.float32), np.dtype(np.float16))
+_HEX = re.compile(r'^dense<"0x([0-9A-Fa-f]*)">')
+_TOKEN = re.compile(r"0x[0-9A-Fa-f]+|[-+]?(?:inf|nan|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+_names = count()
+
+
+class ConstantReadError(ValueError):
+    """A constant's data could not be read."""
+
+
+def tensor_type(value_type: Type) -> RankedTensorType | None:
+    """The ranked tensor type of a value, or None if it is not a statically shaped tensor."""
+    if not RankedTensorType.isinstance(value_type):
+        return None
+    ranked = RankedTensorType(value_type)
+    return ranked if ranked.has_static_shape else None
+
+
+def float_dtype(element_type: Type) -> np.dtype | None:
+    """numpy dtype for an f32/f16/bf16 element type; None for any other type."""
+    for mlir_type, dtype in _FLOAT_TYPES:
+        if mlir_type.isinstance(element_type):
+            return dtype
+    return None
+
+
+def read_constant(op: Operation, dtype: np.dtype) -> np.ndarray:
+    """The value of a float ``coreai.constant`` as a read-only array of its static shape.
+
+    Inline ``dense<...>`` attributes are returned as views where the bindings allow;
+    ``dense_resource`` blobs are read from the op's bytecode.
+    """
+    attr = op.attributes["value"]
+    shape = tuple(RankedTensorType(attr.type).shape)
+    if DenseResourceElementsAttr.isinstance(attr):
+        flat = _read_resource(op, dtype, int(np.prod(shape)))
+    elif DenseElementsAttr.isinstance(attr):
+        flat = _read_dense(DenseElementsAttr(attr), dtype)
+    else:
+        msg = f"unsupported constant attribute kind: {type(attr).__name__}"
+        raise ConstantReadError(msg)
+    if flat.size == 1 and len(shape) and np.prod(shape) != 1:
+        flat = np.broadcast_to(flat.reshape(()), shape)
+    out = flat.reshape(shape)
+    out.flags.writeable = False
+    return out
+
+
+def _read_resource(op: Operation, dtype: np.dtype, size: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    op.write_bytecode(buffer)
+    section = resource_section(buffer.getbuffer())
+    nbytes = size * dtype.itemsize
+    if len(section) < nbytes:
+        msg = f"resource blob holds {len(section)} bytes, expected {nbytes}"
+        raise ConstantReadError(msg)
+    return np.frombuffer(section[len(section) - nbytes :], dtype=dtype)
+
+
+def _read_dense(attr: DenseElementsAttr, dtype: np.dtype) -> np.ndarray:
+    if dtype in _BUFFER_READABLE:
+        return np.asarray(attr).reshape(-1)
+    # The buffer protocol aborts the process for bf16, so go through the printed form:
+    # hex bytes for large attributes, decimal (or 0x bit pattern) tokens for small ones.
+    text = str(attr)
+    hex_match = _HEX.match(text)
+    if hex_match:
+        return np.frombuffer(bytes.fromhex(hex_match.group(1)), dtype=dtype)
+    body = text[len("dense<") : text.rindex(">")]
+    bits = np.dtype(f"<u{dtype.itemsize}")
+    values = [
+        np.array(int(tok, 16), dtype=bits).view(dtype)
+        if tok.startswith("0x")
+        else np.array(float(tok), dtype=np.float32).astype(dtype)
+        for tok in _TOKEN.findall(body)
+    ]
+    return np.array(values, dtype=dtype).reshape(-1)
+
+
+def mask_type() -> IntegerType:
+    """The ``ui1`` element type of bit masks."""
+    return IntegerType.get_unsigned(1)
+
+
+def make_constant(data: np.ndarray, shape: tuple[int, ...], element_type: Type) -> OpResult:
+    """Insert a ``coreai.constant`` backed by a resource blob at the current insertion point.
+
+    ``data`` holds the raw storage: for byte-or-wider types one element per item, for
+    sub-byte types (``ui1``) the packed bytes. The blob references ``data``; it must not be
+    mutated afterwards.
+    """
+    buffer = np.ascontiguousarray(data)
+    buffer.flags.writeable = False
+    attr = DenseResourceElementsAttr.get_from_buffer(
+        buffer,
+        f"sparsify_{next(_names)}",
+        RankedTensorType.get(list(shape), element_type),
+    )
+    return ConstantOp(value=attr).result

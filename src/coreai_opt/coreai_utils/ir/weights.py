@@ -1,0 +1,170 @@
+"""Find the weight constants of a module, what consumes them, and their channel axes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+from coreai._compiler.ir import DenseElementsAttr, Module, Operation, Value
+
+from coreai_opt.coreai_utils.ir.constants import float_dtype, tensor_type
+
+__all__ = ["LayerKind", "WeightSite", "find_weights", "location_name"]
+
+_MATMULS = frozenset({"coreai.batch_matmul", "coreai.decomposable.broadcasting_batch_matmul"})
+_CONVS = frozenset({"coreai.conv2d", "coreai.conv3d"})
+_CONV_TRANSPOSES = frozenset({"coreai.conv_transpose2d", "coreai.conv_transpose3d"})
+_GATHERS = frozenset({"coreai.gather_nd"})
+_TRANSPOSE = "coreai.transpose"
+WEIGHT_OPS = _MATMULS | _CONVS | _CONV_TRANSPOSES | _GATHERS | {_TRANSPOSE}
+"""Ops whose constant operands are weights (the spec's ``_OPS_WEIGHT_NEED_COMPRESSION``)."""
+
+
+class LayerKind(str, Enum):
+    """How a weight is used, which decides the structured modes that apply to it."""
+
+    LINEAR = "linear"
+    CONV = "conv"
+    EMBEDDING = "embedding"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class _Use:
+    kind: LayerKind
+    out_axis: int | None
+    in_axis: int | None
+
+
+@dataclass(frozen=True)
+class WeightSite:
+    """A float constant whose every consumer is a weight-consuming op.
+
+    ``out_axis``/``in_axis`` are axes of the constant itself (after mapping through any
+    transposes), or None when the consumers do not determine them or disagree.
+    """
+
+    op: Operation
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    consumers: tuple[str, ...]
+    kind: LayerKind
+    out_axis: int | None
+    in_axis: int | None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def location_name(op: Operation) -> str:
+    """A short human-readable name for an op: its source location, compacted."""
+    text = str(op.location)
+    return " ".join(text.split())
+
+
+def _walk(operation: Operation) -> Iterator[Operation]:
+    for region in operation.regions:
+        for block in region.blocks:
+            for child in block.operations:
+                yield child.operation
+                yield from _walk(child.operation)
+
+
+def _permutation(op: Operation) -> list[int] | None:
+    owner = op.operands[1].owner
+    perm_owner = getattr(owner, "operation", owner)
+    if not isinstance(perm_owner, Operation) or perm_owner.name != "coreai.constant":
+        return None
+    attr = perm_owner.attributes["value"]
+    if not DenseElementsAttr.isinstance(attr):
+        return None
+    return [int(v) for v in np.asarray(DenseElementsAttr(attr)).reshape(-1)]
+
+
+def _uses_of(value: Value) -> list[_Use] | None:
+    """How each use of ``value`` consumes it as a weight; None if some use is not a weight use."""
+    rank = len(tensor_type(value.type).shape) if tensor_type(value.type) else 0
+    uses: list[_Use] = []
+    for operand in value.uses:
+        owner = operand.owner.operation
+        name, index = owner.name, operand.operand_number
+        if name in _MATMULS and rank >= 2:
+            # y = x @ w: w is [..., in, out]; y = w @ x: w is [..., out, in].
+            out_axis, in_axis = (rank - 1, rank - 2) if index == 1 else (rank - 2, rank - 1)
+            uses.append(_Use(LayerKind.LINEAR, out_axis, in_axis))
+        elif name in _CONVS and index == 1:
+            uses.append(_Use(LayerKind.CONV, 0, 1))
+        elif name in _CONV_TRANSPOSES and index == 1:
+            uses.append(_Use(LayerKind.CONV, 1, 0))
+        elif name in _GATHERS and index == 0:
+            uses.append(_Use(LayerKind.EMBEDDING, 0, 1 if rank >= 2 else None))
+        elif name == _TRANSPOSE and index == 0:
+            uses.append(_through_transpose(owner))
+        else:
+            return None
+    return uses
+
+
+def _through_transpose(op: Operation) -> _Use:
+    """The use of a transpose's input, from how its result is used (axes mapped back)."""
+    perm = _permutation(op)
+    inner = _uses_of(op.results[0])
+    if perm is None or not inner:
+        return _Use(LayerKind.OTHER, None, None)
+    merged = _merge(inner)
+
+    def back(axis: int | None) -> int | None:
+        return None if axis is None else perm[axis]
+
+    return _Use(merged.kind, back(merged.out_axis), back(merged.in_axis))
+
+
+def _merge(uses: list[_Use]) -> _Use:
+    kinds = {u.kind for u in uses}
+    axes = {(u.out_axis, u.in_axis) for u in uses}
+    if len(axes) != 1 or LayerKind.OTHER in kinds:
+        return _Use(LayerKind.OTHER, None, None)
+    out_axis, in_axis = axes.pop()
+    for kind in (LayerKind.CONV, LayerKind.LINEAR):
+        if kind in kinds:
+            return _Use(kind, out_axis, in_axis)
+    return _Use(LayerKind.EMBEDDING, out_axis, in_axis)
+
+
+def find_weights(module: Module) -> list[WeightSite]:
+    """Every float (f32/f16/bf16), statically shaped constant used only as a weight.
+
+    Walks all graphs of the module, nested regions included, in IR order. Constants with
+    no uses, integer constants and constants with any other consumer are not listed.
+    """
+    sites: list[WeightSite] = []
+    for op in _walk(module.operation):
+        if op.name != "coreai.constant" or len(op.results) != 1:
+            continue
+        result = op.results[0]
+        ranked = tensor_type(result.type)
+        dtype = float_dtype(ranked.element_type) if ranked else None
+        if ranked is None or dtype is None:
+            continue
+        uses = _uses_of(result)
+        if not uses:
+            continue
+        merged = _merge(uses)
+        consumers = tuple(sorted({operand.owner.operation.name for operand in result.uses}))
+        sites.append(
+            WeightSite(
+                op=op,
+                name=location_name(op),
+                shape=tuple(ranked.shape),
+                dtype=dtype,
+                consumers=consumers,
+                kind=merged.kind,
+                out_axis=merged.out_axis,
+                in_axis=merged.in_axis,
+            ),
+        )
+    return sites

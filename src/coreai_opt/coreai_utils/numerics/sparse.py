@@ -1,0 +1,57 @@
+"""The bitmask-sparse form of a pruned weight: non-zero values plus a packed bit mask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["SparseWeight", "pack_mask", "to_sparse", "unpack_mask"]
+
+
+@dataclass(frozen=True)
+class SparseWeight:
+    """A weight in bitmask-sparse form.
+
+    ``values`` is 1-D, in the weight's dtype: the stored (non-zero) elements in row-major
+    order. ``mask`` is boolean, shaped like the weight: ``True`` where a value is stored.
+    ``mask.sum() == values.size``.
+    """
+
+    values: np.ndarray
+    mask: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.mask.shape)
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of elements that are zero after decompression."""
+        return 1.0 - self.values.size / self.mask.size if self.mask.size else 0.0
+
+    def dense(self) -> np.ndarray:
+        """The dense weight this represents (zeros where ``mask`` is False)."""
+        out = np.zeros(self.mask.shape, dtype=self.values.dtype)
+        out[self.mask] = self.values
+        return out
+
+
+def to_sparse(weight: np.ndarray, keep: np.ndarray) -> SparseWeight:
+    """Keep the elements of ``weight`` where ``keep`` is True; zeros are never stored.
+
+    Kept values are bit-identical to the input; ``-0.0`` counts as zero.
+    """
+    mask = keep & (weight != 0)
+    return SparseWeight(values=weight[mask], mask=mask)
+
+
+def pack_mask(mask: np.ndarray) -> np.ndarray:
+    """Pack a boolean mask into bytes as Core AI's ``ui1`` expects: row-major, LSB first."""
+    return np.packbits(mask.reshape(-1), bitorder="little")
+
+
+def unpack_mask(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`pack_mask`."""
+    count = int(np.prod(shape))
+    return np.unpackbits(packed, count=count, bitorder="little").astype(bool).reshape(shape)

@@ -1,0 +1,173 @@
+"""Validation of ``sparsify_weights`` arguments into one immutable options record."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+from coreai_opt.coreai_utils.dtypes import DType
+
+__all__ = [
+    "PALETTIZE_NBITS",
+    "QUANTIZE_DTYPES",
+    "ArgumentTypeError",
+    "SparsifyOptions",
+    "validate_options",
+]
+
+QUANTIZE_DTYPES = (DType.INT8, DType.UINT8, DType.FP8_E4M3FN, DType.FP8_E5M2)
+PALETTIZE_NBITS = (1, 2, 3, 4, 6, 8)
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type.
+
+    A ``TypeError`` by nature, and also a ``ValueError`` so that callers catching the
+    documented ``ValueError`` for bad configuration catch this too.
+    """
+
+
+@dataclass(frozen=True)
+class SparsifyOptions:
+    """Validated configuration. Exactly one of ``target_sparsity`` and ``n_m_ratio`` is set."""
+
+    target_sparsity: float | None
+    block_size: int | None
+    n_m_ratio: tuple[int, int] | None
+    quantize_dtype: DType | None
+    palettize_nbits: int | None
+    weight_num_threshold: int
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _check_target_sparsity(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Real):
+        msg = f"target_sparsity must be a real number in [0, 1], got {value!r}"
+        raise ArgumentTypeError(msg)
+    number = float(value)
+    if math.isnan(number) or not 0.0 <= number <= 1.0:
+        msg = f"target_sparsity must be in [0, 1], got {value!r}"
+        raise ValueError(msg)
+    return number
+
+
+def _check_block_size(value: object) -> int | None:
+    if value is None:
+        return None
+    if not _is_int(value):
+        msg = f"block_size must be an int greater than 1 or None, got {value!r}"
+        raise ArgumentTypeError(msg)
+    if int(value) <= 1:  # type: ignore[call-overload]
+        msg = f"block_size must be greater than 1, got {value!r}"
+        raise ValueError(msg)
+    return int(value)  # type: ignore[call-overload]
+
+
+def _check_n_m_ratio(value: object) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        items = tuple(value)  # type: ignore[call-overload]
+    except TypeError:
+        msg = f"n_m_ratio must be a pair (n, m) of ints, got {value!r}"
+        raise ValueError(msg) from None
+    if len(items) != 2:
+        msg = f"n_m_ratio must have length 2, got {value!r}"
+        raise ValueError(msg)
+    if not all(_is_int(item) for item in items):
+        msg = f"n_m_ratio must contain integers only, got {value!r}"
+        raise ValueError(msg)
+    n, m = int(items[0]), int(items[1])
+    if m <= 0:
+        msg = f"n_m_ratio needs m > 0, got {value!r}"
+        raise ValueError(msg)
+    if not 0 <= n <= m:
+        msg = f"n_m_ratio needs n in [0, m], got {value!r}"
+        raise ValueError(msg)
+    return n, m
+
+
+def _check_quantize_dtype(value: object) -> DType | None:
+    if value is None:
+        return None
+    dtype: DType | None = None
+    if isinstance(value, DType):
+        dtype = value
+    elif isinstance(value, str) and value in DType._value2member_map_:
+        dtype = DType(value)
+    if dtype not in QUANTIZE_DTYPES:
+        allowed = ", ".join(f"DType.{d.name}" for d in QUANTIZE_DTYPES)
+        msg = f"quantize_dtype must be None, {allowed}; got {value!r}"
+        raise ValueError(msg)
+    return dtype
+
+
+def _check_palettize_nbits(value: object) -> int | None:
+    if value is None:
+        return None
+    if not _is_int(value) or int(value) not in PALETTIZE_NBITS:  # type: ignore[call-overload]
+        msg = f"palettize_nbits must be one of {set(PALETTIZE_NBITS)}, got {value!r}"
+        raise ValueError(msg)
+    return int(value)  # type: ignore[call-overload]
+
+
+def _check_threshold(value: object) -> int:
+    if not _is_int(value):
+        msg = f"weight_num_threshold must be a non-negative int, got {value!r}"
+        raise ArgumentTypeError(msg)
+    if int(value) < 0:  # type: ignore[call-overload]
+        msg = f"weight_num_threshold must be non-negative, got {value!r}"
+        raise ValueError(msg)
+    return int(value)  # type: ignore[call-overload]
+
+
+def validate_options(  # noqa: PLR0913
+    *,
+    target_sparsity: object,
+    block_size: object,
+    n_m_ratio: object,
+    quantize_dtype: object,
+    palettize_nbits: object,
+    weight_num_threshold: object,
+) -> SparsifyOptions:
+    """Check every argument and return the options, or raise naming the bad argument."""
+    target = _check_target_sparsity(target_sparsity)
+    block = _check_block_size(block_size)
+    n_m = _check_n_m_ratio(n_m_ratio)
+    if target is not None and n_m is not None:
+        msg = (
+            f"target_sparsity ({target_sparsity!r}) and n_m_ratio ({n_m_ratio!r}) are mutually "
+            "exclusive; pass target_sparsity=None to use n_m_ratio"
+        )
+        raise ValueError(msg)
+    if target is None and n_m is None:
+        msg = "one of target_sparsity and n_m_ratio must be set; both are None"
+        raise ValueError(msg)
+    if block is not None and n_m is not None:
+        msg = (
+            f"block_size ({block_size!r}) prunes to target_sparsity and cannot be combined "
+            f"with n_m_ratio ({n_m_ratio!r})"
+        )
+        raise ValueError(msg)
+    quantize = _check_quantize_dtype(quantize_dtype)
+    nbits = _check_palettize_nbits(palettize_nbits)
+    if quantize is not None and nbits is not None:
+        msg = (
+            f"quantize_dtype ({quantize_dtype!r}) and palettize_nbits ({palettize_nbits!r}) "
+            "are mutually exclusive"
+        )
+        raise ValueError(msg)
+    return SparsifyOptions(
+        target_sparsity=target,
+        block_size=block,
+        n_m_ratio=n_m,
+        quantize_dtype=quantize,
+        palettize_nbits=nbits,
+        weight_num_threshold=_check_threshold(weight_num_threshold),
+    )

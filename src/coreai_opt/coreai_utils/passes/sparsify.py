@@ -1,0 +1,180 @@
+"""The sparsify pass: validate, plan per weight (read-only), then apply (the only mutation)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from coreai.authoring import AIProgram
+
+from coreai_opt.coreai_utils.dtypes import DType
+from coreai_opt.coreai_utils.ir.constants import read_constant
+from coreai_opt.coreai_utils.ir.rewrite import emit_sparse_chain, replace_constant
+from coreai_opt.coreai_utils.ir.weights import find_weights
+from coreai_opt.coreai_utils.numerics.masks import block_mask, magnitude_mask, nm_mask
+from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, to_sparse
+from coreai_opt.coreai_utils.passes.options import SparsifyOptions, validate_options
+from coreai_opt.coreai_utils.passes.plan import Mode, WeightPlan, plan_weight
+
+__all__ = ["WeightOutcome", "sparsify_program", "sparsify_weights"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WeightOutcome:
+    """What happened to one weight: its plan, and the achieved sparsity if it was compressed."""
+
+    plan: WeightPlan
+    sparsity: float | None = None
+    skipped: str | None = None
+
+
+def sparsify_weights(  # noqa: PLR0913
+    coreai_program: AIProgram,
+    target_sparsity: float | None = 0.5,
+    block_size: int | None = None,
+    n_m_ratio: tuple[int, int] | None = None,
+    quantize_dtype: DType | None = None,
+    palettize_nbits: int | None = None,
+    weight_num_threshold: int = 1024,
+    in_place: bool = False,  # noqa: FBT001, FBT002
+) -> AIProgram:
+    """Sparsify the weights of a Core AI program with Core AI ops.
+
+    Every ``coreai.constant`` of type f32, f16 or bf16 with a static shape, in every graph of
+    the module (nested ones included), whose every consumer is a weight-consuming op
+    (``batch_matmul``, ``broadcasting_batch_matmul``, ``conv2d``, ``conv3d``,
+    ``conv_transpose2d``, ``conv_transpose3d``, ``gather_nd``, ``transpose``) is a candidate.
+    A candidate with at least ``weight_num_threshold`` elements is pruned and replaced by
+    ``constant(values) + constant(ui1 mask) -> build_sparse_with_bitmask ->
+    sparse_with_bitmask_to_dense``; the decompressed weight is exactly the pruned weight
+    (kept values bit-identical, pruned ones +0.0). Data is stored in resource blobs.
+
+    Channel axes come from the consumers: for ``y = x @ W`` the output axis of ``W`` is its
+    last and the input axis the one before (swapped for ``y = W @ x``), mapped back through
+    any ``transpose`` permutations (so a torch ``Linear`` weight ``[out, in]`` has output axis
+    0); conv weights ``[C_out, C_in/groups, k...]`` have 0 and 1, transposed-conv weights
+    ``[C_in, C_out/groups, k...]`` 1 and 0; embedding tables read by ``gather_nd`` 0 and 1.
+    Consumers that disagree leave the axes unknown.
+
+    Modes:
+      * unstructured (``target_sparsity``): exactly ``n = floor(size * target_sparsity)``
+        lowest-|w| elements become zero, ties broken by flat index (lower first). Existing
+        zeros rank lowest, so the result has ``max(n, existing zeros)`` zeros.
+      * block (``block_size`` with ``target_sparsity``; linear and conv only): blocks of
+        ``block_size`` consecutive output channels at one position of the other axes are
+        scored by L2 norm and the ``floor(number_of_blocks * target_sparsity)`` lowest are
+        zeroed whole (a trailing partial block counts as a block; ties by block index).
+        Other candidates (embeddings, unknown axes) are pruned unstructured, with a
+        warning. ``block_size`` above the output channel count: skipped with a warning.
+      * n:m (``n_m_ratio`` with ``target_sparsity=None``; linear and conv only): in every
+        group of ``m`` consecutive input channels the ``n`` lowest-|w| are zeroed (ties by
+        index); a trailing partial group acts as if zero-padded to ``m``. Other candidates,
+        and weights with fewer than ``m`` input channels, stay dense with a warning.
+
+    A weight containing NaN or Inf is left dense with a warning (its magnitudes have no
+    meaningful order). Weights that cannot be compressed are skipped with a ``logging``
+    warning naming them; only bad arguments raise.
+
+    Args:
+        coreai_program: the program to sparsify.
+        target_sparsity: fraction in [0, 1] of elements to zero; mutually exclusive with
+            ``n_m_ratio`` (pass ``None`` to use ``n_m_ratio``).
+        block_size: block sparsity along the output channel axis; must be > 1.
+        n_m_ratio: ``(n, m)``, zero ``n`` of every ``m`` along the input channel axis.
+        quantize_dtype: storage type of the non-zero values (``DType.INT8``,
+            ``DType.UINT8``, ``DType.FP8_E4M3FN``, ``DType.FP8_E5M2``); the string values
+            (``"int8"``...) are accepted too.
+        palettize_nbits: palettize the non-zero values with ``2**nbits`` clusters,
+            nbits in {1, 2, 3, 4, 6, 8}.
+        weight_num_threshold: minimum element count of a weight to compress it.
+        in_place: mutate and return ``coreai_program`` itself; otherwise it is left
+            untouched and a new program is returned.
+
+    Returns:
+        The sparsified program.
+
+    Raises:
+        TypeError: ``coreai_program`` is not an ``AIProgram``; an argument has the wrong
+            type (these errors are also ``ValueError``s).
+        ValueError: both or neither of ``target_sparsity`` and ``n_m_ratio`` are set; both
+            ``quantize_dtype`` and ``palettize_nbits`` are set; ``block_size`` is combined
+            with ``n_m_ratio``; ``quantize_dtype`` is not an allowed type;
+            ``palettize_nbits`` is not in {1, 2, 3, 4, 6, 8}; ``block_size`` is not greater
+            than 1; ``n_m_ratio`` is not a length-2 pair of ints with ``m > 0`` and
+            ``0 <= n <= m``; ``target_sparsity`` is outside [0, 1] or NaN;
+            ``weight_num_threshold`` is negative.
+    """
+    options = validate_options(
+        target_sparsity=target_sparsity,
+        block_size=block_size,
+        n_m_ratio=n_m_ratio,
+        quantize_dtype=quantize_dtype,
+        palettize_nbits=palettize_nbits,
+        weight_num_threshold=weight_num_threshold,
+    )
+    if not isinstance(coreai_program, AIProgram):
+        msg = f"coreai_program must be a coreai.authoring.AIProgram, got {type(coreai_program).__name__}"
+        raise TypeError(msg)
+    if not isinstance(in_place, bool):
+        msg = f"in_place must be a bool, got {in_place!r}"
+        raise TypeError(msg)
+    program = coreai_program if in_place else copy.deepcopy(coreai_program)
+    sparsify_program(program, options)
+    return program
+
+
+def sparsify_program(program: AIProgram, options: SparsifyOptions) -> list[WeightOutcome]:
+    """Apply ``options`` to ``program`` in place; one outcome per candidate weight."""
+    if options.quantize_dtype is not None or options.palettize_nbits is not None:
+        msg = "joint quantization and palettization are not implemented yet"
+        raise NotImplementedError(msg)
+    module = program._module._mlir_module  # noqa: SLF001
+    plans = [plan_weight(site, options) for site in find_weights(module)]
+    outcomes: list[WeightOutcome] = []
+    with module.context:
+        for plan in plans:
+            if plan.warn:
+                _log.warning("%s: %s", plan.site.name, plan.reason)
+            if plan.mode is None:
+                outcomes.append(WeightOutcome(plan, skipped=plan.reason))
+                continue
+            outcomes.append(_apply(plan, options))
+        module.operation.verify()
+    return outcomes
+
+
+def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
+    site = plan.site
+    try:
+        weight = read_constant(site.op, site.dtype)
+    except ValueError as error:
+        reason = f"could not read the constant: {error}"
+        _log.warning("%s: %s; left dense", site.name, reason)
+        return WeightOutcome(plan, skipped=reason)
+    if not np.isfinite(weight.astype(np.float32, copy=False)).all():
+        reason = "contains NaN or Inf"
+        _log.warning("%s: %s; left dense", site.name, reason)
+        return WeightOutcome(plan, skipped=reason)
+    sparse = prune(weight, plan, options)
+    replace_constant(site.op, emit_sparse_chain(site.op, sparse))
+    return WeightOutcome(plan, sparsity=sparse.sparsity)
+
+
+def prune(weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions) -> SparseWeight:
+    """The sparse form of ``weight`` under ``plan`` (pure numpy)."""
+    site = plan.site
+    if plan.mode is Mode.N_M:
+        assert options.n_m_ratio is not None and site.in_axis is not None  # noqa: S101
+        keep = nm_mask(weight, *options.n_m_ratio, axis=site.in_axis)
+    elif plan.mode is Mode.BLOCK:
+        assert options.block_size is not None and site.out_axis is not None  # noqa: S101
+        assert options.target_sparsity is not None  # noqa: S101
+        keep = block_mask(weight, options.target_sparsity, options.block_size, axis=site.out_axis)
+    else:
+        assert options.target_sparsity is not None  # noqa: S101
+        keep = magnitude_mask(weight, options.target_sparsity)
+    return to_sparse(weight, keep)
