@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -11,7 +12,7 @@ from coreai._compiler.ir import DenseElementsAttr, Module, Operation, Value
 
 from coreai_opt.coreai_utils.ir.constants import float_dtype, tensor_type
 
-__all__ = ["LayerKind", "WeightSite", "find_weights", "location_name"]
+__all__ = ["LayerKind", "WeightSite", "find_weights", "source_location"]
 
 _MATMULS = frozenset({"coreai.batch_matmul", "coreai.decomposable.broadcasting_batch_matmul"})
 _CONVS = frozenset({"coreai.conv2d", "coreai.conv3d"})
@@ -42,6 +43,9 @@ class _Use:
 class WeightSite:
     """A float constant whose every consumer is a weight-consuming op.
 
+    ``name`` is ``@<graph symbol path>/w<k>``, the k-th weight of that graph in IR order,
+    followed by `` at file:line:col`` when the op's location names a source file.
+
     ``out_axis``/``in_axis`` are axes of the constant itself (after mapping through any
     transposes), or None when the consumers do not determine them or disagree.
     """
@@ -60,18 +64,33 @@ class WeightSite:
         return int(np.prod(self.shape))
 
 
-def location_name(op: Operation) -> str:
-    """A short human-readable name for an op: its source location, compacted."""
-    text = str(op.location)
-    return " ".join(text.split())
+_FILE_LOC = re.compile(r'loc\("([^"]+)":(\d+):(\d+)\)')
 
 
-def _walk(operation: Operation) -> Iterator[Operation]:
+def source_location(op: Operation) -> str | None:
+    """``file:line:col`` of an op when its location names a real file, else None."""
+    match = _FILE_LOC.search(str(op.location))
+    if match is None or match.group(1) in {"-", ""}:
+        return None
+    return ":".join(match.groups())
+
+
+def _symbol(op: Operation) -> str | None:
+    if "sym_name" not in op.attributes:
+        return None
+    return str(op.attributes["sym_name"]).strip('"')
+
+
+def _walk(operation: Operation, scope: str = "") -> Iterator[tuple[Operation, str]]:
+    """Every op nested in ``operation`` with the dotted symbol path of its enclosing graph."""
     for region in operation.regions:
         for block in region.blocks:
             for child in block.operations:
-                yield child.operation
-                yield from _walk(child.operation)
+                op = child.operation
+                yield op, scope
+                symbol = _symbol(op)
+                inner = f"{scope}.{symbol}" if scope and symbol else symbol or scope
+                yield from _walk(op, inner)
 
 
 def _permutation(op: Operation) -> list[int] | None:
@@ -142,7 +161,8 @@ def find_weights(module: Module) -> list[WeightSite]:
     no uses, integer constants and constants with any other consumer are not listed.
     """
     sites: list[WeightSite] = []
-    for op in _walk(module.operation):
+    ordinals: dict[str, int] = {}
+    for op, scope in _walk(module.operation):
         if op.name != "coreai.constant" or len(op.results) != 1:
             continue
         result = op.results[0]
@@ -154,11 +174,14 @@ def find_weights(module: Module) -> list[WeightSite]:
         if not uses:
             continue
         merged = _merge(uses)
+        ordinal = ordinals[scope] = ordinals.get(scope, -1) + 1
+        name = f"@{scope or 'module'}/w{ordinal}"
+        source = source_location(op)
         consumers = tuple(sorted({operand.owner.operation.name for operand in result.uses}))
         sites.append(
             WeightSite(
                 op=op,
-                name=location_name(op),
+                name=f"{name} at {source}" if source else name,
                 shape=tuple(ranked.shape),
                 dtype=dtype,
                 consumers=consumers,

@@ -103,8 +103,9 @@ def nm_mask(weight: np.ndarray, n: int, m: int, axis: int) -> np.ndarray:
 
     In every group of ``m`` consecutive indices of ``axis`` (at one position of the other
     axes) the ``n`` lowest-|w| elements are dropped, ties by index within the group. A
-    trailing partial group of ``r`` elements behaves as if padded with zeros to ``m``
-    (padding ranks after real zeros), so it loses ``max(0, n - (m - r))`` of its elements.
+    trailing partial group of ``r`` elements behaves as if padded with zeros to ``m``; the
+    padding ranks below every real element (real zeros included), so the group loses exactly
+    ``max(0, n - (m - r))`` of its elements.
     """
     if not 0 <= n <= m or m < 1:
         msg = f"need 0 <= n <= m and m >= 1, got n={n}, m={m}"
@@ -114,7 +115,8 @@ def nm_mask(weight: np.ndarray, n: int, m: int, axis: int) -> np.ndarray:
     keys = magnitude_key(moved).reshape(-1, channels)
     n_groups = -(-channels // m)
     padded = np.zeros((keys.shape[0], n_groups * m), dtype=keys.dtype)
-    padded[:, :channels] = keys
+    # Keys have the sign bit clear, so +1 cannot overflow; padding keeps key 0, the lowest.
+    padded[:, :channels] = keys + keys.dtype.type(1)
     grouped = padded.reshape(keys.shape[0], n_groups, m)
     order = np.argsort(grouped, axis=-1, kind="stable")
     dropped = np.zeros(grouped.shape, dtype=bool)

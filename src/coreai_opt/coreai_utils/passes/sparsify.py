@@ -138,7 +138,7 @@ def sparsify_program(program: AIProgram, options: SparsifyOptions) -> list[Weigh
     with module.context:
         for plan in plans:
             if plan.warn:
-                _log.warning("%s: %s", plan.site.name, plan.reason)
+                _warn(plan, plan.reason)
             if plan.mode is None:
                 outcomes.append(WeightOutcome(plan, skipped=plan.reason))
                 continue
@@ -152,16 +152,22 @@ def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
     try:
         weight = read_constant(site.op, site.dtype)
     except ValueError as error:
-        reason = f"could not read the constant: {error}"
-        _log.warning("%s: %s; left dense", site.name, reason)
-        return WeightOutcome(plan, skipped=reason)
+        return _skip(plan, f"could not read the constant: {error}")
     if not np.isfinite(weight.astype(np.float32, copy=False)).all():
-        reason = "contains NaN or Inf"
-        _log.warning("%s: %s; left dense", site.name, reason)
-        return WeightOutcome(plan, skipped=reason)
+        return _skip(plan, "contains NaN or Inf")
     sparse = prune(weight, plan, options)
     replace_constant(site.op, emit_sparse_chain(site.op, sparse))
     return WeightOutcome(plan, sparsity=sparse.sparsity)
+
+
+def _warn(plan: WeightPlan, message: str | None) -> None:
+    site = plan.site
+    _log.warning("weight %s (%s -> %s): %s", site.name, "x".join(map(str, site.shape)), ", ".join(site.consumers), message)
+
+
+def _skip(plan: WeightPlan, reason: str) -> WeightOutcome:
+    _warn(plan, f"{reason}; left dense")
+    return WeightOutcome(plan, skipped=reason)
 
 
 def prune(weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions) -> SparseWeight:

@@ -1,0 +1,78 @@
+"""In-place semantics, skips with warnings, and what is left dense."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from coreai_opt.coreai_utils import sparsify_weights
+from tests.helpers import linear_program, read_back_linear
+from tests.reference import ref_magnitude
+
+
+def weight(shape: tuple[int, int] = (16, 32), seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def test_not_in_place_leaves_input_untouched(asset_path: Path) -> None:
+    w = weight()
+    program = linear_program(w)
+    before = str(program)
+    result = sparsify_weights(program, weight_num_threshold=0)
+    assert result is not program
+    assert str(program) == before
+    assert np.array_equal(read_back_linear(program, 32, np.float32, asset_path), w)
+
+
+def test_in_place_mutates_and_returns_same_object(tmp_path: Path) -> None:
+    w = weight()
+    program = linear_program(w)
+    before = str(program)
+    result = sparsify_weights(program, weight_num_threshold=0, in_place=True)
+    assert result is program
+    assert str(program) != before
+    rebuilt = read_back_linear(program, 32, np.float32, tmp_path / "a.aimodel")
+    assert np.array_equal(rebuilt, ref_magnitude(w, 0.5))
+
+
+def test_result_can_be_sparsified_again(tmp_path: Path) -> None:
+    w = weight()
+    once = sparsify_weights(linear_program(w), weight_num_threshold=0)
+    twice = sparsify_weights(once, weight_num_threshold=0, target_sparsity=0.9)
+    # the rebuilt chain is not a constant any more: nothing left to prune, nothing breaks
+    rebuilt = read_back_linear(twice, 32, np.float32, tmp_path / "a.aimodel")
+    assert np.array_equal(rebuilt, ref_magnitude(w, 0.5))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_weight_left_dense_with_warning(bad: float, tmp_path: Path, sparsify_log: pytest.LogCaptureFixture) -> None:
+    w = weight()
+    w[2, 3] = bad
+    original = linear_program(w)
+    program = sparsify_weights(original, weight_num_threshold=0)
+    assert "NaN or Inf" in sparsify_log.text
+    rebuilt = read_back_linear(program, 32, np.float32, tmp_path / "a.aimodel")
+    dense = read_back_linear(original, 32, np.float32, tmp_path / "b.aimodel")
+    assert np.array_equal(rebuilt, dense, equal_nan=True)
+
+
+def test_block_larger_than_out_channels_skipped(asset_path: Path, sparsify_log: pytest.LogCaptureFixture) -> None:
+    w = weight((6, 32))
+    program = sparsify_weights(linear_program(w), block_size=8, weight_num_threshold=0)
+    assert "block_size=8 exceeds the 6 output channels" in sparsify_log.text
+    assert "weight @main/w0 at " in sparsify_log.text  # named by graph, ordinal and location
+    assert "helpers.py:" in sparsify_log.text
+    assert "(6x32 -> coreai.transpose)" in sparsify_log.text
+    assert np.array_equal(read_back_linear(program, 32, np.float32, asset_path), w)
+
+
+def test_m_larger_than_in_channels_skipped(asset_path: Path, sparsify_log: pytest.LogCaptureFixture) -> None:
+    w = weight((16, 6))
+    program = sparsify_weights(linear_program(w), target_sparsity=None, n_m_ratio=(4, 8), weight_num_threshold=0)
+    assert "m=8 exceeds the 6 input channels" in sparsify_log.text
+    assert np.array_equal(read_back_linear(program, 6, np.float32, asset_path), w)
+
+
+def test_below_threshold_is_silent(sparsify_log: pytest.LogCaptureFixture) -> None:
+    sparsify_weights(linear_program(weight()), weight_num_threshold=10_000)
+    assert sparsify_log.records == []

@@ -1,0 +1,52 @@
+"""Slow, obviously-correct reference pruning used to check the library (loops, sorts)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def magnitudes(weight: np.ndarray) -> np.ndarray:
+    return np.abs(weight.astype(np.float64))
+
+
+def ref_magnitude(weight: np.ndarray, sparsity: float) -> np.ndarray:
+    """Pruned copy: the floor(size*sparsity) smallest |w| zeroed, ties by flat index."""
+    flat = weight.reshape(-1).copy()
+    n = math.floor(flat.size * sparsity)
+    order = np.lexsort((np.arange(flat.size), magnitudes(flat)))
+    flat[order[:n]] = 0
+    return flat.reshape(weight.shape)
+
+
+def ref_block(weight: np.ndarray, sparsity: float, block: int, axis: int) -> np.ndarray:
+    moved = np.moveaxis(weight.copy(), axis, 0)
+    channels = moved.shape[0]
+    rest = moved.reshape(channels, -1)
+    blocks = []
+    for b in range(0, channels, block):
+        for r in range(rest.shape[1]):
+            score = float(np.sum(magnitudes(rest[b : b + block, r]) ** 2))
+            blocks.append((score, len(blocks), b, r))
+    n = math.floor(len(blocks) * sparsity)
+    for _, _, b, r in sorted(blocks)[:n]:
+        rest[b : b + block, r] = 0
+    return np.moveaxis(rest.reshape(moved.shape), 0, axis)
+
+
+def ref_nm(weight: np.ndarray, n: int, m: int, axis: int) -> np.ndarray:
+    moved = np.moveaxis(weight.copy(), axis, -1)
+    channels = moved.shape[-1]
+    rows = moved.reshape(-1, channels)
+    for row in rows:
+        for start in range(0, channels, m):
+            group = list(range(start, min(start + m, channels)))
+            padding = m - len(group)
+            # padding ranks below every real element
+            keyed = [(1, float(magnitudes(row[i : i + 1])[0]), i - start, i) for i in group]
+            keyed += [(0, 0.0, len(group) + k, None) for k in range(padding)]
+            for *_, index in sorted(keyed)[:n]:
+                if index is not None:
+                    row[index] = 0
+    return np.moveaxis(rows.reshape(moved.shape), -1, axis)
