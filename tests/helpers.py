@@ -1,36 +1,23 @@
 """Building small Core AI programs and running them on the Core AI runtime."""
 
-
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
 import coreai.authoring as ca
 import numpy as np
-from coreai.authoring import AIModelAsset, AIProgram, Module, TensorType, Value, graph
-from coreai.runtime import NDArray
+from coreai.authoring import AIProgram, Module, TensorType, Value, graph
+
+from coreai_opt.coreai_utils.runtime import run_asset
 
 _PERM_T = np.array([1, 0], dtype=np.uint32)
 
 
-def run_asset(asset: AIModelAsset, inputs: dict[str, np.ndarray], function: str = "main") -> dict[str, np.ndarray]:
-    """Run ``function`` of a saved asset on the Core AI runtime."""
-
-    async def _run() -> dict[str, np.ndarray]:
-        async with asset.executable() as model:
-            fn = model.load_function(function)
-            assert fn is not None, f"no function {function}"
-            out = await fn({k: NDArray(np.ascontiguousarray(v)) for k, v in inputs.items()})
-            return {k: np.array(v.numpy()) for k, v in out.items()}  # type: ignore[union-attr]
-
-    return asyncio.run(_run())
-
-
-def run_program(program: AIProgram, inputs: dict[str, np.ndarray], path: Path, function: str = "main") -> dict[str, np.ndarray]:
+def run_program(
+    program: AIProgram, inputs: dict[str, np.ndarray], path: Path, function: str = "main"
+) -> dict[str, np.ndarray]:
     """Verify, save to ``path`` (a .aimodel), load back and run."""
-    asset = program.save_asset(path)
-    reloaded = AIModelAsset.load(asset.path)
-    return run_asset(reloaded, inputs, function)
+    program.save_asset(path)
+    return run_asset(path, inputs, function)
 
 
 def linear_program(weight: np.ndarray) -> AIProgram:

@@ -69,14 +69,18 @@ def convert(model: nn.Module, inputs: dict[str, torch.Tensor], output: str = "y"
     converter = coreai_torch.TorchConverter(mode=coreai_torch.TorchConverter.Mode.RELEASE)
     converter.add_pytorch_module(
         model,
-        export_fn=lambda m: torch.export.export(m, args=args).run_decompositions(coreai_torch.get_decomp_table()),
+        export_fn=lambda m: torch.export.export(m, args=args).run_decompositions(
+            coreai_torch.get_decomp_table()
+        ),
         input_names=list(inputs),
         output_names=[output],
     )
     return converter.to_coreai()
 
 
-def with_weights(model: nn.Module, transform: Callable[[str, nn.Module, np.ndarray], np.ndarray]) -> nn.Module:
+def with_weights(
+    model: nn.Module, transform: Callable[[str, nn.Module, np.ndarray], np.ndarray]
+) -> nn.Module:
     """A copy of ``model`` whose Linear/Conv/Embedding weights are ``transform(name, layer, w)``."""
     pruned = copy.deepcopy(model)
     for name, layer in pruned.named_modules():

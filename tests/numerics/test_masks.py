@@ -45,7 +45,10 @@ def pruned(weight: np.ndarray, keep: np.ndarray) -> np.ndarray:
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     """Bit-identical, except that -0.0 and +0.0 both count as zero."""
     a32, b32 = a.astype(np.float32), b.astype(np.float32)
-    return bool(np.array_equal(a32, b32) and np.array_equal(np.signbit(a32) & (a32 != 0), np.signbit(b32) & (b32 != 0)))
+    return bool(
+        np.array_equal(a32, b32)
+        and np.array_equal(np.signbit(a32) & (a32 != 0), np.signbit(b32) & (b32 != 0))
+    )
 
 
 @given(weights(), st.floats(0, 1))
@@ -74,14 +77,18 @@ def test_magnitude_handles_infinity_as_largest() -> None:
 
 
 @given(weights(min_dims=2), st.floats(0, 1), st.integers(2, 5), st.data())
-def test_block_matches_reference(weight: np.ndarray, sparsity: float, block: int, data: st.DataObject) -> None:
+def test_block_matches_reference(
+    weight: np.ndarray, sparsity: float, block: int, data: st.DataObject
+) -> None:
     axis = data.draw(st.integers(0, weight.ndim - 1))
     keep = block_mask(weight, sparsity, block, axis)
     assert same_bits(pruned(weight, keep), ref_block(weight, sparsity, block, axis))
 
 
 @given(weights(min_dims=2), st.floats(0, 1), st.integers(2, 5), st.data())
-def test_block_prunes_whole_aligned_blocks(weight: np.ndarray, sparsity: float, block: int, data: st.DataObject) -> None:
+def test_block_prunes_whole_aligned_blocks(
+    weight: np.ndarray, sparsity: float, block: int, data: st.DataObject
+) -> None:
     axis = data.draw(st.integers(0, weight.ndim - 1))
     keep = np.moveaxis(block_mask(weight, sparsity, block, axis), axis, 0)
     channels = keep.shape[0]
@@ -131,8 +138,11 @@ def test_nm_partial_group_acts_zero_padded() -> None:
 
 
 def test_block_by_hand() -> None:
-    weight = np.array([[1.0, 10.0], [1.0, 10.0], [5.0, 0.1], [5.0, 0.1], [9.0, 9.0]], dtype=np.float32)
-    # blocks of 2 along axis 0: scores (b0,c0)=2, (b0,c1)=200, (b1,c0)=50, (b1,c1)=.02, (b2,c0)=81, (b2,c1)=81
+    weight = np.array(
+        [[1.0, 10.0], [1.0, 10.0], [5.0, 0.1], [5.0, 0.1], [9.0, 9.0]], dtype=np.float32
+    )
+    # blocks of 2 along axis 0, scores by (block, column):
+    # (0,0)=2, (0,1)=200, (1,0)=50, (1,1)=.02, (2,0)=81, (2,1)=81
     # 6 blocks, floor(6 * 0.5) = 3 dropped: scores .02, 2 and 50
     keep = block_mask(weight, 0.5, 2, axis=0)
     assert keep[:, 0].tolist() == [False, False, False, False, True]
@@ -140,7 +150,10 @@ def test_block_by_hand() -> None:
 
 
 @settings(max_examples=50)
-@given(hnp.arrays(np.float64, hnp.array_shapes(max_dims=2), elements=st.integers(-3, 3).map(float)), st.integers(-1, 40))
+@given(
+    hnp.arrays(np.float64, hnp.array_shapes(max_dims=2), elements=st.integers(-3, 3).map(float)),
+    st.integers(-1, 40),
+)
 def test_select_lowest_count_and_order(keys: np.ndarray, count: int) -> None:
     chosen = select_lowest(keys, count)
     assert np.count_nonzero(chosen) == min(max(count, 0), keys.size)
@@ -150,7 +163,9 @@ def test_select_lowest_count_and_order(keys: np.ndarray, count: int) -> None:
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_magnitude_key_orders_like_abs(dtype: np.dtype) -> None:
-    values = np.array([-3.5, -0.0, 0.0, 1e-3, -2.0, np.inf, 7.0, -np.inf], dtype=np.float32).astype(dtype)
+    values = np.array([-3.5, -0.0, 0.0, 1e-3, -2.0, np.inf, 7.0, -np.inf], dtype=np.float32).astype(
+        dtype
+    )
     keys = magnitude_key(values)
     absolute = np.abs(values.astype(np.float64))
     for i in range(values.size):

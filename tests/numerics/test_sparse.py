@@ -23,7 +23,12 @@ def test_pack_roundtrip(mask: np.ndarray) -> None:
     assert np.array_equal(unpack_mask(packed, mask.shape), mask)
 
 
-@given(hnp.arrays(np.float32, hnp.array_shapes(max_dims=3), elements=st.sampled_from([0.0, -0.0, 1.5, -2.0])), st.data())
+@given(
+    hnp.arrays(
+        np.float32, hnp.array_shapes(max_dims=3), elements=st.sampled_from([0.0, -0.0, 1.5, -2.0])
+    ),
+    st.data(),
+)
 def test_to_sparse_never_stores_zeros(weight: np.ndarray, data: st.DataObject) -> None:
     keep = data.draw(hnp.arrays(bool, weight.shape))
     sparse = to_sparse(weight, keep)

@@ -78,7 +78,7 @@ def test_wrong_type_errors_are_also_value_errors(program: Any) -> None:
 
 @pytest.mark.parametrize("not_a_program", [None, "model.aimodel", np.zeros(3)])
 def test_program_must_be_aiprogram(not_a_program: Any) -> None:
-    with pytest.raises(TypeError, match="coreai_program must be a coreai.authoring.AIProgram"):
+    with pytest.raises(TypeError, match=r"coreai_program must be a coreai\.authoring\.AIProgram"):
         sparsify_weights(not_a_program)
 
 
@@ -86,8 +86,12 @@ def test_string_dtype_values_accepted(program: Any) -> None:
     from coreai_opt.coreai_utils.passes.options import validate_options
 
     options = validate_options(
-        target_sparsity=0.5, block_size=None, n_m_ratio=[2, 4][:0] or None, quantize_dtype="int8",
-        palettize_nbits=None, weight_num_threshold=0,
+        target_sparsity=0.5,
+        block_size=None,
+        n_m_ratio=[2, 4][:0] or None,
+        quantize_dtype="int8",
+        palettize_nbits=None,
+        weight_num_threshold=0,
     )
     assert options.quantize_dtype is DType.INT8
 
@@ -96,7 +100,15 @@ def test_numpy_scalars_accepted(program: Any) -> None:
     from coreai_opt.coreai_utils.passes.options import validate_options
 
     options = validate_options(
-        target_sparsity=np.float32(0.25), block_size=np.int64(4), n_m_ratio=None,
-        quantize_dtype=None, palettize_nbits=None, weight_num_threshold=np.int32(7),
+        target_sparsity=np.float32(0.25),
+        block_size=np.int64(4),
+        n_m_ratio=None,
+        quantize_dtype=None,
+        palettize_nbits=None,
+        weight_num_threshold=np.int32(7),
     )
-    assert (options.target_sparsity, options.block_size, options.weight_num_threshold) == (0.25, 4, 7)
+    assert (options.target_sparsity, options.block_size, options.weight_num_threshold) == (
+        0.25,
+        4,
+        7,
+    )

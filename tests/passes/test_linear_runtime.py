@@ -62,7 +62,9 @@ def test_zero_count_is_max_of_target_and_existing(asset_path: Path) -> None:
 @pytest.mark.parametrize("sparsity", [0.0, 1.0])
 def test_extreme_sparsities(sparsity: float, asset_path: Path) -> None:
     weight = make_weight(np.float32)
-    program = sparsify_weights(linear_program(weight), target_sparsity=sparsity, weight_num_threshold=0)
+    program = sparsify_weights(
+        linear_program(weight), target_sparsity=sparsity, weight_num_threshold=0
+    )
     rebuilt = read_back_linear(program, IN, np.float32, asset_path)
     assert np.array_equal(bits(rebuilt), bits(ref_magnitude(weight, sparsity)))
 

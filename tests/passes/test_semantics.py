@@ -45,7 +45,9 @@ def test_result_can_be_sparsified_again(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_weight_left_dense_with_warning(bad: float, tmp_path: Path, sparsify_log: pytest.LogCaptureFixture) -> None:
+def test_non_finite_weight_left_dense_with_warning(
+    bad: float, tmp_path: Path, sparsify_log: pytest.LogCaptureFixture
+) -> None:
     w = weight()
     w[2, 3] = bad
     original = linear_program(w)
@@ -56,7 +58,9 @@ def test_non_finite_weight_left_dense_with_warning(bad: float, tmp_path: Path, s
     assert np.array_equal(rebuilt, dense, equal_nan=True)
 
 
-def test_block_larger_than_out_channels_skipped(asset_path: Path, sparsify_log: pytest.LogCaptureFixture) -> None:
+def test_block_larger_than_out_channels_skipped(
+    asset_path: Path, sparsify_log: pytest.LogCaptureFixture
+) -> None:
     w = weight((6, 32))
     program = sparsify_weights(linear_program(w), block_size=8, weight_num_threshold=0)
     assert "block_size=8 exceeds the 6 output channels" in sparsify_log.text
@@ -66,9 +70,13 @@ def test_block_larger_than_out_channels_skipped(asset_path: Path, sparsify_log: 
     assert np.array_equal(read_back_linear(program, 32, np.float32, asset_path), w)
 
 
-def test_m_larger_than_in_channels_skipped(asset_path: Path, sparsify_log: pytest.LogCaptureFixture) -> None:
+def test_m_larger_than_in_channels_skipped(
+    asset_path: Path, sparsify_log: pytest.LogCaptureFixture
+) -> None:
     w = weight((16, 6))
-    program = sparsify_weights(linear_program(w), target_sparsity=None, n_m_ratio=(4, 8), weight_num_threshold=0)
+    program = sparsify_weights(
+        linear_program(w), target_sparsity=None, n_m_ratio=(4, 8), weight_num_threshold=0
+    )
     assert "m=8 exceeds the 6 input channels" in sparsify_log.text
     assert np.array_equal(read_back_linear(program, 6, np.float32, asset_path), w)
 

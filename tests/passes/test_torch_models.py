@@ -51,7 +51,9 @@ def build(kind: str) -> tuple[nn.Module, dict[str, torch.Tensor]]:
 
 @pytest.mark.parametrize("mode", list(MODE_ARGS))
 @pytest.mark.parametrize("kind", ["mlp", "cnn", "transformer"])
-def test_compressed_model_matches_torch_with_pruned_weights(kind: str, mode: str, asset_path: Path) -> None:
+def test_compressed_model_matches_torch_with_pruned_weights(
+    kind: str, mode: str, asset_path: Path
+) -> None:
     model, inputs = build(kind)
     program = convert(model, inputs)
     compressed = sparsify_weights(program, weight_num_threshold=THRESHOLD, **MODE_ARGS[mode])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import ml_dtypes
 import numpy as np
@@ -10,7 +10,7 @@ import numpy as np
 __all__ = ["DType", "numpy_dtype"]
 
 
-class DType(str, Enum):
+class DType(StrEnum):
     """A Core AI storage element type, named by its lower-case MLIR-style string.
 
     Members compare equal to their string value (``DType.INT8 == "int8"``), so APIs that
@@ -33,9 +33,6 @@ class DType(str, Enum):
     FP8_E4M3FN = "fp8_e4m3fn"
     FP8_E5M2 = "fp8_e5m2"
     FP8_E8M0FNU = "fp8_e8m0fnu"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _NUMPY: dict[DType, np.dtype] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 from itertools import count
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -15,7 +16,9 @@ from coreai._compiler.ir import (
     DenseResourceElementsAttr,
     F16Type,
     F32Type,
+    InsertionPoint,
     IntegerType,
+    Module,
     Operation,
     OpResult,
     RankedTensorType,
@@ -33,7 +36,7 @@ __all__ = [
     "tensor_type",
 ]
 
-_FLOAT_TYPES: tuple[tuple[type, np.dtype], ...] = (
+_FLOAT_TYPES: tuple[tuple[Any, np.dtype], ...] = (
     (F32Type, np.dtype(np.float32)),
     (F16Type, np.dtype(np.float16)),
     (BF16Type, np.dtype(ml_dtypes.bfloat16)),
@@ -79,7 +82,7 @@ def read_constant(op: Operation, dtype: np.dtype) -> np.ndarray:
     else:
         msg = f"unsupported constant attribute kind: {type(attr).__name__}"
         raise ConstantReadError(msg)
-    if flat.size == 1 and len(shape) and np.prod(shape) != 1:
+    if flat.size == 1 and shape and np.prod(shape) != 1:
         flat = np.broadcast_to(flat.reshape(()), shape)
     out = flat.reshape(shape)
     out.flags.writeable = False
@@ -87,8 +90,13 @@ def read_constant(op: Operation, dtype: np.dtype) -> np.ndarray:
 
 
 def _read_resource(op: Operation, dtype: np.dtype, size: int) -> np.ndarray:
+    # Serialize a use-free clone in a scratch module: writing an op whose result has uses
+    # makes the bytecode writer number the users too, and it aborts the process on them.
+    with op.context, op.location:
+        scratch = Module.create()
+        op.clone(ip=InsertionPoint(scratch.body))
     buffer = io.BytesIO()
-    op.write_bytecode(buffer)
+    scratch.operation.write_bytecode(buffer)
     section = resource_section(buffer.getbuffer())
     nbytes = size * dtype.itemsize
     if len(section) < nbytes:
@@ -106,7 +114,7 @@ def _read_dense(attr: DenseElementsAttr, dtype: np.dtype) -> np.ndarray:
     hex_match = _HEX.match(text)
     if hex_match:
         return np.frombuffer(bytes.fromhex(hex_match.group(1)), dtype=dtype)
-    body = text[len("dense<") : text.rindex(">")]
+    body = text[len("dense<") : text.rindex("> : ")]
     bits = np.dtype(f"<u{dtype.itemsize}")
     values = [
         np.array(int(tok, 16), dtype=bits).view(dtype)

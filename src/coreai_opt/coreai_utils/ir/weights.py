@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 from coreai._compiler.ir import DenseElementsAttr, Module, Operation, Value
@@ -23,7 +23,7 @@ WEIGHT_OPS = _MATMULS | _CONVS | _CONV_TRANSPOSES | _GATHERS | {_TRANSPOSE}
 """Ops whose constant operands are weights (the spec's ``_OPS_WEIGHT_NEED_COMPRESSION``)."""
 
 
-class LayerKind(str, Enum):
+class LayerKind(StrEnum):
     """How a weight is used, which decides the structured modes that apply to it."""
 
     LINEAR = "linear"
@@ -106,7 +106,8 @@ def _permutation(op: Operation) -> list[int] | None:
 
 def _uses_of(value: Value) -> list[_Use] | None:
     """How each use of ``value`` consumes it as a weight; None if some use is not a weight use."""
-    rank = len(tensor_type(value.type).shape) if tensor_type(value.type) else 0
+    ranked = tensor_type(value.type)
+    rank = len(ranked.shape) if ranked is not None else 0
     uses: list[_Use] = []
     for operand in value.uses:
         owner = operand.owner.operation

@@ -41,9 +41,11 @@ def magnitude_key(weight: np.ndarray) -> np.ndarray:
     if weight.dtype.kind not in "fV" or width not in _UINT_OF_WIDTH:
         msg = f"magnitude_key needs a 16/32/64-bit float array, got dtype {weight.dtype}"
         raise TypeError(msg)
-    uint = _UINT_OF_WIDTH[width]
-    bits = np.ascontiguousarray(weight).view(uint)
-    return bits & uint((1 << (8 * width - 1)) - 1)
+    uint = np.dtype(_UINT_OF_WIDTH[width])
+    bits: np.ndarray = np.ascontiguousarray(weight).view(uint)
+    magnitude_bits = np.array((1 << (8 * width - 1)) - 1, dtype=uint)
+    keys: np.ndarray = bits & magnitude_bits
+    return keys
 
 
 def select_lowest(keys: np.ndarray, count: int) -> np.ndarray:

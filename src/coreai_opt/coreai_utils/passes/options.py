@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -40,8 +41,11 @@ class SparsifyOptions:
     weight_num_threshold: int
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
+def _as_int(value: object) -> int | None:
+    """``value`` as an int if it is an integer (numpy integers included, bool excluded)."""
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        return int(value)
+    return None
 
 
 def _check_target_sparsity(value: object) -> float | None:
@@ -60,30 +64,30 @@ def _check_target_sparsity(value: object) -> float | None:
 def _check_block_size(value: object) -> int | None:
     if value is None:
         return None
-    if not _is_int(value):
+    number = _as_int(value)
+    if number is None:
         msg = f"block_size must be an int greater than 1 or None, got {value!r}"
         raise ArgumentTypeError(msg)
-    if int(value) <= 1:  # type: ignore[call-overload]
+    if number <= 1:
         msg = f"block_size must be greater than 1, got {value!r}"
         raise ValueError(msg)
-    return int(value)  # type: ignore[call-overload]
+    return number
 
 
 def _check_n_m_ratio(value: object) -> tuple[int, int] | None:
     if value is None:
         return None
-    try:
-        items = tuple(value)  # type: ignore[call-overload]
-    except TypeError:
+    if not isinstance(value, Iterable):
         msg = f"n_m_ratio must be a pair (n, m) of ints, got {value!r}"
-        raise ValueError(msg) from None
+        raise ValueError(msg)
+    items = [_as_int(item) for item in value]
     if len(items) != 2:
         msg = f"n_m_ratio must have length 2, got {value!r}"
         raise ValueError(msg)
-    if not all(_is_int(item) for item in items):
+    n, m = items
+    if n is None or m is None:
         msg = f"n_m_ratio must contain integers only, got {value!r}"
         raise ValueError(msg)
-    n, m = int(items[0]), int(items[1])
     if m <= 0:
         msg = f"n_m_ratio needs m > 0, got {value!r}"
         raise ValueError(msg)
@@ -111,23 +115,25 @@ def _check_quantize_dtype(value: object) -> DType | None:
 def _check_palettize_nbits(value: object) -> int | None:
     if value is None:
         return None
-    if not _is_int(value) or int(value) not in PALETTIZE_NBITS:  # type: ignore[call-overload]
+    number = _as_int(value)
+    if number not in PALETTIZE_NBITS:
         msg = f"palettize_nbits must be one of {set(PALETTIZE_NBITS)}, got {value!r}"
         raise ValueError(msg)
-    return int(value)  # type: ignore[call-overload]
+    return number
 
 
 def _check_threshold(value: object) -> int:
-    if not _is_int(value):
+    number = _as_int(value)
+    if number is None:
         msg = f"weight_num_threshold must be a non-negative int, got {value!r}"
         raise ArgumentTypeError(msg)
-    if int(value) < 0:  # type: ignore[call-overload]
+    if number < 0:
         msg = f"weight_num_threshold must be non-negative, got {value!r}"
         raise ValueError(msg)
-    return int(value)  # type: ignore[call-overload]
+    return number
 
 
-def validate_options(  # noqa: PLR0913
+def validate_options(
     *,
     target_sparsity: object,
     block_size: object,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from coreai_opt.coreai_utils.ir.weights import LayerKind, WeightSite
 from coreai_opt.coreai_utils.passes.options import SparsifyOptions
@@ -13,7 +13,7 @@ __all__ = ["Mode", "WeightPlan", "plan_weight"]
 _STRUCTURED_KINDS = (LayerKind.LINEAR, LayerKind.CONV)
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """The pruning applied to a weight."""
 
     MAGNITUDE = "magnitude"
@@ -38,24 +38,39 @@ class WeightPlan:
 def plan_weight(site: WeightSite, options: SparsifyOptions) -> WeightPlan:
     """The plan for ``site`` under ``options``."""
     if site.size < options.weight_num_threshold:
-        reason = f"{site.size} elements, below weight_num_threshold={options.weight_num_threshold}"
-        return WeightPlan(site, None, reason)
-    structured = site.kind in _STRUCTURED_KINDS
+        threshold = options.weight_num_threshold
+        return WeightPlan(
+            site, None, f"{site.size} elements, below weight_num_threshold={threshold}"
+        )
     if options.n_m_ratio is not None:
-        n, m = options.n_m_ratio
-        if not structured or site.in_axis is None:
-            return WeightPlan(site, None, f"n:m applies to linear and conv weights only, not {site.kind.value}", warn=True)
-        channels = site.shape[site.in_axis]
-        if m > channels:
-            return WeightPlan(site, None, f"m={m} exceeds the {channels} input channels (axis {site.in_axis})", warn=True)
-        return WeightPlan(site, Mode.N_M)
+        return _plan_n_m(site, options.n_m_ratio[1])
     if options.block_size is not None:
-        if not structured or site.out_axis is None:
-            reason = f"block sparsity applies to linear and conv weights only; {site.kind.value} weight pruned unstructured"
-            return WeightPlan(site, Mode.MAGNITUDE, reason, warn=True)
-        channels = site.shape[site.out_axis]
-        if options.block_size > channels:
-            reason = f"block_size={options.block_size} exceeds the {channels} output channels (axis {site.out_axis})"
-            return WeightPlan(site, None, reason, warn=True)
-        return WeightPlan(site, Mode.BLOCK)
+        return _plan_block(site, options.block_size)
     return WeightPlan(site, Mode.MAGNITUDE)
+
+
+def _plan_n_m(site: WeightSite, m: int) -> WeightPlan:
+    if site.kind not in _STRUCTURED_KINDS or site.in_axis is None:
+        reason = f"n:m applies to linear and conv weights only, not {site.kind.value}"
+        return WeightPlan(site, None, reason, warn=True)
+    channels = site.shape[site.in_axis]
+    if m > channels:
+        reason = f"m={m} exceeds the {channels} input channels (axis {site.in_axis})"
+        return WeightPlan(site, None, reason, warn=True)
+    return WeightPlan(site, Mode.N_M)
+
+
+def _plan_block(site: WeightSite, block_size: int) -> WeightPlan:
+    if site.kind not in _STRUCTURED_KINDS or site.out_axis is None:
+        reason = (
+            "block sparsity applies to linear and conv weights only; "
+            f"{site.kind.value} weight pruned unstructured"
+        )
+        return WeightPlan(site, Mode.MAGNITUDE, reason, warn=True)
+    channels = site.shape[site.out_axis]
+    if block_size > channels:
+        reason = (
+            f"block_size={block_size} exceeds the {channels} output channels (axis {site.out_axis})"
+        )
+        return WeightPlan(site, None, reason, warn=True)
+    return WeightPlan(site, Mode.BLOCK)

@@ -18,21 +18,48 @@ from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, to_sparse
 from coreai_opt.coreai_utils.passes.options import SparsifyOptions, validate_options
 from coreai_opt.coreai_utils.passes.plan import Mode, WeightPlan, plan_weight
 
-__all__ = ["WeightOutcome", "sparsify_program", "sparsify_weights"]
+__all__ = [
+    "SparsifyResult",
+    "WeightOutcome",
+    "sparsify_program",
+    "sparsify_weights",
+    "sparsify_with_report",
+]
 
 _log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class WeightOutcome:
-    """What happened to one weight: its plan, and the achieved sparsity if it was compressed."""
+    """What happened to one candidate weight (a report row).
 
-    plan: WeightPlan
-    sparsity: float | None = None
-    skipped: str | None = None
+    ``mode`` is None when the weight stayed dense, and ``reason`` then says why; a
+    compressed weight may still carry a ``reason`` noting a downgrade (block -> unstructured).
+    ``sparsity`` is the achieved fraction of zeros, None for weights left dense (not read).
+    ``bytes_after`` counts the stored data (values, mask, and any quantization metadata).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    consumers: tuple[str, ...]
+    kind: str
+    mode: str | None
+    reason: str | None
+    sparsity: float | None
+    bytes_before: int
+    bytes_after: int
 
 
-def sparsify_weights(  # noqa: PLR0913
+@dataclass(frozen=True)
+class SparsifyResult:
+    """The sparsified program and one outcome per candidate weight, in IR order."""
+
+    program: AIProgram
+    weights: tuple[WeightOutcome, ...]
+
+
+def sparsify_weights(
     coreai_program: AIProgram,
     target_sparsity: float | None = 0.5,
     block_size: int | None = None,
@@ -108,6 +135,33 @@ def sparsify_weights(  # noqa: PLR0913
             ``0 <= n <= m``; ``target_sparsity`` is outside [0, 1] or NaN;
             ``weight_num_threshold`` is negative.
     """
+    return sparsify_with_report(
+        coreai_program,
+        target_sparsity=target_sparsity,
+        block_size=block_size,
+        n_m_ratio=n_m_ratio,
+        quantize_dtype=quantize_dtype,
+        palettize_nbits=palettize_nbits,
+        weight_num_threshold=weight_num_threshold,
+        in_place=in_place,
+    ).program
+
+
+def sparsify_with_report(
+    coreai_program: AIProgram,
+    target_sparsity: float | None = 0.5,
+    block_size: int | None = None,
+    n_m_ratio: tuple[int, int] | None = None,
+    quantize_dtype: DType | None = None,
+    palettize_nbits: int | None = None,
+    weight_num_threshold: int = 1024,
+    in_place: bool = False,  # noqa: FBT001, FBT002
+) -> SparsifyResult:
+    """:func:`sparsify_weights`, also returning what happened to each candidate weight."""
+    if not isinstance(coreai_program, AIProgram):
+        kind = type(coreai_program).__name__
+        msg = f"coreai_program must be a coreai.authoring.AIProgram, got {kind}"
+        raise TypeError(msg)
     options = validate_options(
         target_sparsity=target_sparsity,
         block_size=block_size,
@@ -116,15 +170,11 @@ def sparsify_weights(  # noqa: PLR0913
         palettize_nbits=palettize_nbits,
         weight_num_threshold=weight_num_threshold,
     )
-    if not isinstance(coreai_program, AIProgram):
-        msg = f"coreai_program must be a coreai.authoring.AIProgram, got {type(coreai_program).__name__}"
-        raise TypeError(msg)
     if not isinstance(in_place, bool):
         msg = f"in_place must be a bool, got {in_place!r}"
         raise TypeError(msg)
     program = coreai_program if in_place else copy.deepcopy(coreai_program)
-    sparsify_program(program, options)
-    return program
+    return SparsifyResult(program, tuple(sparsify_program(program, options)))
 
 
 def sparsify_program(program: AIProgram, options: SparsifyOptions) -> list[WeightOutcome]:
@@ -140,7 +190,7 @@ def sparsify_program(program: AIProgram, options: SparsifyOptions) -> list[Weigh
             if plan.warn:
                 _warn(plan, plan.reason)
             if plan.mode is None:
-                outcomes.append(WeightOutcome(plan, skipped=plan.reason))
+                outcomes.append(_outcome(plan, None))
                 continue
             outcomes.append(_apply(plan, options))
         module.operation.verify()
@@ -157,17 +207,42 @@ def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
         return _skip(plan, "contains NaN or Inf")
     sparse = prune(weight, plan, options)
     replace_constant(site.op, emit_sparse_chain(site.op, sparse))
-    return WeightOutcome(plan, sparsity=sparse.sparsity)
+    return _outcome(plan, sparse)
 
 
 def _warn(plan: WeightPlan, message: str | None) -> None:
     site = plan.site
-    _log.warning("weight %s (%s -> %s): %s", site.name, "x".join(map(str, site.shape)), ", ".join(site.consumers), message)
+    _log.warning(
+        "weight %s (%s -> %s): %s",
+        site.name,
+        "x".join(map(str, site.shape)),
+        ", ".join(site.consumers),
+        message,
+    )
 
 
 def _skip(plan: WeightPlan, reason: str) -> WeightOutcome:
     _warn(plan, f"{reason}; left dense")
-    return WeightOutcome(plan, skipped=reason)
+    return _outcome(plan, None, reason)
+
+
+def _outcome(
+    plan: WeightPlan, sparse: SparseWeight | None, reason: str | None = None
+) -> WeightOutcome:
+    site = plan.site
+    before = site.size * site.dtype.itemsize
+    return WeightOutcome(
+        name=site.name,
+        shape=site.shape,
+        dtype=str(site.dtype),
+        consumers=site.consumers,
+        kind=site.kind.value,
+        mode=plan.mode.value if sparse is not None and plan.mode is not None else None,
+        reason=reason or plan.reason,
+        sparsity=sparse.sparsity if sparse is not None else None,
+        bytes_before=before,
+        bytes_after=sparse.values.nbytes + -(-site.size // 8) if sparse is not None else before,
+    )
 
 
 def prune(weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions) -> SparseWeight:

@@ -1,0 +1,39 @@
+# Set-up is automatic: every target creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BASE   := $(VENV)/.installed-base
+DEV    := $(VENV)/.installed-dev
+
+.PHONY: demo test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(BASE): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[cli]'
+	touch $@
+
+# torch must come first and pinned: a plain `torch` would pull a multi-GB CUDA build.
+$(DEV): pyproject.toml $(BASE)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[cli,test,dev]'
+	touch $@
+
+demo: $(BASE)
+	$(PY) -m coreai_opt.cli.demo
+
+test: $(DEV)
+	$(PY) -m pytest -q
+
+lint: $(DEV)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+bench: $(BASE)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The ``coreai-sparsify`` command line, built on the public API only."""
