@@ -50,3 +50,35 @@ def ref_nm(weight: np.ndarray, n: int, m: int, axis: int) -> np.ndarray:
                 if index is not None:
                     row[index] = 0
     return np.moveaxis(rows.reshape(moved.shape), -1, axis)
+
+
+def ref_lloyd(values: np.ndarray, k: int, iterations: int = 1000) -> np.ndarray:
+    """Plain Lloyd k-means on the raw values from quantile starts, run to convergence."""
+    x = np.sort(values.astype(np.float64))
+    centroids = np.unique(np.quantile(x, (np.arange(k) + 0.5) / k))
+    for _ in range(iterations):
+        labels = np.argmin(np.abs(x[:, None] - centroids[None, :]), axis=1)
+        new = np.array(
+            [
+                x[labels == j].mean() if np.any(labels == j) else centroids[j]
+                for j in range(centroids.size)
+            ]
+        )
+        if np.array_equal(new, centroids):
+            break
+        centroids = new
+    return centroids
+
+
+def mse_to_nearest(values: np.ndarray, centroids: np.ndarray) -> float:
+    x = values.astype(np.float64)
+    return float(
+        np.mean(np.min((x[:, None] - np.asarray(centroids, np.float64)[None, :]) ** 2, axis=1))
+    )
+
+
+def issue_layer(seed: int = 0) -> np.ndarray:
+    """The quantization test layer: random normal 256x192 fp32, rows scaled over 0.2-3x."""
+    rng = np.random.default_rng(seed)
+    rows = np.linspace(0.2, 3.0, 256, dtype=np.float32)[:, None]
+    return (rng.standard_normal((256, 192)).astype(np.float32) * rows).astype(np.float32)

@@ -16,7 +16,11 @@ from coreai._compiler.ir import (
     DenseResourceElementsAttr,
     F16Type,
     F32Type,
+    Float8E4M3FNType,
+    Float8E5M2Type,
+    FloatAttr,
     InsertionPoint,
+    IntegerAttr,
     IntegerType,
     Module,
     Operation,
@@ -25,14 +29,18 @@ from coreai._compiler.ir import (
     Type,
 )
 
+from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.ir.bytecode import resource_section
 
 __all__ = [
     "ConstantReadError",
     "float_dtype",
+    "index_type",
     "make_constant",
+    "make_splat",
     "mask_type",
     "read_constant",
+    "storage_type",
     "tensor_type",
 ]
 
@@ -128,6 +136,32 @@ def _read_dense(attr: DenseElementsAttr, dtype: np.dtype) -> np.ndarray:
 def mask_type() -> IntegerType:
     """The ``ui1`` element type of bit masks."""
     return IntegerType.get_unsigned(1)
+
+
+def storage_type(dtype: DType) -> Type:
+    """The MLIR element type that stores ``dtype``."""
+    factories: dict[DType, Any] = {
+        DType.INT8: lambda: IntegerType.get_signed(8),
+        DType.UINT8: lambda: IntegerType.get_unsigned(8),
+        DType.FP8_E4M3FN: Float8E4M3FNType.get,
+        DType.FP8_E5M2: Float8E5M2Type.get,
+    }
+    return factories[dtype]()
+
+
+def index_type(nbits: int) -> IntegerType:
+    """The ``ui<nbits>`` element type of palette indices."""
+    return IntegerType.get_unsigned(nbits)
+
+
+def make_splat(value: float, shape: tuple[int, ...], element_type: Type) -> OpResult:
+    """Insert an inline splat ``coreai.constant`` (the compiler can see its value)."""
+    tensor = RankedTensorType.get(list(shape), element_type)
+    if IntegerType.isinstance(element_type):
+        attr = IntegerAttr.get(element_type, int(value))
+    else:
+        attr = FloatAttr.get(element_type, float(value))
+    return ConstantOp(value=DenseElementsAttr.get_splat(tensor, attr)).result
 
 
 def make_constant(data: np.ndarray, shape: tuple[int, ...], element_type: Type) -> OpResult:

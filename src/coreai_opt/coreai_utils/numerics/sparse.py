@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SparseWeight", "pack_mask", "to_sparse", "unpack_mask"]
+__all__ = ["SparseWeight", "pack_bits", "pack_mask", "to_sparse", "unpack_bits", "unpack_mask"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,24 @@ def to_sparse(weight: np.ndarray, keep: np.ndarray) -> SparseWeight:
     """
     mask = keep & (weight != 0)
     return SparseWeight(values=weight[mask], mask=mask)
+
+
+def pack_bits(values: np.ndarray, nbits: int) -> np.ndarray:
+    """Pack unsigned ``nbits``-wide codes (1-D, each < 2**nbits) as Core AI's ``ui<nbits>``
+    storage: a little-endian bit stream, code i in bits [i*nbits, (i+1)*nbits)."""
+    codes = np.ascontiguousarray(values, dtype=np.uint8).reshape(-1)
+    if nbits == 8:
+        return codes
+    bits = np.unpackbits(codes[:, None], axis=1, count=nbits, bitorder="little")
+    return np.packbits(bits.reshape(-1), bitorder="little")
+
+
+def unpack_bits(packed: np.ndarray, nbits: int, count: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: ``count`` codes as uint8."""
+    if nbits == 8:
+        return np.asarray(packed, dtype=np.uint8)[:count].copy()
+    bits = np.unpackbits(packed, count=count * nbits, bitorder="little").reshape(count, nbits)
+    return np.packbits(bits, axis=1, bitorder="little").reshape(-1)
 
 
 def pack_mask(mask: np.ndarray) -> np.ndarray:

@@ -11,9 +11,16 @@ from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.ir.constants import read_constant
-from coreai_opt.coreai_utils.ir.rewrite import emit_sparse_chain, replace_constant
+from coreai_opt.coreai_utils.ir.rewrite import (
+    emit_palettized_chain,
+    emit_quantized_chain,
+    emit_sparse_chain,
+    replace_constant,
+)
 from coreai_opt.coreai_utils.ir.weights import find_weights
+from coreai_opt.coreai_utils.numerics.kmeans import palettize
 from coreai_opt.coreai_utils.numerics.masks import block_mask, magnitude_mask, nm_mask
+from coreai_opt.coreai_utils.numerics.quantize import quantize
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, to_sparse
 from coreai_opt.coreai_utils.passes.options import SparsifyOptions, validate_options
 from coreai_opt.coreai_utils.passes.plan import Mode, WeightPlan, plan_weight
@@ -33,7 +40,9 @@ _log = logging.getLogger(__name__)
 class WeightOutcome:
     """What happened to one candidate weight (a report row).
 
-    ``mode`` is None when the weight stayed dense, and ``reason`` then says why; a
+    ``mode`` (the pruning) is None when the weight stayed dense, and ``reason`` then says why;
+    ``joint`` names the storage of the kept values (``int8``..., ``palettize4``), None when
+    they keep the weight's dtype; a
     compressed weight may still carry a ``reason`` noting a downgrade (block -> unstructured).
     ``sparsity`` is the achieved fraction of zeros, None for weights left dense (not read).
     ``bytes_after`` counts the stored data (values, mask, and any quantization metadata).
@@ -45,6 +54,7 @@ class WeightOutcome:
     consumers: tuple[str, ...]
     kind: str
     mode: str | None
+    joint: str | None
     reason: str | None
     sparsity: float | None
     bytes_before: int
@@ -179,9 +189,6 @@ def sparsify_with_report(
 
 def sparsify_program(program: AIProgram, options: SparsifyOptions) -> list[WeightOutcome]:
     """Apply ``options`` to ``program`` in place; one outcome per candidate weight."""
-    if options.quantize_dtype is not None or options.palettize_nbits is not None:
-        msg = "joint quantization and palettization are not implemented yet"
-        raise NotImplementedError(msg)
     module = program._module._mlir_module  # noqa: SLF001
     plans = [plan_weight(site, options) for site in find_weights(module)]
     outcomes: list[WeightOutcome] = []
@@ -206,8 +213,27 @@ def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
     if not np.isfinite(weight.astype(np.float32, copy=False)).all():
         return _skip(plan, "contains NaN or Inf")
     sparse = prune(weight, plan, options)
-    replace_constant(site.op, emit_sparse_chain(site.op, sparse))
-    return _outcome(plan, sparse)
+    joint = options.quantize_dtype or (
+        f"palettize{options.palettize_nbits}" if options.palettize_nbits else None
+    )
+    if joint is not None and sparse.values.size == 0:
+        _warn(plan, f"no non-zero values left; {joint} skipped, stored as plain sparse")
+        joint = None
+    mask_bytes = -(-site.size // 8)
+    if joint is None:
+        replacement, stored = emit_sparse_chain(site.op, sparse), sparse.values.nbytes
+    elif options.quantize_dtype is not None:
+        quantized = quantize(sparse.dense(), sparse.mask, options.quantize_dtype, site.out_axis)
+        replacement, stored = emit_quantized_chain(site.op, quantized), quantized.nbytes
+    else:
+        nbits = options.palettize_nbits or 8
+        palette = palettize(sparse.values, nbits)
+        replacement = emit_palettized_chain(site.op, palette, sparse.mask)
+        stored = -(-palette.indices.size * nbits // 8) + palette.lut.nbytes
+    replace_constant(site.op, replacement)
+    return _outcome(
+        plan, sparse, joint=str(joint) if joint else None, bytes_after=stored + mask_bytes
+    )
 
 
 def _warn(plan: WeightPlan, message: str | None) -> None:
@@ -227,7 +253,12 @@ def _skip(plan: WeightPlan, reason: str) -> WeightOutcome:
 
 
 def _outcome(
-    plan: WeightPlan, sparse: SparseWeight | None, reason: str | None = None
+    plan: WeightPlan,
+    sparse: SparseWeight | None,
+    reason: str | None = None,
+    *,
+    joint: str | None = None,
+    bytes_after: int | None = None,
 ) -> WeightOutcome:
     site = plan.site
     before = site.size * site.dtype.itemsize
@@ -238,10 +269,11 @@ def _outcome(
         consumers=site.consumers,
         kind=site.kind.value,
         mode=plan.mode.value if sparse is not None and plan.mode is not None else None,
+        joint=joint,
         reason=reason or plan.reason,
         sparsity=sparse.sparsity if sparse is not None else None,
         bytes_before=before,
-        bytes_after=sparse.values.nbytes + -(-site.size // 8) if sparse is not None else before,
+        bytes_after=before if bytes_after is None else bytes_after,
     )
 
 

@@ -1,0 +1,90 @@
+"""1-D k-means and palettes: invariants, losslessness, quality against plain Lloyd."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from coreai_opt.coreai_utils.numerics import kmeans_1d, pack_bits, palettize, unpack_bits
+from tests.reference import mse_to_nearest, ref_lloyd
+
+FLOATS = [np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
+NBITS = [1, 2, 3, 4, 6, 8]
+
+
+@st.composite
+def value_sets(draw: st.DrawFn) -> np.ndarray:
+    dtype = draw(st.sampled_from(FLOATS))
+    values = draw(
+        hnp.arrays(np.float32, st.integers(1, 300), elements=st.floats(-100, 100, width=32))
+    )
+    return values.astype(dtype)
+
+
+@given(values=value_sets(), nbits=st.sampled_from(NBITS))
+def test_palette_invariants(values: np.ndarray, nbits: int) -> None:
+    palette = palettize(values, nbits)
+    assert palette.lut.dtype == values.dtype and palette.lut.size == 2**nbits
+    assert np.all(np.diff(palette.lut.astype(np.float64)) >= 0), "LUT sorted"
+    assert palette.indices.size == values.size
+    assert palette.indices.max() < 2**nbits
+
+
+@given(values=value_sets(), nbits=st.sampled_from(NBITS))
+def test_few_distinct_values_are_lossless_and_idempotent(values: np.ndarray, nbits: int) -> None:
+    few = values[: 2**nbits]
+    palette = palettize(few, nbits)
+    assert np.array_equal(palette.decode().astype(np.float64), few.astype(np.float64))
+    again = palettize(palette.decode(), nbits)
+    assert np.array_equal(again.decode(), palette.decode())
+
+
+@given(values=value_sets(), nbits=st.sampled_from(NBITS))
+def test_labels_are_nearest_entries(values: np.ndarray, nbits: int) -> None:
+    palette = palettize(values, nbits)
+    lut = palette.lut.astype(np.float64)
+    distance = np.abs(values.astype(np.float64)[:, None] - lut[None, :])
+    chosen = distance[np.arange(values.size), palette.indices]
+    assert np.all(chosen <= distance.min(axis=1))
+
+
+@settings(max_examples=30)
+@given(values=value_sets())
+def test_kmeans_centroids_sorted_and_labels_in_range(values: np.ndarray) -> None:
+    centroids, labels = kmeans_1d(values, 8)
+    assert np.all(np.diff(centroids) > 0)
+    assert labels.min() >= 0 and labels.max() < centroids.size
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.name)
+def test_quality_against_converged_lloyd(nbits: int, dtype: np.dtype) -> None:
+    rng = np.random.default_rng(nbits)
+    values = np.concatenate([rng.standard_normal(3000), rng.laplace(size=1000) * 3]).astype(dtype)
+    ours = mse_to_nearest(values, palettize(values, nbits).lut)
+    reference = mse_to_nearest(values, ref_lloyd(values, 2**nbits))
+    assert ours <= 1.05 * reference
+
+
+def test_deterministic() -> None:
+    values = np.random.default_rng(3).standard_normal(5000).astype(np.float32)
+    a, b = palettize(values, 4), palettize(values.copy(), 4)
+    assert np.array_equal(a.lut, b.lut) and np.array_equal(a.indices, b.indices)
+
+
+@given(st.sampled_from(NBITS), st.data())
+def test_pack_bits_roundtrip(nbits: int, data: st.DataObject) -> None:
+    codes = data.draw(
+        hnp.arrays(np.uint8, st.integers(0, 40), elements=st.integers(0, 2**nbits - 1))
+    )
+    packed = pack_bits(codes, nbits)
+    assert packed.size == -(-codes.size * nbits // 8)
+    assert np.array_equal(unpack_bits(packed, nbits, codes.size), codes)
+
+
+def test_pack_bits_layout_by_hand() -> None:
+    # ui3 codes 5, 3, 7 fill bits 0-2, 3-5, 6-8 (LSB first): byte0 = 0b11_011_101, byte1 = 0b1
+    assert pack_bits(np.array([5, 3, 7], np.uint8), 3).tolist() == [0b11011101, 0b1]
+    assert pack_bits(np.array([1, 2, 3, 0], np.uint8), 2).tolist() == [0b00111001]
