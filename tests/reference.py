@@ -52,29 +52,33 @@ def ref_nm(weight: np.ndarray, n: int, m: int, axis: int) -> np.ndarray:
     return np.moveaxis(rows.reshape(moved.shape), -1, axis)
 
 
-def ref_lloyd(values: np.ndarray, k: int, iterations: int = 1000) -> np.ndarray:
+def ref_lloyd(values: np.ndarray, k: int, iterations: int = 10_000) -> np.ndarray:
     """Plain Lloyd k-means on the raw values from quantile starts, run to convergence."""
-    x = np.sort(values.astype(np.float64))
+    x = values.astype(np.float64)
     centroids = np.unique(np.quantile(x, (np.arange(k) + 0.5) / k))
     for _ in range(iterations):
-        labels = np.argmin(np.abs(x[:, None] - centroids[None, :]), axis=1)
-        new = np.array(
-            [
-                x[labels == j].mean() if np.any(labels == j) else centroids[j]
-                for j in range(centroids.size)
-            ]
-        )
+        labels = nearest_index(x, centroids)
+        counts = np.bincount(labels, minlength=centroids.size)
+        sums = np.bincount(labels, weights=x, minlength=centroids.size)
+        new = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
         if np.array_equal(new, centroids):
             break
-        centroids = new
+        centroids = np.unique(new)
     return centroids
+
+
+def nearest_index(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the nearest of the sorted ``centroids`` for each of ``x``."""
+    right = np.clip(np.searchsorted(centroids, x), 0, centroids.size - 1)
+    left = np.clip(right - 1, 0, centroids.size - 1)
+    closer_left = np.abs(x - centroids[left]) <= np.abs(x - centroids[right])
+    return np.where(closer_left, left, right)
 
 
 def mse_to_nearest(values: np.ndarray, centroids: np.ndarray) -> float:
     x = values.astype(np.float64)
-    return float(
-        np.mean(np.min((x[:, None] - np.asarray(centroids, np.float64)[None, :]) ** 2, axis=1))
-    )
+    c = np.sort(np.asarray(centroids, dtype=np.float64))
+    return float(np.mean((x - c[nearest_index(x, c)]) ** 2))
 
 
 def issue_layer(seed: int = 0) -> np.ndarray:

@@ -52,17 +52,20 @@ def test_labels_are_nearest_entries(values: np.ndarray, nbits: int) -> None:
 
 @settings(max_examples=30)
 @given(values=value_sets())
-def test_kmeans_centroids_sorted_and_labels_in_range(values: np.ndarray) -> None:
-    centroids, labels = kmeans_1d(values, 8)
+def test_kmeans_centroids_sorted_and_distinct(values: np.ndarray) -> None:
+    centroids = kmeans_1d(values, 8)
+    assert 1 <= centroids.size <= 8
     assert np.all(np.diff(centroids) > 0)
-    assert labels.min() >= 0 and labels.max() < centroids.size
 
 
-@pytest.mark.parametrize("nbits", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("nbits", NBITS)
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.name)
 def test_quality_against_converged_lloyd(nbits: int, dtype: np.dtype) -> None:
     rng = np.random.default_rng(nbits)
-    values = np.concatenate([rng.standard_normal(3000), rng.laplace(size=1000) * 3]).astype(dtype)
+    normal = rng.standard_normal(60_000)
+    values = np.concatenate([normal[np.abs(normal) > 0.67], rng.laplace(size=20_000) * 3]).astype(
+        dtype
+    )
     ours = mse_to_nearest(values, palettize(values, nbits).lut)
     reference = mse_to_nearest(values, ref_lloyd(values, 2**nbits))
     assert ours <= 1.05 * reference

@@ -1,13 +1,14 @@
-"""Exact-enough, fast 1-D k-means for palettization.
+"""Fast, deterministic 1-D k-means for palettization.
 
 In sorted 1-D data every cluster of a k-means solution is a contiguous range, so one
 Lloyd step is: boundaries at centroid midpoints, a binary search for where each boundary
-falls, and cluster means from prefix sums. The data is first reduced to weighted points:
-the distinct values of 16-bit floats exactly, or for wider floats bins of the top 16 bits
-of their order-preserving bit pattern (a bfloat16-resolution histogram) represented by the
-mean of the values in each bin. Iterations run on at most 65,536 points, and the final
-centroids are those weighted means, so the result is deterministic and independent of
-thread count.
+falls, and cluster means from prefix sums. The data is first reduced to a histogram over
+the order-preserving bit patterns of the values: every distinct value of a 16-bit float
+is its own bin; wider floats are binned on the top 22 bits (relative resolution 2**-14),
+each bin represented by the mean and count of its values. Lloyd iterations then run on at
+most 2**22 weighted points. Labels come from a per-bin table, except for the few bins
+that contain a palette boundary, whose values are labelled by exact binary search, so
+every value gets its nearest palette entry.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Palette", "kmeans_1d", "lloyd_weighted", "palettize", "weighted_points"]
+__all__ = ["Histogram", "Palette", "histogram", "kmeans_1d", "lloyd_weighted", "palettize"]
 
-_MAX_ITERATIONS = 300
+_MAX_ITERATIONS = 100_000  # an iteration costs O(k log n): converging is cheap
+_WIDE_BIN_BITS = 22
 
 
 @dataclass(frozen=True)
 class Palette:
-    """``values[i] == lut[indices[i]]`` (approximately): sorted ``lut`` of ``2**nbits`` entries."""
+    """``lut[indices]`` approximates the values: a sorted ``lut`` of ``2**nbits`` entries."""
 
     lut: np.ndarray
     indices: np.ndarray
@@ -35,46 +37,59 @@ class Palette:
         return decoded
 
 
-def _order_keys(values: np.ndarray) -> tuple[np.ndarray, int]:
-    """Unsigned keys that sort like the float values (NaN-free input), and their bit width."""
+@dataclass(frozen=True)
+class Histogram:
+    """Values grouped by bin: ``bins[i]`` is value i's bin; ``used`` the non-empty bins in
+    value order, with the ``means`` and ``counts`` of their values. ``exact`` when each bin
+    holds a single distinct value."""
+
+    bins: np.ndarray
+    used: np.ndarray
+    means: np.ndarray
+    counts: np.ndarray
+    exact: bool
+
+
+def _order_keys(values: np.ndarray) -> np.ndarray:
+    """Unsigned keys that sort like the float values (NaN-free input); -0.0 keys as +0.0."""
     width = values.dtype.itemsize * 8
     uint = np.dtype(f"u{values.dtype.itemsize}")
     bits = np.ascontiguousarray(values).view(uint)
     sign = np.array(1 << (width - 1), dtype=uint)
     negative = (bits & sign) != 0
-    # -0.0 (the lone sign bit) takes +0.0's key: they are one value
-    keys = np.where(negative & (bits != sign), ~bits, bits | sign)
-    return keys, width
+    keys: np.ndarray = np.where(negative & (bits != sign), ~bits, bits | sign)
+    return keys
 
 
-def weighted_points(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(points, weights, bin_of_value)``: sorted distinct bin means, their counts, and each
-    value's bin index (into ``points``).
-
-    For 16-bit floats each bin is one distinct value; for wider floats a bin gathers the
-    values sharing the top 16 bits of their order-preserving bit pattern.
-    """
-    keys, width = _order_keys(values)
-    bins = (keys >> (width - 16)).astype(np.int64) if width > 16 else keys.astype(np.int64)
-    counts = np.bincount(bins, minlength=1 << 16)
-    sums = np.bincount(bins, weights=values.astype(np.float64), minlength=1 << 16)
+def histogram(values: np.ndarray) -> Histogram:
+    """The histogram of 1-D float ``values`` described in the module docstring."""
+    width = values.dtype.itemsize * 8
+    shift = max(0, width - _WIDE_BIN_BITS) if width > 16 else 0
+    bins = (_order_keys(values) >> shift).astype(np.intp)
+    size = 1 << (width - shift)
+    counts = np.bincount(bins, minlength=size)
+    sums = np.bincount(bins, weights=values, minlength=size)
     used = np.flatnonzero(counts)
-    remap = np.zeros(1 << 16, dtype=np.int64)
-    remap[used] = np.arange(used.size)
-    return sums[used] / counts[used], counts[used].astype(np.float64), remap[bins]
+    return Histogram(
+        bins=bins,
+        used=used,
+        means=sums[used] / counts[used],
+        counts=counts[used].astype(np.float64),
+        exact=shift == 0,
+    )
 
 
 def lloyd_weighted(points: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
     """Sorted centroids of a weighted 1-D k-means on sorted ``points``, from quantile starts.
 
-    Iterates to convergence (assignments stable) or a fixed cap. Returns at most ``k``
-    distinct centroids; when there are no more than ``k`` points they are returned as is.
+    Iterates until the assignment is stable (or a fixed cap); an empty cluster keeps its
+    centroid. Returns at most ``k`` distinct centroids; with no more than ``k`` points, the
+    points themselves.
     """
     if points.size <= k:
         return points.copy()
     cumulative = np.cumsum(weights)
-    total = cumulative[-1]
-    targets = (np.arange(k) + 0.5) / k * total
+    targets = (np.arange(k) + 0.5) / k * cumulative[-1]
     starts = points[np.minimum(np.searchsorted(cumulative, targets), points.size - 1)]
     centroids = np.unique(starts)
     prefix_w = np.concatenate(([0.0], cumulative))
@@ -82,50 +97,72 @@ def lloyd_weighted(points: np.ndarray, weights: np.ndarray, k: int) -> np.ndarra
     cuts: np.ndarray | None = None
     for _ in range(_MAX_ITERATIONS):
         boundaries = (centroids[1:] + centroids[:-1]) / 2
-        new_cuts = np.concatenate(
-            ([0], np.searchsorted(points, boundaries, side="right"), [points.size])
-        )
+        inner = np.searchsorted(points, boundaries, side="right")
+        new_cuts = np.concatenate(([0], inner, [points.size]))
         if cuts is not None and np.array_equal(new_cuts, cuts):
             break
         cuts = new_cuts
         mass = prefix_w[cuts[1:]] - prefix_w[cuts[:-1]]
         moment = prefix_x[cuts[1:]] - prefix_x[cuts[:-1]]
-        filled = mass > 0
-        centroids = np.where(filled, moment / np.where(filled, mass, 1.0), centroids)
-        centroids = np.unique(centroids[filled]) if not filled.all() else centroids
-    return centroids
+        # an empty cluster keeps its centroid (it may win points back later)
+        centroids = np.sort(np.where(mass > 0, moment / np.where(mass > 0, mass, 1.0), centroids))
+    return np.unique(centroids)
 
 
-def kmeans_1d(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(centroids, labels)`` for 1-D float ``values``: sorted centroids (float64, at most
-    ``k``) and each value's nearest-centroid index. Exact (centroids are the distinct
-    values) when there are at most ``k`` distinct values."""
+def _points(values: np.ndarray, hist: Histogram, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted points for Lloyd: bin means, or the exact distinct values when the
+    histogram has no more bins than clusters (so few-valued inputs stay lossless)."""
+    if hist.exact or hist.used.size > k:
+        return hist.means, hist.counts
+    distinct, counts = np.unique(values.astype(np.float64), return_counts=True)
+    return distinct, counts.astype(np.float64)
+
+
+def kmeans_1d(values: np.ndarray, k: int) -> np.ndarray:
+    """Sorted centroids (float64, at most ``k``) of 1-D float ``values``; exactly the
+    distinct values when there are at most ``k`` of them."""
     if values.size == 0:
-        return np.zeros(0), np.zeros(0, dtype=np.int64)
-    points, weights, bin_of = weighted_points(values)
-    if points.size <= k and values.dtype.itemsize > 2:
-        # a bin may hold several distinct wide floats: use the exact distinct values
-        points, bin_of, counts = np.unique(
-            values.astype(np.float64), return_inverse=True, return_counts=True
-        )
-        weights = counts.astype(np.float64)
-    centroids = lloyd_weighted(points, weights, k)
-    boundaries = (centroids[1:] + centroids[:-1]) / 2
-    point_labels = np.searchsorted(boundaries, points, side="right")
-    return centroids, point_labels[bin_of]
+        return np.zeros(0)
+    hist = histogram(values)
+    return lloyd_weighted(*_points(values, hist, k), k)
+
+
+def nearest(values: np.ndarray, hist: Histogram, lut: np.ndarray) -> np.ndarray:
+    """Index of the nearest entry of sorted ``lut`` for each value (ties to the lower)."""
+    boundaries = (lut[1:] + lut[:-1]) / 2
+    per_bin = np.zeros(int(hist.bins.max()) + 1 if hist.bins.size else 1, dtype=np.uint8)
+    per_bin[hist.used] = np.searchsorted(boundaries, hist.means, side="left")
+    labels: np.ndarray = per_bin[hist.bins]
+    if hist.exact:
+        return labels
+    # bins holding a boundary may hold values on both sides of it: search those exactly
+    straddling = np.zeros(per_bin.size, dtype=bool)
+    edge_bins = np.searchsorted(hist.used, _bins_of(boundaries, hist), side="left")
+    for offset in (-1, 0):
+        straddling[hist.used[np.clip(edge_bins + offset, 0, hist.used.size - 1)]] = True
+    fix = straddling[hist.bins]
+    labels[fix] = np.searchsorted(boundaries, values[fix].astype(np.float64), side="left")
+    return labels
+
+
+def _bins_of(points: np.ndarray, hist: Histogram) -> np.ndarray:
+    """The bin each float64 point would fall in, for float32 histograms."""
+    keys = _order_keys(points.astype(np.float32))
+    return (keys >> (32 - _WIDE_BIN_BITS)).astype(np.intp)
 
 
 def palettize(values: np.ndarray, nbits: int) -> Palette:
-    """Palettize 1-D float ``values`` with ``2**nbits`` entries in their own dtype.
+    """Palettize 1-D float ``values`` with ``2**nbits`` LUT entries in their own dtype.
 
-    Lossless when ``values`` has at most ``2**nbits`` distinct values. Unused LUT entries
-    repeat the last centroid. Labels are nearest-entry for the LUT as rounded to the dtype.
+    Lossless when ``values`` has at most ``2**nbits`` distinct values. Unused entries repeat
+    the last one. Each value maps to its nearest entry of the LUT as rounded to the dtype.
     """
     k = 1 << nbits
-    centroids, _ = kmeans_1d(values, k)
+    if values.size == 0:
+        return Palette(np.zeros(k, dtype=values.dtype), np.zeros(0, dtype=np.uint8), nbits)
+    hist = histogram(values)
+    centroids = lloyd_weighted(*_points(values, hist, k), k)
     rounded = np.unique(centroids.astype(values.dtype).astype(np.float64))
-    padding = np.repeat(rounded[-1:], k - rounded.size)
-    lut = np.concatenate((rounded, padding)) if rounded.size else np.zeros(k)
-    boundaries = (rounded[1:] + rounded[:-1]) / 2
-    labels = np.searchsorted(boundaries, values.astype(np.float64), side="right")
-    return Palette(lut=lut.astype(values.dtype), indices=labels.astype(np.uint8), nbits=nbits)
+    lut = np.concatenate((rounded, np.repeat(rounded[-1:], k - rounded.size)))
+    indices = nearest(values, hist, rounded)
+    return Palette(lut=lut.astype(values.dtype), indices=indices, nbits=nbits)
