@@ -22,14 +22,15 @@ from coreai_opt.coreai_utils.runtime import run_asset
 
 OUT, IN = 256, 192
 
+_QUANT = "nnz x 8 + mask + 1 scale/out channel"
 MODES: list[tuple[str, dict[str, Any], str]] = [
     ("magnitude", {}, "nnz x 32 bits + 1 bit/element mask"),
-    ("magnitude + int8", {"quantize_dtype": DType.INT8}, "nnz x 8 + mask + 1 scale/out channel"),
-    ("magnitude + uint8", {"quantize_dtype": DType.UINT8}, "nnz x 8 + mask + 1 scale/out channel + 1 zero point"),
-    ("magnitude + fp8_e4m3fn", {"quantize_dtype": DType.FP8_E4M3FN}, "nnz x 8 + mask + 1 scale/out channel"),
-    ("magnitude + fp8_e5m2", {"quantize_dtype": DType.FP8_E5M2}, "nnz x 8 + mask + 1 scale/out channel"),
+    ("magnitude + int8", {"quantize_dtype": DType.INT8}, _QUANT),
+    ("magnitude + uint8", {"quantize_dtype": DType.UINT8}, _QUANT + " + 1 zero point"),
+    ("magnitude + fp8_e4m3fn", {"quantize_dtype": DType.FP8_E4M3FN}, _QUANT),
+    ("magnitude + fp8_e5m2", {"quantize_dtype": DType.FP8_E5M2}, _QUANT),
     *[
-        (f"magnitude + palettize {n}", {"palettize_nbits": n}, f"nnz x {n} + mask + LUT of {2**n} values")
+        (f"magnitude + palettize {n}", {"palettize_nbits": n}, f"nnz x {n} + mask + LUT of {2**n}")
         for n in (1, 2, 3, 4, 6, 8)
     ],
 ]
