@@ -21,8 +21,11 @@ $(DEV): pyproject.toml $(BASE)
 	$(PY) -m pip install -q -e '.[cli,test,dev]'
 	touch $@
 
+# 50 % unstructured sparsity with int8 values, checked on the runtime; output under build/
 demo: $(BASE)
-	$(PY) -m coreai_opt.cli.demo
+	mkdir -p build
+	$(VENV)/bin/coreai-sparsify --demo -o build/demo.sparse.aimodel --force \
+		--target-sparsity 0.5 --quantize-dtype int8 --validate --report build/demo.report.json
 
 test: $(DEV)
 	$(PY) -m pytest -q

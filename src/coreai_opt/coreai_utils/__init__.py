@@ -1,7 +1,14 @@
 """Core AI program utilities: ``sparsify_weights`` and the storage ``DType``s.
 
-``sparsify_weights`` is imported lazily so that ``coreai_opt.coreai_utils.numerics`` and
-``DType`` can be used without loading the Core AI bindings.
+The pass is imported lazily, so ``DType`` and ``coreai_opt.coreai_utils.numerics`` can be
+used without loading the Core AI bindings.
+
+Public surface:
+  * ``sparsify_weights`` (the spec'd API) and ``sparsify_with_report`` (same arguments,
+    returns a ``SparsifyResult``: the program and one ``WeightOutcome`` per candidate);
+  * ``DType``;
+  * modules ``runtime`` (run a saved asset) and ``validation`` (seeded example inputs,
+    output comparison).
 """
 
 from __future__ import annotations
@@ -11,15 +18,22 @@ from typing import TYPE_CHECKING, Any
 from coreai_opt.coreai_utils.dtypes import DType
 
 if TYPE_CHECKING:
-    from coreai_opt.coreai_utils.passes.sparsify import sparsify_weights
+    from coreai_opt.coreai_utils.passes.sparsify import (
+        SparsifyResult,
+        WeightOutcome,
+        sparsify_weights,
+        sparsify_with_report,
+    )
 
-__all__ = ["DType", "sparsify_weights"]
+__all__ = ["DType", "SparsifyResult", "WeightOutcome", "sparsify_weights", "sparsify_with_report"]
+
+_LAZY = {"SparsifyResult", "WeightOutcome", "sparsify_weights", "sparsify_with_report"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "sparsify_weights":
-        from coreai_opt.coreai_utils.passes.sparsify import sparsify_weights  # noqa: PLC0415
+    if name in _LAZY:
+        from coreai_opt.coreai_utils.passes import sparsify  # noqa: PLC0415
 
-        return sparsify_weights
+        return getattr(sparsify, name)
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)

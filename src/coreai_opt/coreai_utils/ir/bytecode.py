@@ -7,7 +7,9 @@ as the tail of the resource section; this module finds that section.
 
 from __future__ import annotations
 
-__all__ = ["BytecodeError", "resource_section"]
+from collections.abc import Iterator
+
+__all__ = ["BytecodeError", "check_bytecode", "resource_section"]
 
 _MAGIC = b"ML\xefR"
 _RESOURCE_SECTION = 5
@@ -54,8 +56,8 @@ class _Reader:
             pass
 
 
-def resource_section(data: bytes | memoryview) -> memoryview:
-    """The payload of the resource section of a bytecode buffer (a view, no copy)."""
+def _sections(data: bytes | memoryview) -> Iterator[tuple[int, memoryview]]:
+    """``(section id, payload)`` for every section; raises ``BytecodeError`` on bad framing."""
     reader = _Reader(memoryview(data))
     if bytes(reader.take(4)) != _MAGIC:
         raise BytecodeError("not MLIR bytecode (bad magic)")
@@ -66,8 +68,25 @@ def resource_section(data: bytes | memoryview) -> memoryview:
         length = reader.varint()
         if id_and_aligned & 0x80:
             alignment = reader.varint()
+            if alignment == 0 or alignment & (alignment - 1):
+                raise BytecodeError(f"bad section alignment {alignment}")
             reader.pos += -reader.pos % alignment
-        payload = reader.take(length)
-        if id_and_aligned & 0x7F == _RESOURCE_SECTION:
+        yield id_and_aligned & 0x7F, reader.take(length)
+
+
+def resource_section(data: bytes | memoryview) -> memoryview:
+    """The payload of the resource section of a bytecode buffer (a view, no copy)."""
+    for section, payload in _sections(data):
+        if section == _RESOURCE_SECTION:
             return payload
     raise BytecodeError("bytecode has no resource section")
+
+
+def check_bytecode(data: bytes | memoryview) -> None:
+    """Raise ``BytecodeError`` unless ``data`` is framed as MLIR bytecode end to end.
+
+    A structural check only (magic, header, section lengths), run before handing a file to
+    the Core AI loader, which aborts the process on malformed input instead of raising.
+    """
+    for _ in _sections(data):
+        pass

@@ -12,7 +12,7 @@ from coreai._compiler.ir import DenseElementsAttr, Module, Operation, Value
 
 from coreai_opt.coreai_utils.ir.constants import float_dtype, tensor_type
 
-__all__ = ["LayerKind", "WeightSite", "find_weights", "source_location"]
+__all__ = ["LayerKind", "WeightSite", "find_weights", "source_location", "walk"]
 
 _MATMULS = frozenset({"coreai.batch_matmul", "coreai.decomposable.broadcasting_batch_matmul"})
 _CONVS = frozenset({"coreai.conv2d", "coreai.conv3d"})
@@ -81,7 +81,7 @@ def _symbol(op: Operation) -> str | None:
     return str(op.attributes["sym_name"]).strip('"')
 
 
-def _walk(operation: Operation, scope: str = "") -> Iterator[tuple[Operation, str]]:
+def walk(operation: Operation, scope: str = "") -> Iterator[tuple[Operation, str]]:
     """Every op nested in ``operation`` with the dotted symbol path of its enclosing graph."""
     for region in operation.regions:
         for block in region.blocks:
@@ -90,7 +90,7 @@ def _walk(operation: Operation, scope: str = "") -> Iterator[tuple[Operation, st
                 yield op, scope
                 symbol = _symbol(op)
                 inner = f"{scope}.{symbol}" if scope and symbol else symbol or scope
-                yield from _walk(op, inner)
+                yield from walk(op, inner)
 
 
 def _permutation(op: Operation) -> list[int] | None:
@@ -163,7 +163,7 @@ def find_weights(module: Module) -> list[WeightSite]:
     """
     sites: list[WeightSite] = []
     ordinals: dict[str, int] = {}
-    for op, scope in _walk(module.operation):
+    for op, scope in walk(module.operation):
         if op.name != "coreai.constant" or len(op.results) != 1:
             continue
         result = op.results[0]

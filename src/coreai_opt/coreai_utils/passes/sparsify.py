@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,8 +167,14 @@ def sparsify_with_report(
     palettize_nbits: int | None = None,
     weight_num_threshold: int = 1024,
     in_place: bool = False,  # noqa: FBT001, FBT002
+    *,
+    on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
 ) -> SparsifyResult:
-    """:func:`sparsify_weights`, also returning what happened to each candidate weight."""
+    """:func:`sparsify_weights`, also returning what happened to each candidate weight.
+
+    ``on_weight(done, total, outcome)`` is called after each candidate weight (for progress
+    display); ``total`` is the number of candidates.
+    """
     if not isinstance(coreai_program, AIProgram):
         kind = type(coreai_program).__name__
         msg = f"coreai_program must be a coreai.authoring.AIProgram, got {kind}"
@@ -184,10 +191,14 @@ def sparsify_with_report(
         msg = f"in_place must be a bool, got {in_place!r}"
         raise TypeError(msg)
     program = coreai_program if in_place else copy.deepcopy(coreai_program)
-    return SparsifyResult(program, tuple(sparsify_program(program, options)))
+    return SparsifyResult(program, tuple(sparsify_program(program, options, on_weight)))
 
 
-def sparsify_program(program: AIProgram, options: SparsifyOptions) -> list[WeightOutcome]:
+def sparsify_program(
+    program: AIProgram,
+    options: SparsifyOptions,
+    on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
+) -> list[WeightOutcome]:
     """Apply ``options`` to ``program`` in place; one outcome per candidate weight."""
     module = program._module._mlir_module  # noqa: SLF001
     plans = [plan_weight(site, options) for site in find_weights(module)]
@@ -196,10 +207,10 @@ def sparsify_program(program: AIProgram, options: SparsifyOptions) -> list[Weigh
         for plan in plans:
             if plan.warn:
                 _warn(plan, plan.reason)
-            if plan.mode is None:
-                outcomes.append(_outcome(plan, None))
-                continue
-            outcomes.append(_apply(plan, options))
+            outcome = _outcome(plan, None) if plan.mode is None else _apply(plan, options)
+            outcomes.append(outcome)
+            if on_weight is not None:
+                on_weight(len(outcomes), len(plans), outcome)
         module.operation.verify()
     return outcomes
 
@@ -216,8 +227,10 @@ def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
     joint = options.quantize_dtype or (
         f"palettize{options.palettize_nbits}" if options.palettize_nbits else None
     )
+    note = None
     if joint is not None and sparse.values.size == 0:
-        _warn(plan, f"no non-zero values left; {joint} skipped, stored as plain sparse")
+        note = f"no non-zero values left; {joint} skipped, stored as plain sparse"
+        _warn(plan, note)
         joint = None
     mask_bytes = -(-site.size // 8)
     if joint is None:

@@ -1,0 +1,68 @@
+"""Checking paths and writing the output atomically, without touching the input."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from coreai.authoring import AIProgram
+
+from coreai_opt.cli.flags import CliError
+from coreai_opt.coreai_utils.assets import AssetError
+from coreai_opt.coreai_utils.assets import load_program as load_asset_program
+
+__all__ = ["check_paths", "load_program", "write_atomically"]
+
+
+def check_paths(source: Path | None, output: Path, *, force: bool) -> None:
+    """Refuse outputs that would damage the input or an existing file (before any work)."""
+    if output.suffix != ".aimodel":
+        msg = f"output must end in .aimodel: {output}"
+        raise CliError(msg)
+    if source is not None:
+        src, out = source.resolve(), output.resolve()
+        if out == src:
+            msg = f"output is the input: {output}; choose another path"
+            raise CliError(msg)
+        if src in out.parents:
+            msg = f"output {output} is inside the input asset {source}; choose another path"
+            raise CliError(msg)
+    if output.exists() and not force:
+        msg = f"output exists: {output} (use --force to replace it)"
+        raise CliError(msg)
+    if not output.parent.is_dir():
+        msg = f"output directory does not exist: {output.parent}"
+        raise CliError(msg)
+
+
+def load_program(source: Path) -> AIProgram:
+    """The input asset's program; bad input becomes a one-line :class:`CliError`."""
+    try:
+        return load_asset_program(source)
+    except AssetError as error:
+        msg = f"input {error.problem}: {error.path}"
+        raise CliError(msg) from None
+
+
+def write_atomically(program: AIProgram, output: Path) -> None:
+    """Save ``program`` to a temporary directory beside ``output``, then move it into place.
+
+    A failure leaves no partial output; an existing ``output`` (allowed by ``--force``) is
+    replaced only once the new asset is complete.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        fresh = staging / output.name
+        try:
+            program.save_asset(fresh)
+        except (OSError, RuntimeError, ValueError) as error:
+            msg = f"cannot write {output}: {error}"
+            raise CliError(msg) from None
+        if output.exists() or output.is_symlink():
+            output.rename(staging / "previous")
+        fresh.rename(output)
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(staging)

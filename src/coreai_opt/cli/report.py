@@ -1,0 +1,169 @@
+"""The run report: one row per weight considered, totals, validation; as a table or JSON.
+
+JSON schema (``version`` 1; keys are stable):
+
+    {"version": 1, "input": str, "output": str,
+     "options": {"target_sparsity", "n_m_ratio", "block_size", "quantize_dtype",
+                 "palettize_nbits", "weight_num_threshold"},
+     "weights": [{"name", "shape", "dtype", "consumers", "kind", "mode", "joint", "reason",
+                  "sparsity", "bytes_before", "bytes_after"}],
+     "totals": {"weights_considered", "weights_compressed", "weight_bytes_before",
+                "weight_bytes_after", "asset_bytes_before", "asset_bytes_after", "ratio"},
+     "validation": null | {"seed": int, "functions": {name: {output: {"snr_db", "cosine",
+                                                                     "identical"}}}}}
+
+``mode`` is null for weights left dense (``reason`` says why); ``snr_db`` is null when
+the outputs are identical (infinite SNR).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from coreai_opt.coreai_utils import WeightOutcome
+from coreai_opt.coreai_utils.validation import OutputComparison
+
+__all__ = ["build_report", "print_report", "write_json"]
+
+REPORT_VERSION = 1
+
+
+def build_report(
+    *,
+    source: str,
+    output: str,
+    options: dict[str, Any],
+    weights: tuple[WeightOutcome, ...],
+    asset_bytes_before: int,
+    asset_bytes_after: int,
+    validation: dict[str, list[OutputComparison]] | None,
+    seed: int,
+) -> dict[str, Any]:
+    """The report as plain JSON-ready data."""
+    rows = [{**asdict(w), "shape": list(w.shape), "consumers": list(w.consumers)} for w in weights]
+    compressed = [w for w in weights if w.mode is not None]
+    return {
+        "version": REPORT_VERSION,
+        "input": source,
+        "output": output,
+        "options": {
+            k: (str(v) if k == "quantize_dtype" and v is not None else v)
+            for k, v in options.items()
+        },
+        "weights": rows,
+        "totals": {
+            "weights_considered": len(weights),
+            "weights_compressed": len(compressed),
+            "weight_bytes_before": sum(w.bytes_before for w in weights),
+            "weight_bytes_after": sum(w.bytes_after for w in weights),
+            "asset_bytes_before": asset_bytes_before,
+            "asset_bytes_after": asset_bytes_after,
+            "ratio": asset_bytes_before / asset_bytes_after if asset_bytes_after else None,
+        },
+        "validation": None
+        if validation is None
+        else {
+            "seed": seed,
+            "functions": {
+                function: {
+                    c.name: {
+                        "snr_db": None if math.isinf(c.snr_db) else c.snr_db,
+                        "cosine": c.cosine,
+                        "identical": c.identical,
+                    }
+                    for c in comparisons
+                }
+                for function, comparisons in validation.items()
+            },
+        },
+    }
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    """Write the report atomically (temporary file beside it, then rename)."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(report, stream, indent=2)
+            stream.write("\n")
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024  # type: ignore[assignment]
+    return str(count)
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    """Render the summary table, totals and validation results."""
+    table = Table(title="coreai-sparsify", show_lines=False)
+    for column, justify in (
+        ("weight", "left"),
+        ("shape", "right"),
+        ("dtype", "left"),
+        ("consumers", "left"),
+        ("mode", "left"),
+        ("sparsity", "right"),
+        ("bytes", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in report["weights"]:
+        consumers = ", ".join(
+            c.removeprefix("coreai.").removeprefix("decomposable.") for c in row["consumers"]
+        )
+        if row["mode"] is None:
+            mode = f"[dim]dense: {row['reason']}[/dim]"
+        else:
+            mode = row["mode"] + (f" + {row['joint']}" if row["joint"] else "")
+            if row["reason"]:
+                mode += f" [yellow]({row['reason']})[/yellow]"
+        sparsity = "-" if row["sparsity"] is None else f"{row['sparsity']:.3f}"
+        size = f"{_size(row['bytes_before'])} -> {_size(row['bytes_after'])}"
+        table.add_row(
+            row["name"],
+            "x".join(map(str, row["shape"])),
+            row["dtype"],
+            consumers,
+            mode,
+            sparsity,
+            size,
+        )
+    console.print(table)
+    totals = report["totals"]
+    ratio = totals["ratio"]
+    before, after = _size(totals["weight_bytes_before"]), _size(totals["weight_bytes_after"])
+    console.print(
+        f"weights: {totals['weights_considered']} considered, "
+        f"{totals['weights_compressed']} compressed; weight data {before} -> {after}"
+    )
+    console.print(
+        f"asset: {_size(totals['asset_bytes_before'])} -> {_size(totals['asset_bytes_after'])}"
+        + (f" ({ratio:.2f}x smaller)" if ratio else "")
+    )
+    validation = report["validation"]
+    if validation is not None:
+        check = Table(title=f"validation (seeded random inputs, seed {validation['seed']})")
+        for column in ("function", "output", "SNR (dB)", "cosine"):
+            check.add_column(
+                column, justify="left" if column in ("function", "output") else "right"
+            )
+        for function, outputs in validation["functions"].items():
+            for name, result in outputs.items():
+                snr = "inf (identical)" if result["snr_db"] is None else f"{result['snr_db']:.2f}"
+                check.add_row(function, name, snr, f"{result['cosine']:.6f}")
+        console.print(check)

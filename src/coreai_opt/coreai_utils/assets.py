@@ -1,0 +1,68 @@
+"""Loading ``.aimodel`` assets safely, and measuring them.
+
+The Core AI loader aborts the whole process on malformed bytecode instead of raising, so
+:func:`load_program` checks an asset first: the sha256 recorded beside each bytecode file,
+and the bytecode's framing (magic, header, section lengths).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from coreai.authoring import AIModelAsset, AIProgram
+
+from coreai_opt.coreai_utils.ir.bytecode import BytecodeError, check_bytecode
+
+__all__ = ["AssetError", "asset_bytes", "load_program"]
+
+
+class AssetError(ValueError):
+    """An asset is missing, not an asset, unreadable or corrupt: ``problem`` says which."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def asset_bytes(path: Path) -> int:
+    """Bytes on disk of an asset directory (or a file)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _check_integrity(source: Path) -> None:
+    for bytecode in sorted(source.glob("*.mlirb")):
+        try:
+            data = bytecode.read_bytes()
+        except OSError as error:
+            raise AssetError(source, f"cannot be read ({error.strerror or error})") from None
+        recorded = bytecode.with_suffix(".hash")
+        if recorded.is_file() and recorded.read_bytes() != hashlib.sha256(data).digest():
+            problem = f"is corrupt ({bytecode.name} does not match its recorded hash)"
+            raise AssetError(source, problem)
+        try:
+            check_bytecode(data)
+        except BytecodeError as error:
+            raise AssetError(source, f"is corrupt ({bytecode.name}: {error})") from None
+
+
+def load_program(path: Path | str) -> AIProgram:
+    """The program stored in the ``.aimodel`` asset at ``path``, checked before loading.
+
+    Raises:
+        AssetError: ``path`` does not exist, is not a valid asset, cannot be read, or its
+            bytecode is corrupt.
+    """
+    source = Path(path)
+    if not source.exists():
+        raise AssetError(source, "does not exist")
+    if not source.is_dir() or not AIModelAsset.is_valid(source):
+        raise AssetError(source, "is not a valid .aimodel asset")
+    _check_integrity(source)
+    try:
+        return AIModelAsset.load(source).program
+    except (OSError, RuntimeError) as error:
+        raise AssetError(source, f"cannot be read ({error})") from None
