@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from coreai_opt.coreai_utils.dtypes import DType
-from coreai_opt.coreai_utils.numerics import magnitude_mask, quantize, to_sparse
+from coreai_opt.coreai_utils.numerics import SparseWeight, magnitude_mask, quantize, to_sparse
 from tests.reference import issue_layer
 
 QUANT = [DType.INT8, DType.UINT8, DType.FP8_E4M3FN, DType.FP8_E5M2]
@@ -16,7 +16,7 @@ FLOATS = [np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat1
 
 
 @st.composite
-def pruned_weights(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int | None]:
+def pruned_weights(draw: st.DrawFn) -> tuple[SparseWeight, int | None]:
     dtype = draw(st.sampled_from(FLOATS))
     shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6))
     values = draw(hnp.arrays(np.float32, shape, elements=st.floats(-50, 50, width=32)))
@@ -24,16 +24,17 @@ def pruned_weights(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int | None]
     keep = draw(hnp.arrays(bool, shape))
     sparse = to_sparse(weight, keep)
     axis = draw(st.none() | st.integers(0, len(shape) - 1))
-    return sparse.dense(), sparse.mask, axis
+    return sparse, axis
 
 
 @pytest.mark.parametrize("dtype", QUANT)
 @given(case=pruned_weights())
 def test_pruned_positions_dequantize_to_exact_zero(
-    dtype: DType, case: tuple[np.ndarray, np.ndarray, int | None]
+    dtype: DType, case: tuple[SparseWeight, int | None]
 ) -> None:
-    pruned, mask, axis = case
-    q = quantize(pruned, mask, dtype, axis)
+    sparse, axis = case
+    pruned, mask = sparse.dense(), sparse.mask
+    q = quantize(sparse, dtype, axis)
     rebuilt = q.dequantize()
     assert rebuilt.dtype == pruned.dtype
     assert np.all(rebuilt[~mask] == 0)
@@ -47,9 +48,10 @@ def test_pruned_positions_dequantize_to_exact_zero(
 
 
 @given(case=pruned_weights())
-def test_int8_error_within_half_a_step(case: tuple[np.ndarray, np.ndarray, int | None]) -> None:
-    pruned, mask, axis = case
-    q = quantize(pruned, mask, DType.INT8, axis)
+def test_int8_error_within_half_a_step(case: tuple[SparseWeight, int | None]) -> None:
+    sparse, axis = case
+    pruned, mask = sparse.dense(), sparse.mask
+    q = quantize(sparse, DType.INT8, axis)
     codes = q.values.astype(np.int32)
     assert np.all(np.abs(codes) <= 127)
     scale = np.broadcast_to(q.scale.astype(np.float32), pruned.shape)[mask]
@@ -60,18 +62,18 @@ def test_int8_error_within_half_a_step(case: tuple[np.ndarray, np.ndarray, int |
 
 
 @given(case=pruned_weights())
-def test_uint8_single_zero_point(case: tuple[np.ndarray, np.ndarray, int | None]) -> None:
-    pruned, mask, axis = case
-    q = quantize(pruned, mask, DType.UINT8, axis)
+def test_uint8_single_zero_point(case: tuple[SparseWeight, int | None]) -> None:
+    sparse, axis = case
+    q = quantize(sparse, DType.UINT8, axis)
     assert 0 <= q.zero_point <= 255
     assert q.values.dtype == np.uint8
 
 
 def test_empty_channel_gets_unit_scale() -> None:
     weight = np.array([[0.0, 0.0], [1.0, -2.0]], dtype=np.float32)
-    mask = weight != 0
+    sparse = to_sparse(weight, weight != 0)
     for dtype in QUANT:
-        q = quantize(weight, mask, dtype, 0)
+        q = quantize(sparse, dtype, 0)
         assert float(q.scale[0, 0]) == 1.0
         assert np.all(q.dequantize()[0] == 0)
 
@@ -85,7 +87,7 @@ def test_error_targets_per_channel(dtype: DType, seed: int) -> None:
     weight = issue_layer(seed)
     sparse = to_sparse(weight, magnitude_mask(weight, 0.5))
     pruned = sparse.dense()
-    rebuilt = quantize(pruned, sparse.mask, dtype, 0).dequantize()
+    rebuilt = quantize(sparse, dtype, 0).dequantize()
     error = np.linalg.norm(rebuilt - pruned) / np.linalg.norm(pruned)
     assert error <= TARGETS[dtype]
 
@@ -97,7 +99,7 @@ def test_per_channel_beats_per_tensor(dtype: DType) -> None:
     pruned = sparse.dense()
 
     def error(axis: int | None) -> float:
-        rebuilt = quantize(pruned, sparse.mask, dtype, axis).dequantize()
+        rebuilt = quantize(sparse, dtype, axis).dequantize()
         return float(np.linalg.norm(rebuilt - pruned) / np.linalg.norm(pruned))
 
     assert error(0) < error(None)

@@ -31,7 +31,7 @@ from coreai_opt.coreai_utils.ir.constants import (
 )
 from coreai_opt.coreai_utils.numerics.kmeans import Palette
 from coreai_opt.coreai_utils.numerics.quantize import Quantized
-from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, pack_bits, pack_mask
+from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, pack_bits
 
 __all__ = [
     "emit_palettized_chain",
@@ -49,8 +49,8 @@ def _ranked(const_op: Operation) -> RankedTensorType:
     return ranked
 
 
-def _densify(values: Value, mask: np.ndarray) -> Value:
-    bitmask = make_constant(pack_mask(mask), tuple(mask.shape), mask_type())
+def _densify(values: Value, packed_mask: np.ndarray, shape: tuple[int, ...]) -> Value:
+    bitmask = make_constant(packed_mask, shape, mask_type())
     return ops.sparse_with_bitmask_to_dense(ops.build_sparse_with_bitmask(values, bitmask))
 
 
@@ -59,7 +59,7 @@ def emit_sparse_chain(const_op: Operation, sparse: SparseWeight) -> Value:
     element = _ranked(const_op).element_type
     with const_op.location, InsertionPoint(const_op):
         values = make_constant(sparse.values, (sparse.values.size,), element)
-        return _densify(values, sparse.mask)
+        return _densify(values, sparse.packed_mask, sparse.shape)
 
 
 def emit_quantized_chain(const_op: Operation, quantized: Quantized) -> Value:
@@ -79,7 +79,7 @@ def emit_quantized_chain(const_op: Operation, quantized: Quantized) -> Value:
             offset_type = element
         else:
             offset_type = stored
-        dense = _densify(values, quantized.mask)
+        dense = _densify(values, quantized.packed_mask, quantized.shape)
         scale = make_constant(quantized.scale, scale_shape, element)
         return ops.blockwise_shift_scale(
             dense,
@@ -89,10 +89,10 @@ def emit_quantized_chain(const_op: Operation, quantized: Quantized) -> Value:
         )
 
 
-def emit_palettized_chain(const_op: Operation, palette: Palette, mask: np.ndarray) -> Value:
-    """The palettized sparse chain (one LUT for the tensor); returns the dense result."""
+def emit_palettized_chain(const_op: Operation, palette: Palette, sparse: SparseWeight) -> Value:
+    """The palettized sparse chain for the values of ``sparse`` (one LUT for the tensor)."""
     element = _ranked(const_op).element_type
-    rank = mask.ndim
+    rank = len(sparse.shape)
     lut_shape = (1,) * rank + (palette.lut.size, 1)
     with const_op.location, InsertionPoint(const_op):
         indices = make_constant(
@@ -100,7 +100,7 @@ def emit_palettized_chain(const_op: Operation, palette: Palette, mask: np.ndarra
             (palette.indices.size,),
             index_type(palette.nbits),
         )
-        bitmask = make_constant(pack_mask(mask), tuple(mask.shape), mask_type())
+        bitmask = make_constant(sparse.packed_mask, sparse.shape, mask_type())
         sparse_indices = ops.build_sparse_with_bitmask(indices, bitmask)
         lut = make_constant(palette.lut.reshape(lut_shape), lut_shape, element)
         axis = make_splat(0, (), IntegerType.get_signed(16))

@@ -29,6 +29,7 @@ import ml_dtypes
 import numpy as np
 
 from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
+from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, pack_mask, unpack_mask
 
 __all__ = ["Quantized", "quantize"]
 
@@ -38,19 +39,27 @@ _SAMPLE = 256
 
 @dataclass(frozen=True)
 class Quantized:
-    """``values`` (1-D, storage dtype) are the kept elements of ``mask`` in row-major order."""
+    """``values`` (1-D, storage dtype) are the codes of the stored elements of a sparse
+    weight of ``shape``, in row-major order; ``packed_mask`` marks them (as in
+    :class:`SparseWeight`)."""
 
     dtype: DType
     values: np.ndarray
-    mask: np.ndarray
+    packed_mask: np.ndarray
+    shape: tuple[int, ...]
     scale: np.ndarray
     zero_point: int
 
+    @property
+    def mask(self) -> np.ndarray:
+        return unpack_mask(self.packed_mask, self.shape)
+
     def dequantize(self) -> np.ndarray:
-        """The dense weight as Core AI rebuilds it (exact zeros where ``mask`` is False)."""
+        """The dense weight as Core AI rebuilds it (exact zeros where nothing is stored)."""
         out_dtype = self.scale.dtype
-        dense = np.zeros(self.mask.shape, dtype=np.float32)
-        dense[self.mask] = self.values.astype(np.float32) - np.float32(self.zero_point)
+        mask = self.mask
+        dense = np.zeros(self.shape, dtype=np.float32)
+        dense[mask] = self.values.astype(np.float32) - np.float32(self.zero_point)
         # q - z is exact in every float type here (8-bit codes); one rounding for the product
         result: np.ndarray = (dense.astype(out_dtype) * self.scale).astype(out_dtype)
         return result
@@ -59,6 +68,10 @@ class Quantized:
     def nbytes(self) -> int:
         """Bytes stored: values, scales (the bit mask is counted by the caller)."""
         return int(self.values.nbytes + self.scale.nbytes)
+
+
+def _record(dtype: DType, q: np.ndarray, mask: np.ndarray, scale: np.ndarray, zero_point: int) -> Quantized:
+    return Quantized(dtype, np.extract(mask, q), pack_mask(mask), tuple(mask.shape), scale, zero_point)
 
 
 def _channel_reduce(array: np.ndarray, axis: int | None, fn: np.ufunc) -> np.ndarray:
@@ -75,15 +88,18 @@ def _as_scale(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return fixed.astype(dtype)
 
 
-def quantize(pruned: np.ndarray, mask: np.ndarray, dtype: DType, axis: int | None) -> Quantized:
-    """Quantize the elements of ``pruned`` where ``mask`` is True (see module docstring)."""
-    weight = pruned.astype(np.float32)
+def quantize(sparse: SparseWeight, dtype: DType, axis: int | None) -> Quantized:
+    """Quantize the stored values of ``sparse``; ``axis`` is its output channel axis (one
+    scale per index of it), None for one scale (see the module docstring)."""
+    weight = sparse.dense().astype(np.float32)
+    mask = sparse.mask
+    pruned_dtype = sparse.values.dtype
     if dtype is DType.INT8:
-        return _int8(weight, mask, pruned.dtype, axis)
+        return _int8(weight, mask, pruned_dtype, axis)
     if dtype is DType.UINT8:
-        return _uint8(weight, mask, pruned.dtype, axis)
+        return _uint8(weight, mask, pruned_dtype, axis)
     if dtype in (DType.FP8_E4M3FN, DType.FP8_E5M2):
-        return _fp8(weight, mask, pruned.dtype, dtype, axis)
+        return _fp8(weight, mask, pruned_dtype, dtype, axis)
     msg = f"cannot quantize to {dtype}"
     raise ValueError(msg)
 
@@ -92,7 +108,7 @@ def _int8(weight: np.ndarray, mask: np.ndarray, out: np.dtype, axis: int | None)
     absmax = _channel_reduce(np.abs(weight), axis, np.maximum)
     scale = _as_scale(absmax / 127.0, out)
     q = np.clip(np.rint(weight / scale.astype(np.float32)), -127, 127).astype(np.int8)
-    return Quantized(DType.INT8, q[mask], mask, scale, 0)
+    return _record(DType.INT8, q, mask, scale, 0)
 
 
 def _fp8(
@@ -116,7 +132,7 @@ def _fp8(
         best_factor = np.where(better, factor, best_factor)
     scale = _as_scale(absmax / fp8_max * best_factor.reshape(absmax.shape), out)
     q = _to_fp8(weight / scale.astype(np.float32), storage)
-    return Quantized(dtype, q[mask], mask, scale, 0)
+    return _record(dtype, q, mask, scale, 0)
 
 
 def _fp8_roundtrip(
@@ -154,4 +170,4 @@ def _uint8(weight: np.ndarray, mask: np.ndarray, out: np.dtype, axis: int | None
     )
     scale = _as_scale(raw, out)
     q = np.clip(np.rint(weight / scale.astype(np.float32)) + z, 0, 255).astype(np.uint8)
-    return Quantized(DType.UINT8, q[mask], mask, scale, z)
+    return _record(DType.UINT8, q, mask, scale, z)

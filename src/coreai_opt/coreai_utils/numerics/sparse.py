@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,25 +15,31 @@ class SparseWeight:
     """A weight in bitmask-sparse form.
 
     ``values`` is 1-D, in the weight's dtype: the stored (non-zero) elements in row-major
-    order. ``mask`` is boolean, shaped like the weight: ``True`` where a value is stored.
-    ``mask.sum() == values.size``.
+    order. ``packed_mask`` is the bit mask of stored positions as Core AI's ``ui1`` expects
+    (see :func:`pack_mask`) for a weight of shape ``shape``; it has ``values.size`` bits set.
     """
 
     values: np.ndarray
-    mask: np.ndarray
+    packed_mask: np.ndarray
+    shape: tuple[int, ...]
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.mask.shape)
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The boolean mask (unpacked: one byte per element)."""
+        return unpack_mask(self.packed_mask, self.shape)
 
     @property
     def sparsity(self) -> float:
         """Fraction of elements that are zero after decompression."""
-        return 1.0 - self.values.size / self.mask.size if self.mask.size else 0.0
+        return 1.0 - self.values.size / self.size if self.size else 0.0
 
     def dense(self) -> np.ndarray:
-        """The dense weight this represents (zeros where ``mask`` is False)."""
-        out = np.zeros(self.mask.shape, dtype=self.values.dtype)
+        """The dense weight this represents (zeros where nothing is stored)."""
+        out = np.zeros(self.shape, dtype=self.values.dtype)
         out[self.mask] = self.values
         return out
 
@@ -43,7 +50,7 @@ def to_sparse(weight: np.ndarray, keep: np.ndarray) -> SparseWeight:
     Kept values are bit-identical to the input; ``-0.0`` counts as zero.
     """
     mask = keep & (weight != 0)
-    return SparseWeight(values=weight[mask], mask=mask)
+    return SparseWeight(values=np.extract(mask, weight), packed_mask=pack_mask(mask), shape=weight.shape)
 
 
 def pack_bits(values: np.ndarray, nbits: int) -> np.ndarray:

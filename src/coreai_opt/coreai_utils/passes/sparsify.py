@@ -236,12 +236,12 @@ def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
     if joint is None:
         replacement, stored = emit_sparse_chain(site.op, sparse), sparse.values.nbytes
     elif options.quantize_dtype is not None:
-        quantized = quantize(sparse.dense(), sparse.mask, options.quantize_dtype, site.out_axis)
+        quantized = quantize(sparse, options.quantize_dtype, site.out_axis)
         replacement, stored = emit_quantized_chain(site.op, quantized), quantized.nbytes
     else:
         nbits = options.palettize_nbits or 8
         palette = palettize(sparse.values, nbits)
-        replacement = emit_palettized_chain(site.op, palette, sparse.mask)
+        replacement = emit_palettized_chain(site.op, palette, sparse)
         stored = -(-palette.indices.size * nbits // 8) + palette.lut.nbytes
     replace_constant(site.op, replacement)
     return _outcome(
