@@ -6,7 +6,6 @@ back from the Core AI runtime, and prints a markdown table: relative error again
 pruned weight, and the saved asset's size against the dense fp32 asset.
 """
 
-
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any

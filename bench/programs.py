@@ -1,6 +1,5 @@
 """Synthetic benchmark programs built with ``coreai.authoring`` (deterministic weights)."""
 
-
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -63,10 +62,20 @@ def transformer_stack(layers: int, dim: int = 2048) -> Case:
             h = x
             for layer in range(layers):
                 q, k, v, o, up, down = weights[6 * layer : 6 * layer + 6]
-                mixed = ca.add(ca.add(ca.batch_matmul(h, ca.transpose(q, _T)), ca.batch_matmul(h, ca.transpose(k, _T))),
-                               ca.batch_matmul(h, ca.transpose(v, _T)))
+                mixed = ca.add(
+                    ca.add(
+                        ca.batch_matmul(h, ca.transpose(q, _T)),
+                        ca.batch_matmul(h, ca.transpose(k, _T)),
+                    ),
+                    ca.batch_matmul(h, ca.transpose(v, _T)),
+                )
                 h = ca.add(h, ca.batch_matmul(mixed, ca.transpose(o, _T)))
-                h = ca.add(h, ca.batch_matmul(ca.relu(ca.batch_matmul(h, ca.transpose(up, _T))), ca.transpose(down, _T)))
+                h = ca.add(
+                    h,
+                    ca.batch_matmul(
+                        ca.relu(ca.batch_matmul(h, ca.transpose(up, _T))), ca.transpose(down, _T)
+                    ),
+                )
             return h
 
     billions = 12 * dim * dim * layers / 1e9

@@ -9,6 +9,7 @@ from hypothesis.extra import numpy as hnp
 
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.numerics import SparseWeight, magnitude_mask, quantize, to_sparse
+from coreai_opt.coreai_utils.numerics.quantize import fp8_round
 from tests.reference import issue_layer
 
 QUANT = [DType.INT8, DType.UINT8, DType.FP8_E4M3FN, DType.FP8_E5M2]
@@ -103,3 +104,34 @@ def test_per_channel_beats_per_tensor(dtype: DType) -> None:
         return float(np.linalg.norm(rebuilt - pruned) / np.linalg.norm(pruned))
 
     assert error(0) < error(None)
+
+
+@pytest.mark.parametrize("storage", [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2])
+def test_fp8_round_is_bit_exact(storage: type) -> None:
+    fp8_max = float(ml_dtypes.finfo(storage).max)
+    rng = np.random.default_rng(0)
+    magnitudes = np.exp2(rng.uniform(-22, np.log2(fp8_max), 200_000)).astype(np.float32)
+    values = np.clip(magnitudes * rng.choice([-1, 1], magnitudes.size), -fp8_max, fp8_max).astype(
+        np.float32
+    )
+    # exact ties and grid points: every fp8 value and the midpoints between neighbours
+    grid = np.arange(256, dtype=np.uint8).view(storage).astype(np.float32)
+    grid = np.sort(grid[np.isfinite(grid)])
+    values = np.concatenate([values, grid, (grid[1:] + grid[:-1]) / 2, [0.0, -0.0]]).astype(
+        np.float32
+    )
+    expected = values.astype(storage).astype(np.float32)
+    assert np.array_equal(
+        fp8_round(values, np.dtype(storage)).view(np.uint32), expected.view(np.uint32)
+    )
+
+
+def test_quantize_along_another_axis_matches_the_transpose() -> None:
+    weight = issue_layer()[:64, :48]
+    for dtype in QUANT:
+        along_1 = quantize(to_sparse(weight, magnitude_mask(weight, 0.4)), dtype, 1).dequantize()
+        transposed = np.ascontiguousarray(weight.T)
+        along_0 = quantize(
+            to_sparse(transposed, magnitude_mask(transposed, 0.4)), dtype, 0
+        ).dequantize()
+        assert np.array_equal(along_1, along_0.T)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from itertools import count
 from typing import Any
@@ -53,6 +52,8 @@ _BUFFER_READABLE = (np.dtype(np.float32), np.dtype(np.float16))
 _HEX = re.compile(r'^dense<"0x([0-9A-Fa-f]*)">')
 _TOKEN = re.compile(r"0x[0-9A-Fa-f]+|[-+]?(?:inf|nan|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
 _names = count()
+# Above this size the blob is the only piece of a one-constant bytecode that large.
+_SHORTCUT_BYTES = 4096
 
 
 class ConstantReadError(ValueError):
@@ -103,14 +104,30 @@ def _read_resource(op: Operation, dtype: np.dtype, size: int) -> np.ndarray:
     with op.context, op.location:
         scratch = Module.create()
         op.clone(ip=InsertionPoint(scratch.body))
-    buffer = io.BytesIO()
-    scratch.operation.write_bytecode(buffer)
-    section = resource_section(buffer.getbuffer())
+    pieces = _Pieces()
+    scratch.operation.write_bytecode(pieces)
     nbytes = size * dtype.itemsize
+    # The writer hands the blob over as one piece: view it in place rather than joining
+    # (a second copy of the weight). Fall back to joining if it ever arrives split.
+    blob = next((p for p in pieces.parts if len(p) == nbytes), None)
+    if blob is not None and nbytes > _SHORTCUT_BYTES:
+        return np.frombuffer(blob, dtype=dtype)
+    section = resource_section(b"".join(pieces.parts))
     if len(section) < nbytes:
         msg = f"resource blob holds {len(section)} bytes, expected {nbytes}"
         raise ConstantReadError(msg)
     return np.frombuffer(section[len(section) - nbytes :], dtype=dtype)
+
+
+class _Pieces:
+    """A write-only file that keeps the pieces it is given."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(data)
+        return len(data)
 
 
 def _read_dense(attr: DenseElementsAttr, dtype: np.dtype) -> np.ndarray:

@@ -17,7 +17,7 @@ __all__ = ["CHUNK_ELEMENTS", "parallel_map", "row_chunks", "workers"]
 T = TypeVar("T")
 R = TypeVar("R")
 
-CHUNK_ELEMENTS = 1 << 20
+CHUNK_ELEMENTS = 1 << 18
 """Default elements per chunk: large enough to amortize numpy call overhead, small enough
 to keep per-chunk temporaries cheap."""
 
@@ -44,7 +44,9 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     return list(_pool.map(fn, items))
 
 
-def row_chunks(rows: int, row_size: int, chunk_elements: int = CHUNK_ELEMENTS, multiple: int = 1) -> list[tuple[int, int]]:
+def row_chunks(
+    rows: int, row_size: int, chunk_elements: int = CHUNK_ELEMENTS, multiple: int = 1
+) -> list[tuple[int, int]]:
     """Split ``rows`` rows of ``row_size`` elements into ``(start, stop)`` row ranges.
 
     Every chunk but the last starts at an element offset that is a multiple of 8 (so packed

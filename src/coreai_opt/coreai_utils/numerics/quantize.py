@@ -1,8 +1,9 @@
-"""Quantization of the kept values of a pruned weight, with per-output-channel scales.
+"""Quantization of the stored values of a sparse weight, with per-output-channel scales.
 
-A pruned weight ``w`` (zeros where pruned) with output channel axis ``axis`` is stored as
-``q`` in a storage type plus ``scale`` (one per output channel, in the weight's dtype, shaped
-for broadcasting: 1 on every axis but ``axis``) and a per-tensor ``zero_point``:
+A sparse weight (values ``w`` of the stored elements) with output channel axis ``axis`` is
+stored as codes ``q`` in a storage type, ``scale`` (one per output channel, in the weight's
+dtype, shaped for broadcasting: 1 on every axis but ``axis``) and a per-tensor
+``zero_point``:
 
     w ~= scale * (q - zero_point)
 
@@ -10,15 +11,19 @@ for broadcasting: 1 on every axis but ``axis``) and a per-tensor ``zero_point``:
 * fp8 (e4m3fn, e5m2): ``q = fp8(w / scale)``. fp8's rounding error depends on where values
   fall within a binade, so per channel the scale is chosen among
   ``absmax / fp8_max * 2**(k/32)``, k = 0..31 (one binade; none saturates), for the least
-  squared error measured on a strided sample of at most 256 of the channel's elements.
+  squared error over a strided sample of the channel's stored values (every
+  ``max(1, count // 256)``-th, in row-major order).
 * uint8: asymmetric with a per-channel scale and one per-tensor zero point ``z`` (chosen to
   minimize the summed quantization noise), ``q = clip(rint(w / scale) + z, 0, 255)``. A
   per-tensor zero point is what Core AI can undo exactly before densifying (pruned
   positions must come out as exact zeros).
 
-With ``axis=None`` one scale covers the whole tensor. A channel with no non-zero values gets
+With ``axis=None`` one scale covers the whole tensor. A channel with no stored values gets
 scale 1 (nothing to represent; no division by zero). ``dequantize`` reproduces the Core AI
 runtime's arithmetic bit for bit.
+
+The values of one axis-0 channel are a contiguous run of the row-major values, so the work
+is done on the 1-D values, per run; another axis is first moved to the front.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ import ml_dtypes
 import numpy as np
 
 from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
-from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, pack_mask, unpack_mask
+from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks
+from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, to_sparse, unpack_mask
 
-__all__ = ["Quantized", "quantize"]
+__all__ = ["Quantized", "fp8_round", "quantize"]
 
 _FP8_FACTORS = 2.0 ** (np.arange(32) / 32)
 _SAMPLE = 256
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -70,14 +77,77 @@ class Quantized:
         return int(self.values.nbytes + self.scale.nbytes)
 
 
-def _record(dtype: DType, q: np.ndarray, mask: np.ndarray, scale: np.ndarray, zero_point: int) -> Quantized:
-    return Quantized(dtype, np.extract(mask, q), pack_mask(mask), tuple(mask.shape), scale, zero_point)
+def _channel_counts(sparse: SparseWeight) -> np.ndarray:
+    """Stored values per axis-0 index."""
+    channels = sparse.shape[0]
+    row = sparse.size // max(channels, 1)
+    counts: np.ndarray
+    if row % 8 == 0:
+        counts = _POPCOUNT[sparse.packed_mask].reshape(channels, row // 8).sum(axis=1)
+    else:
+        counts = sparse.mask.reshape(channels, row).sum(axis=1)
+    return counts
 
 
-def _channel_reduce(array: np.ndarray, axis: int | None, fn: np.ufunc) -> np.ndarray:
-    axes = tuple(a for a in range(array.ndim) if a != axis)
-    reduced: np.ndarray = fn.reduce(array, axis=axes, keepdims=True)
-    return reduced
+def quantize(sparse: SparseWeight, dtype: DType, axis: int | None) -> Quantized:
+    """Quantize the stored values of ``sparse``; ``axis`` is its output channel axis (one
+    scale per index of it), None for one scale (see the module docstring)."""
+    if dtype not in (DType.INT8, DType.UINT8, DType.FP8_E4M3FN, DType.FP8_E5M2):
+        msg = f"cannot quantize to {dtype}"
+        raise ValueError(msg)
+    if axis is not None and axis != 0:
+        return _quantize_moved(sparse, dtype, axis)
+    if axis is None or not sparse.shape:
+        counts = np.array([sparse.values.size])
+    else:
+        counts = _channel_counts(sparse)
+    codes, scale, zero_point = _quantize_runs(sparse.values, counts, dtype)
+    shape = [1] * len(sparse.shape)
+    if axis is not None and shape:
+        shape[0] = sparse.shape[0]
+    return Quantized(
+        dtype, codes, sparse.packed_mask, sparse.shape, scale.reshape(shape), zero_point
+    )
+
+
+def _quantize_moved(sparse: SparseWeight, dtype: DType, axis: int) -> Quantized:
+    """Quantize with channels along ``axis``: move it to the front, quantize, move back."""
+    mask = sparse.mask
+    moved_mask = np.moveaxis(mask, axis, 0)
+    moved = to_sparse(np.moveaxis(sparse.dense(), axis, 0), moved_mask)
+    inner = quantize(moved, dtype, 0)
+    codes = np.zeros(moved_mask.shape, dtype=inner.values.dtype)
+    codes[moved_mask] = inner.values
+    shape = [1] * len(sparse.shape)
+    shape[axis] = sparse.shape[axis]
+    values = np.extract(mask, np.moveaxis(codes, 0, axis))
+    return Quantized(
+        dtype,
+        values,
+        sparse.packed_mask,
+        sparse.shape,
+        inner.scale.reshape(shape),
+        inner.zero_point,
+    )
+
+
+def _run_reduce(
+    values: np.ndarray, starts: np.ndarray, counts: np.ndarray, ufunc: np.ufunc, empty: float
+) -> np.ndarray:
+    """``ufunc.reduce`` over each run ``values[start : start + count]`` (``empty`` if none)."""
+    out = np.full(counts.shape, empty, dtype=np.float64)
+    filled = counts > 0
+    if values.size:
+        out[filled] = ufunc.reduceat(values, starts[filled]).astype(np.float64)
+    return out
+
+
+def _absmax(weight: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Largest magnitude per run (without a full-size ``abs`` temporary)."""
+    high = _run_reduce(weight, starts, counts, np.maximum, 0.0)
+    low = _run_reduce(weight, starts, counts, np.minimum, 0.0)
+    result: np.ndarray = np.maximum(high, -low)
+    return result
 
 
 def _as_scale(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -88,59 +158,63 @@ def _as_scale(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return fixed.astype(dtype)
 
 
-def quantize(sparse: SparseWeight, dtype: DType, axis: int | None) -> Quantized:
-    """Quantize the stored values of ``sparse``; ``axis`` is its output channel axis (one
-    scale per index of it), None for one scale (see the module docstring)."""
-    weight = sparse.dense().astype(np.float32)
-    mask = sparse.mask
-    pruned_dtype = sparse.values.dtype
+def _quantize_runs(
+    values: np.ndarray, counts: np.ndarray, dtype: DType
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Codes, per-run scales and the zero point for values grouped in consecutive runs."""
+    out = values.dtype
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    weight = values.astype(np.float32, copy=False)
+    zero_point = 0
     if dtype is DType.INT8:
-        return _int8(weight, mask, pruned_dtype, axis)
-    if dtype is DType.UINT8:
-        return _uint8(weight, mask, pruned_dtype, axis)
-    if dtype in (DType.FP8_E4M3FN, DType.FP8_E5M2):
-        return _fp8(weight, mask, pruned_dtype, dtype, axis)
-    msg = f"cannot quantize to {dtype}"
-    raise ValueError(msg)
+        absmax = _absmax(weight, starts, counts)
+        scale = _as_scale(absmax / 127.0, out)
+    elif dtype is DType.UINT8:
+        lo = np.minimum(_run_reduce(weight, starts, counts, np.minimum, 0.0), 0.0)
+        hi = np.maximum(_run_reduce(weight, starts, counts, np.maximum, 0.0), 0.0)
+        zero_point = _uint8_zero_point(lo, hi, counts)
+        z = zero_point
+        raw = np.maximum(
+            np.where(lo < 0, -lo / max(z, 1), 0.0), np.where(hi > 0, hi / max(255 - z, 1), 0.0)
+        )
+        scale = _as_scale(raw, out)
+    else:
+        absmax = _absmax(weight, starts, counts)
+        scale = _fp8_scales(weight, starts, counts, absmax, numpy_dtype(dtype), out)
+    codes = _encode(weight, starts, counts, scale, dtype, zero_point)
+    return codes, scale, zero_point
 
 
-def _int8(weight: np.ndarray, mask: np.ndarray, out: np.dtype, axis: int | None) -> Quantized:
-    absmax = _channel_reduce(np.abs(weight), axis, np.maximum)
-    scale = _as_scale(absmax / 127.0, out)
-    q = np.clip(np.rint(weight / scale.astype(np.float32)), -127, 127).astype(np.int8)
-    return _record(DType.INT8, q, mask, scale, 0)
-
-
-def _fp8(
-    weight: np.ndarray, mask: np.ndarray, out: np.dtype, dtype: DType, axis: int | None
-) -> Quantized:
-    storage = numpy_dtype(dtype)
-    fp8_max = float(ml_dtypes.finfo(storage).max)
-    absmax = _channel_reduce(np.abs(weight), axis, np.maximum)
-    channel_first = np.moveaxis(weight, axis, 0) if axis is not None else weight.reshape(1, -1)
-    rows = channel_first.reshape(channel_first.shape[0], -1)
-    sample = rows[:, :: max(1, rows.shape[1] // _SAMPLE)]
-    sample_absmax = absmax.reshape(-1, 1)
-    best_err = np.full(sample.shape[0], np.inf)
-    best_factor = np.ones(sample.shape[0])
-    for factor in _FP8_FACTORS:
-        scale = _as_scale(sample_absmax / fp8_max * factor, out)
-        rebuilt = _fp8_roundtrip(sample, scale, storage, out)
-        err = np.sum((rebuilt - sample) ** 2, axis=1)
-        better = err < best_err
-        best_err = np.where(better, err, best_err)
-        best_factor = np.where(better, factor, best_factor)
-    scale = _as_scale(absmax / fp8_max * best_factor.reshape(absmax.shape), out)
-    q = _to_fp8(weight / scale.astype(np.float32), storage)
-    return _record(dtype, q, mask, scale, 0)
-
-
-def _fp8_roundtrip(
-    values: np.ndarray, scale: np.ndarray, storage: np.dtype, out: np.dtype
+def _encode(
+    weight: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    scale: np.ndarray,
+    dtype: DType,
+    zero_point: int,
 ) -> np.ndarray:
-    q = _to_fp8(values / scale.astype(np.float32), storage)
-    rebuilt: np.ndarray = (q.astype(np.float32).astype(out) * scale).astype(np.float32)
-    return rebuilt
+    """Codes for ``weight`` (float32 values in runs), chunked by runs on the thread pool."""
+    storage = numpy_dtype(dtype)
+    codes = np.empty(weight.size, dtype=storage)
+    scale32 = scale.astype(np.float32)
+
+    def encode(bounds: tuple[int, int]) -> None:
+        first, last = bounds
+        lo = int(starts[first]) if first < starts.size else weight.size
+        hi = int(starts[last - 1] + counts[last - 1]) if last > first else lo
+        per_value = np.repeat(scale32[first:last], counts[first:last])
+        scaled = weight[lo:hi] / per_value
+        if dtype is DType.INT8:
+            codes[lo:hi] = np.clip(np.rint(scaled), -127, 127)
+        elif dtype is DType.UINT8:
+            codes[lo:hi] = np.clip(np.rint(scaled) + zero_point, 0, 255)
+        else:
+            codes[lo:hi] = _to_fp8(scaled, storage)
+
+    runs = max(1, counts.size)
+    per_run = max(1, weight.size // runs)
+    parallel_map(encode, row_chunks(counts.size, per_run))
+    return codes
 
 
 def _to_fp8(values: np.ndarray, storage: np.dtype) -> np.ndarray:
@@ -150,24 +224,73 @@ def _to_fp8(values: np.ndarray, storage: np.dtype) -> np.ndarray:
     return saturated.astype(storage)
 
 
-def _uint8(weight: np.ndarray, mask: np.ndarray, out: np.dtype, axis: int | None) -> Quantized:
-    lo = np.minimum(_channel_reduce(weight, axis, np.minimum), 0.0)
-    hi = np.maximum(_channel_reduce(weight, axis, np.maximum), 0.0)
-    counts = _channel_reduce(mask.astype(np.float64), axis, np.add).reshape(-1)
-    zero_points = np.arange(256, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # scale needed per (z, channel) so that [lo, hi] fits in [-z, 255 - z] steps
-        need = np.maximum(
-            np.where(lo.reshape(1, -1) < 0, -lo.reshape(1, -1) / zero_points[:, None], 0.0),
-            np.where(
-                hi.reshape(1, -1) > 0, hi.reshape(1, -1) / (255.0 - zero_points[:, None]), 0.0
-            ),
-        )
-    noise = np.nan_to_num(need, nan=np.inf, posinf=np.inf) ** 2 @ counts
-    z = int(np.argmin(noise))  # ties: lowest zero point
-    raw = np.maximum(
-        np.where(lo < 0, -lo / max(z, 1), 0.0), np.where(hi > 0, hi / max(255 - z, 1), 0.0)
+_FP8_FORMAT = {  # mantissa bits, smallest normal exponent
+    np.dtype(ml_dtypes.float8_e4m3fn): (3, -6),
+    np.dtype(ml_dtypes.float8_e5m2): (2, -14),
+}
+
+
+def fp8_round(values: np.ndarray, storage: np.dtype) -> np.ndarray:
+    """``values`` (float32, within the fp8 range) rounded to the fp8 type, as float32.
+
+    Bit-exact with ``values.astype(storage).astype(np.float32)`` (round to nearest, ties to
+    even) but several times faster: normal numbers are rounded on their float32 bit pattern,
+    subnormals to the fixed subnormal step.
+    """
+    mantissa, min_exponent = _FP8_FORMAT[np.dtype(storage)]
+    shift = np.uint32(23 - mantissa)
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    odd = (bits >> shift) & np.uint32(1)
+    rounded = (bits + ((np.uint32(1) << (shift - np.uint32(1))) - np.uint32(1) + odd)) & ~(
+        (np.uint32(1) << shift) - np.uint32(1)
     )
-    scale = _as_scale(raw, out)
-    q = np.clip(np.rint(weight / scale.astype(np.float32)) + z, 0, 255).astype(np.uint8)
-    return _record(DType.UINT8, q, mask, scale, z)
+    normal = rounded.view(np.float32)
+    step = np.float32(2.0 ** (min_exponent - mantissa))
+    subnormal = np.rint(values / step) * step
+    result: np.ndarray = np.where(np.abs(values) < np.float32(2.0**min_exponent), subnormal, normal)
+    return result
+
+
+def _fp8_scales(
+    weight: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    absmax: np.ndarray,
+    storage: np.dtype,
+    out: np.dtype,
+) -> np.ndarray:
+    """Per-run scale: the candidate factor with the least squared error on a run sample."""
+    fp8_max = float(ml_dtypes.finfo(storage).max)
+    strides = np.maximum(1, counts // _SAMPLE)
+    sizes = np.where(counts > 0, -(-counts // strides), 0)
+    run_of = np.repeat(np.arange(counts.size), sizes)
+    within = np.arange(run_of.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    sample = weight[starts[run_of] + within * strides[run_of]]
+
+    def error(factor: float) -> np.ndarray:
+        scale = _as_scale(absmax / fp8_max * factor, out)
+        per_value = scale[run_of]
+        codes = fp8_round(
+            np.clip(sample / per_value.astype(np.float32), -fp8_max, fp8_max), storage
+        )
+        rebuilt = (codes.astype(out) * per_value).astype(np.float32)
+        err: np.ndarray = np.bincount(
+            run_of, weights=(rebuilt - sample) ** 2, minlength=counts.size
+        )
+        return err
+
+    errors = np.stack(parallel_map(error, list(_FP8_FACTORS)))
+    best = np.argmin(errors, axis=0)  # ties: the smallest factor
+    return _as_scale(absmax / fp8_max * _FP8_FACTORS[best], out)
+
+
+def _uint8_zero_point(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray) -> int:
+    """The zero point minimizing the summed quantization noise (sum of count * scale^2)."""
+    zero_points = np.arange(256, dtype=np.float64)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.maximum(
+            np.where(lo[None, :] < 0, -lo[None, :] / zero_points, 0.0),
+            np.where(hi[None, :] > 0, hi[None, :] / (255.0 - zero_points), 0.0),
+        )
+    noise = np.nan_to_num(need, nan=np.inf, posinf=np.inf) ** 2 @ counts.astype(np.float64)
+    return int(np.argmin(noise))  # ties: lowest zero point

@@ -50,7 +50,9 @@ def to_sparse(weight: np.ndarray, keep: np.ndarray) -> SparseWeight:
     Kept values are bit-identical to the input; ``-0.0`` counts as zero.
     """
     mask = keep & (weight != 0)
-    return SparseWeight(values=np.extract(mask, weight), packed_mask=pack_mask(mask), shape=weight.shape)
+    return SparseWeight(
+        values=np.extract(mask, weight), packed_mask=pack_mask(mask), shape=weight.shape
+    )
 
 
 def pack_bits(values: np.ndarray, nbits: int) -> np.ndarray:

@@ -20,9 +20,9 @@ from coreai_opt.coreai_utils.ir.rewrite import (
 )
 from coreai_opt.coreai_utils.ir.weights import find_weights
 from coreai_opt.coreai_utils.numerics.kmeans import palettize
-from coreai_opt.coreai_utils.numerics.masks import block_mask, magnitude_mask, nm_mask
+from coreai_opt.coreai_utils.numerics.prune import prune_block, prune_magnitude, prune_nm
 from coreai_opt.coreai_utils.numerics.quantize import quantize
-from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, to_sparse
+from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
 from coreai_opt.coreai_utils.passes.options import SparsifyOptions, validate_options
 from coreai_opt.coreai_utils.passes.plan import Mode, WeightPlan, plan_weight
 
@@ -224,6 +224,7 @@ def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
     if not np.isfinite(weight.astype(np.float32, copy=False)).all():
         return _skip(plan, "contains NaN or Inf")
     sparse = prune(weight, plan, options)
+    del weight  # the copy read from the IR: free it before the joint step
     joint = options.quantize_dtype or (
         f"palettize{options.palettize_nbits}" if options.palettize_nbits else None
     )
@@ -291,16 +292,11 @@ def _outcome(
 
 
 def prune(weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions) -> SparseWeight:
-    """The sparse form of ``weight`` under ``plan`` (pure numpy)."""
+    """The sparse form of ``weight`` under ``plan`` (pure numpy, on the fast path)."""
     site = plan.site
-    if plan.mode is Mode.N_M:
-        assert options.n_m_ratio is not None and site.in_axis is not None  # noqa: S101
-        keep = nm_mask(weight, *options.n_m_ratio, axis=site.in_axis)
-    elif plan.mode is Mode.BLOCK:
-        assert options.block_size is not None and site.out_axis is not None  # noqa: S101
-        assert options.target_sparsity is not None  # noqa: S101
-        keep = block_mask(weight, options.target_sparsity, options.block_size, axis=site.out_axis)
-    else:
-        assert options.target_sparsity is not None  # noqa: S101
-        keep = magnitude_mask(weight, options.target_sparsity)
-    return to_sparse(weight, keep)
+    if plan.mode is Mode.N_M and options.n_m_ratio is not None and site.in_axis is not None:
+        return prune_nm(weight, *options.n_m_ratio, axis=site.in_axis)
+    sparsity = options.target_sparsity if options.target_sparsity is not None else 0.0
+    if plan.mode is Mode.BLOCK and options.block_size is not None and site.out_axis is not None:
+        return prune_block(weight, sparsity, options.block_size, axis=site.out_axis)
+    return prune_magnitude(weight, sparsity)
