@@ -2,6 +2,12 @@ import logging
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Deterministic property tests (fixed examples, same every run) and no per-example deadline:
+# speed is measured by the benchmark, never by a test.
+settings.register_profile("project", derandomize=True, deadline=None, print_blob=True)
+settings.load_profile("project")
 
 
 @pytest.fixture

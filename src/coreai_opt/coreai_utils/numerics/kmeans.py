@@ -5,10 +5,10 @@ Lloyd step is: boundaries at centroid midpoints, a binary search for where each 
 falls, and cluster means from prefix sums. The data is first reduced to a histogram over
 the order-preserving bit patterns of the values: every distinct value of a 16-bit float
 is its own bin; wider floats are binned on the top 22 bits (relative resolution 2**-14),
-each bin represented by the mean and count of its values. Lloyd iterations then run on at
-most 2**22 weighted points. Labels come from a per-bin table, except for the few bins
-that contain a palette boundary, whose values are labelled by exact binary search, so
-every value gets its nearest palette entry.
+each bin represented by the value at its middle and the count of its values. Lloyd
+iterations then run on at most 2**22 weighted points. Labels come from a per-bin table,
+except for the few bins that contain a palette boundary, whose values are labelled by
+exact binary search, so every value gets its nearest palette entry.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ class Palette:
 @dataclass(frozen=True)
 class Histogram:
     """Values grouped by bin: ``bins[i]`` is value i's bin; ``used`` the non-empty bins in
-    value order, with the ``means`` and ``counts`` of their values. ``exact`` when each bin
-    holds a single distinct value."""
+    value order, with a representative value (``means``) and the ``counts`` of their values.
+    ``exact`` when each bin holds a single distinct value."""
 
     bins: np.ndarray
     used: np.ndarray
@@ -53,27 +53,42 @@ class Histogram:
 def _order_keys(values: np.ndarray) -> np.ndarray:
     """Unsigned keys that sort like the float values (NaN-free input); -0.0 keys as +0.0."""
     width = values.dtype.itemsize * 8
+    signed = np.dtype(f"i{values.dtype.itemsize}")
     uint = np.dtype(f"u{values.dtype.itemsize}")
-    bits = np.ascontiguousarray(values).view(uint)
     sign = np.array(1 << (width - 1), dtype=uint)
-    negative = (bits & sign) != 0
-    keys: np.ndarray = np.where(negative & (bits != sign), ~bits, bits | sign)
+    bits = np.ascontiguousarray(values).view(uint)
+    # negative: flip every bit; positive: flip the sign bit (arithmetic shift spreads the sign)
+    flip = (bits.view(signed) >> (width - 1)).view(uint) | sign
+    keys: np.ndarray = bits ^ flip
+    keys[bits == sign] = sign  # -0.0 takes +0.0's key
     return keys
 
 
+def _from_keys(keys: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Inverse of :func:`_order_keys`: the float values of order keys."""
+    width = dtype.itemsize * 8
+    uint = np.dtype(f"u{dtype.itemsize}")
+    sign = np.array(1 << (width - 1), dtype=uint)
+    keys = keys.astype(uint)
+    bits = np.where((keys & sign) != 0, keys ^ sign, ~keys)
+    values: np.ndarray = bits.view(dtype).astype(np.float64)
+    return values
+
+
 def histogram(values: np.ndarray) -> Histogram:
-    """The histogram of 1-D float ``values`` described in the module docstring."""
+    """The histogram of 1-D float ``values`` described in the module docstring; a bin is
+    represented by its value (16-bit floats) or the value at its key midpoint (relative
+    error below 2**-15)."""
     width = values.dtype.itemsize * 8
     shift = max(0, width - _WIDE_BIN_BITS) if width > 16 else 0
     bins = (_order_keys(values) >> shift).astype(np.intp)
-    size = 1 << (width - shift)
-    counts = np.bincount(bins, minlength=size)
-    sums = np.bincount(bins, weights=values, minlength=size)
+    counts = np.bincount(bins, minlength=1 << (width - shift))
     used = np.flatnonzero(counts)
+    midpoint = (1 << (shift - 1)) if shift else 0
     return Histogram(
         bins=bins,
         used=used,
-        means=sums[used] / counts[used],
+        means=_from_keys((used << shift) | midpoint, values.dtype),
         counts=counts[used].astype(np.float64),
         exact=shift == 0,
     )

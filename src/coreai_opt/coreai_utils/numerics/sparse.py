@@ -61,8 +61,18 @@ def pack_bits(values: np.ndarray, nbits: int) -> np.ndarray:
     codes = np.ascontiguousarray(values, dtype=np.uint8).reshape(-1)
     if nbits == 8:
         return codes
-    bits = np.unpackbits(codes[:, None], axis=1, count=nbits, bitorder="little")
-    return np.packbits(bits.reshape(-1), bitorder="little")
+    # codes per group, so that a group fills whole bytes: 8 for 1 and 3 bits, 4 for 2 and 6...
+    group = math.lcm(nbits, 8) // nbits
+    group_bytes = group * nbits // 8
+    word = np.dtype(np.uint8) if group_bytes == 1 else np.dtype("<u4")
+    padded = np.zeros(-(-codes.size // group) * group, dtype=word)
+    padded[: codes.size] = codes
+    columns = padded.reshape(-1, group)
+    words = columns[:, 0].copy()
+    for i in range(1, group):
+        words |= columns[:, i] << word.type(i * nbits)
+    stream = words.view(np.uint8).reshape(-1, word.itemsize)[:, :group_bytes].reshape(-1)
+    return stream[: -(-codes.size * nbits // 8)].copy()
 
 
 def unpack_bits(packed: np.ndarray, nbits: int, count: int) -> np.ndarray:
