@@ -23,13 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from coreai_opt.coreai_utils.numerics.masks import (
-    block_mask,
-    magnitude_key,
-    nm_mask,
-    prune_count,
-    select_lowest,
-)
+from coreai_opt.coreai_utils.numerics.masks import block_mask, magnitude_key, nm_mask, prune_count
 from coreai_opt.coreai_utils.numerics.parallel import CHUNK_ELEMENTS, parallel_map, row_chunks
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, pack_mask, to_sparse, unpack_mask
 
@@ -72,24 +66,40 @@ def _assemble(
 def kth_smallest(flat: np.ndarray, k: int, segments: list[tuple[int, int]]) -> tuple[int, int, int]:
     """``(t, below, equal)``: the ``k``-th smallest (0-based) magnitude key of ``flat``, and
     how many keys are below it and equal to it. Exact; deterministic."""
-    size = flat.size
-    stride = max(1, size // _SAMPLE)
-    sample = np.sort(magnitude_key(flat[::stride]))
+    stride = max(1, flat.size // _SAMPLE)
+
+    def keys_of(index: int) -> np.ndarray:
+        start, stop = segments[index]
+        return magnitude_key(flat[start:stop])
+
+    return _select(keys_of, len(segments), flat.size, k, magnitude_key(flat[::stride]))
+
+
+def _select(
+    keys_of: Callable[[int], np.ndarray], parts: int, size: int, k: int, sample: np.ndarray
+) -> tuple[int, int, int]:
+    """Sample-guided exact selection over keys produced part by part (see :func:`kth_smallest`).
+
+    A sorted ``sample`` brackets the target rank; one pass counts the keys below the
+    bracket and gathers those inside it; a partition of the few gathered gives the answer.
+    If the sample misjudged, everything is gathered instead (correct, just slower).
+    """
+    sample = np.sort(sample)
     position = (k + 0.5) / size * sample.size
     margin = 6 * math.sqrt(sample.size) + 16
     lo = sample[max(0, math.floor(position - margin))]
     hi = sample[min(sample.size - 1, math.ceil(position + margin))]
 
-    def bracket(bounds: tuple[int, int]) -> tuple[int, np.ndarray]:
-        keys = magnitude_key(flat[bounds[0] : bounds[1]])
+    def bracket(index: int) -> tuple[int, np.ndarray]:
+        keys = keys_of(index)
         return int(np.count_nonzero(keys < lo)), np.extract((keys >= lo) & (keys <= hi), keys)
 
-    results = parallel_map(bracket, segments)
+    results = parallel_map(bracket, range(parts))
     below = sum(r[0] for r in results)
     window = np.concatenate([r[1] for r in results])
     j = k - below
-    if not 0 <= j < window.size:  # the sample misjudged the rank: select over everything
-        window, below, j = magnitude_key(flat), 0, k
+    if not 0 <= j < window.size:
+        window, below, j = np.concatenate(parallel_map(keys_of, range(parts))), 0, k
     threshold = np.partition(window, j)[j]
     return (
         int(threshold),
@@ -106,7 +116,7 @@ def prune_magnitude(
     segments = row_chunks(flat.size, 1, chunk_elements)
     count = prune_count(flat.size, sparsity)
     if count <= 0:
-        threshold, drop_ties = 0, 0  # keep every non-zero (key > 0)
+        threshold, drop_ties, equal = 0, 0, 0  # keep every non-zero (key > 0)
     elif count >= flat.size:
         return to_sparse(weight, np.zeros(weight.shape, dtype=bool))
     else:
@@ -114,7 +124,9 @@ def prune_magnitude(
         # keys equal to the threshold: the first (by index) are pruned, the rest kept; a
         # zero threshold means the ties are zeros, which are never stored anyway
         drop_ties = equal if threshold == 0 else count - below
-    equal_counts = _tie_counts(flat, segments, threshold) if drop_ties > 0 else None
+    # per-segment tie counts matter only when some, but not all, ties are pruned
+    partial = 0 < drop_ties < equal
+    equal_counts = _tie_counts(flat, segments, threshold) if partial else None
 
     def keep_of(index: int) -> np.ndarray:
         start, stop = segments[index]
@@ -190,31 +202,60 @@ def prune_block(
     axis: int,
     chunk_elements: int = CHUNK_ELEMENTS,
 ) -> SparseWeight:
-    """``to_sparse(weight, block_mask(weight, sparsity, block_size, axis))``, fast for axis 0."""
+    """``to_sparse(weight, block_mask(weight, sparsity, block_size, axis))``, fast for axis 0.
+
+    Block scores are recomputed per chunk (for the sample, the selection and the output)
+    rather than stored; scores are float64 sums of squares, exactly as in the definition.
+    """
     if axis != 0 or weight.ndim == 0:
         return to_sparse(weight, block_mask(weight, sparsity, block_size, axis))
     data = np.ascontiguousarray(weight)
     channels = data.shape[0]
     rest = data.size // max(channels, 1)
     chunks = row_chunks(channels, rest, chunk_elements, multiple=block_size)
+    total = -(-channels // block_size) * rest
+    count = prune_count(total, sparsity)
 
-    def scores(bounds: tuple[int, int]) -> np.ndarray:
-        rows = data[bounds[0] : bounds[1]].reshape(bounds[1] - bounds[0], rest).astype(np.float64)
+    def score_keys(index: int) -> np.ndarray:
+        """Scores of the chunk's blocks, row-major (block, column), as order keys."""
+        start, stop = chunks[index]
+        rows = data[start:stop].reshape(stop - start, rest).astype(np.float64)
         blocks = -(-rows.shape[0] // block_size)
         padded = np.zeros((blocks * block_size, rest))
         padded[: rows.shape[0]] = rows
         shaped = padded.reshape(blocks, block_size, rest)
-        squares: np.ndarray = np.einsum("bkr,bkr->br", shaped, shaped)
-        return squares
+        scores: np.ndarray = np.einsum("bkr,bkr->br", shaped, shaped)
+        return scores.reshape(-1).view(np.uint64)  # non-negative: bits order like values
 
-    all_scores = np.concatenate(parallel_map(scores, chunks))
-    dropped = select_lowest(all_scores, prune_count(all_scores.size, sparsity))
+    if count <= 0:
+        threshold, drop_ties, tie_counts = -1, 0, None
+    elif count >= total:
+        return to_sparse(weight, np.zeros(weight.shape, dtype=bool))
+    else:
+        stride = max(1, total // _SAMPLE)
+        sample = np.concatenate(
+            parallel_map(lambda i: score_keys(i)[::stride].copy(), range(len(chunks)))
+        )
+        threshold, below, equal = _select(score_keys, len(chunks), total, count - 1, sample)
+        drop_ties = count - below
+        tie_counts = (
+            parallel_map(
+                lambda i: int(np.count_nonzero(score_keys(i) == threshold)), range(len(chunks))
+            )
+            if drop_ties < equal
+            else None
+        )
 
     def keep_of(index: int) -> np.ndarray:
         start, stop = chunks[index]
         chunk = data[start:stop]
-        block_keep = ~dropped[start // block_size : -(-stop // block_size)]
-        repeated = np.repeat(block_keep, block_size, axis=0)[: stop - start]
+        keys = score_keys(index)
+        block_keep = keys > threshold if threshold >= 0 else np.ones(keys.shape, dtype=bool)
+        if tie_counts is not None:
+            dropped_before = int(sum(tie_counts[:index]))
+            skip = max(0, min(tie_counts[index], drop_ties - dropped_before))
+            block_keep[np.flatnonzero(keys == threshold)[skip:]] = True
+        repeated = np.repeat(block_keep.reshape(-1, rest), block_size, axis=0)[: stop - start]
         keep: np.ndarray = (repeated.reshape(chunk.shape) & (chunk != 0)).reshape(-1)
         return keep
 

@@ -12,7 +12,8 @@ dtype, shaped for broadcasting: 1 on every axis but ``axis``) and a per-tensor
   fall within a binade, so per channel the scale is chosen among
   ``absmax / fp8_max * 2**(k/32)``, k = 0..31 (one binade; none saturates), for the least
   squared error over a strided sample of the channel's stored values (every
-  ``max(1, count // 256)``-th, in row-major order).
+  ``max(1, count // s)``-th in row-major order, where ``s`` is 256, lowered for weights
+  with many channels to keep about 2**20 samples, but not below 16).
 * uint8: asymmetric with a per-channel scale and one per-tensor zero point ``z`` (chosen to
   minimize the summed quantization noise), ``q = clip(rint(w / scale) + z, 0, 255)``. A
   per-tensor zero point is what Core AI can undo exactly before densifying (pruned
@@ -40,7 +41,9 @@ from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, to_sparse, unp
 __all__ = ["Quantized", "fp8_round", "quantize"]
 
 _FP8_FACTORS = 2.0 ** (np.arange(32) / 32)
-_SAMPLE = 256
+_SAMPLE = 256  # values per channel for the fp8 scale search...
+_MAX_SAMPLES = 1 << 20  # ...but at most about this many per weight...
+_MIN_SAMPLE = 16  # ...and at least this many per channel
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 
 
@@ -67,8 +70,9 @@ class Quantized:
         mask = self.mask
         dense = np.zeros(self.shape, dtype=np.float32)
         dense[mask] = self.values.astype(np.float32) - np.float32(self.zero_point)
-        # q - z is exact in every float type here (8-bit codes); one rounding for the product
-        result: np.ndarray = (dense.astype(out_dtype) * self.scale).astype(out_dtype)
+        # q - z is exact in every float type here (8-bit codes), and so is its product with a
+        # 16-bit scale in float32: one rounding to the weight dtype, as on the runtime
+        result: np.ndarray = (dense * self.scale.astype(np.float32)).astype(out_dtype)
         return result
 
     @property
@@ -241,13 +245,13 @@ def fp8_round(values: np.ndarray, storage: np.dtype) -> np.ndarray:
     shift = np.uint32(23 - mantissa)
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
     odd = (bits >> shift) & np.uint32(1)
-    rounded = (bits + ((np.uint32(1) << (shift - np.uint32(1))) - np.uint32(1) + odd)) & ~(
-        (np.uint32(1) << shift) - np.uint32(1)
-    )
-    normal = rounded.view(np.float32)
-    step = np.float32(2.0 ** (min_exponent - mantissa))
-    subnormal = np.rint(values / step) * step
-    result: np.ndarray = np.where(np.abs(values) < np.float32(2.0**min_exponent), subnormal, normal)
+    half = np.uint32((1 << (23 - mantissa - 1)) - 1)
+    rounded = (bits + (odd + half)) & np.uint32(~((1 << (23 - mantissa)) - 1) & 0xFFFFFFFF)
+    result: np.ndarray = rounded.view(np.float32)
+    small = np.flatnonzero(np.abs(values) < np.float32(2.0**min_exponent))
+    if small.size:  # subnormals: round to the fixed subnormal step
+        step = np.float32(2.0 ** (min_exponent - mantissa))
+        result[small] = np.rint(values[small] / step) * step
     return result
 
 
@@ -261,7 +265,8 @@ def _fp8_scales(
 ) -> np.ndarray:
     """Per-run scale: the candidate factor with the least squared error on a run sample."""
     fp8_max = float(ml_dtypes.finfo(storage).max)
-    strides = np.maximum(1, counts // _SAMPLE)
+    per_run = max(_MIN_SAMPLE, min(_SAMPLE, _MAX_SAMPLES // max(counts.size, 1)))
+    strides = np.maximum(1, counts // per_run)
     sizes = np.where(counts > 0, -(-counts // strides), 0)
     run_of = np.repeat(np.arange(counts.size), sizes)
     within = np.arange(run_of.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
@@ -269,11 +274,12 @@ def _fp8_scales(
 
     def error(factor: float) -> np.ndarray:
         scale = _as_scale(absmax / fp8_max * factor, out)
-        per_value = scale[run_of]
-        codes = fp8_round(
-            np.clip(sample / per_value.astype(np.float32), -fp8_max, fp8_max), storage
-        )
-        rebuilt = (codes.astype(out) * per_value).astype(np.float32)
+        per_value = scale[run_of].astype(np.float32)
+        codes = fp8_round(np.clip(sample / per_value, -fp8_max, fp8_max), storage)
+        # code (<= 4 significant bits) x scale (<= 24) is exact in float32, so one rounding
+        # to the weight dtype equals the runtime's product in that dtype (and avoids numpy's
+        # slow float16 arithmetic)
+        rebuilt = (codes * per_value).astype(out).astype(np.float32)
         err: np.ndarray = np.bincount(
             run_of, weights=(rebuilt - sample) ** 2, minlength=counts.size
         )
