@@ -59,8 +59,8 @@ TYPE_ERRORS = [
     (dict(target_sparsity=True), "target_sparsity must be a real number"),
     (dict(block_size=4.0), "block_size must be an int"),
     (dict(block_size=True), "block_size must be an int"),
-    (dict(weight_num_threshold=10.5), "weight_num_threshold must be a non-negative int"),
-    (dict(weight_num_threshold=None), "weight_num_threshold must be a non-negative int"),
+    (dict(weight_num_threshold=10.5), "weight_num_threshold must be an int"),
+    (dict(weight_num_threshold=None), "weight_num_threshold must be an int"),
     (dict(in_place="yes"), "in_place must be a bool"),
 ]
 

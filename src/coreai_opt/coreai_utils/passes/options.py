@@ -61,17 +61,20 @@ def _check_target_sparsity(value: object) -> float | None:
     return number
 
 
-def _check_block_size(value: object) -> int | None:
-    if value is None:
-        return None
+def _check_int(name: str, value: object, minimum: int, requirement: str) -> int:
+    """``value`` as an int of at least ``minimum``; wrong type or range names ``name``."""
     number = _as_int(value)
     if number is None:
-        msg = f"block_size must be an int greater than 1 or None, got {value!r}"
+        msg = f"{name} must be an int ({requirement}), got {value!r}"
         raise ArgumentTypeError(msg)
-    if number <= 1:
-        msg = f"block_size must be greater than 1, got {value!r}"
+    if number < minimum:
+        msg = f"{name} must be {requirement}, got {value!r}"
         raise ValueError(msg)
     return number
+
+
+def _check_block_size(value: object) -> int | None:
+    return None if value is None else _check_int("block_size", value, 2, "greater than 1")
 
 
 def _check_n_m_ratio(value: object) -> tuple[int, int] | None:
@@ -123,14 +126,7 @@ def _check_palettize_nbits(value: object) -> int | None:
 
 
 def _check_threshold(value: object) -> int:
-    number = _as_int(value)
-    if number is None:
-        msg = f"weight_num_threshold must be a non-negative int, got {value!r}"
-        raise ArgumentTypeError(msg)
-    if number < 0:
-        msg = f"weight_num_threshold must be non-negative, got {value!r}"
-        raise ValueError(msg)
-    return number
+    return _check_int("weight_num_threshold", value, 0, "non-negative")
 
 
 def validate_options(
