@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from coreai_opt.coreai_utils.numerics import (
+    all_finite,
     block_mask,
     magnitude_key,
     magnitude_mask,
@@ -176,3 +177,13 @@ def test_magnitude_key_orders_like_abs(dtype: np.dtype) -> None:
 def test_magnitude_key_rejects_integers() -> None:
     with pytest.raises(TypeError, match="float"):
         magnitude_key(np.arange(4, dtype=np.int32))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_all_finite(dtype: np.dtype, bad: float) -> None:
+    weight = np.array([1.0, -2.0, 0.0, 65000.0], dtype=np.float32).astype(dtype)
+    assert all_finite(weight)
+    weight[2] = bad
+    assert not all_finite(weight)
+    assert not all_finite(np.concatenate([np.ones(300_000, dtype=dtype), weight]))

@@ -2,6 +2,7 @@
 
 from coreai_opt.coreai_utils.numerics.kmeans import Palette, kmeans_1d, palettize
 from coreai_opt.coreai_utils.numerics.masks import (
+    all_finite,
     block_mask,
     magnitude_key,
     magnitude_mask,
@@ -23,6 +24,7 @@ __all__ = [
     "Palette",
     "Quantized",
     "SparseWeight",
+    "all_finite",
     "block_mask",
     "kmeans_1d",
     "magnitude_key",

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 __all__ = [
+    "all_finite",
     "block_mask",
     "magnitude_key",
     "magnitude_mask",
@@ -46,6 +47,20 @@ def magnitude_key(weight: np.ndarray) -> np.ndarray:
     magnitude_bits = np.array((1 << (8 * width - 1)) - 1, dtype=uint)
     keys: np.ndarray = bits & magnitude_bits
     return keys
+
+
+def all_finite(weight: np.ndarray) -> bool:
+    """Whether no element is NaN or infinite (on the bit patterns: no float conversion)."""
+    width = weight.dtype.itemsize * 8
+    exponent_bits = {16: 5 if weight.dtype == np.float16 else 8, 32: 8, 64: 11}[width]
+    mantissa_bits = width - 1 - exponent_bits
+    infinity = ((1 << exponent_bits) - 1) << mantissa_bits
+    flat = np.ascontiguousarray(weight).reshape(-1)
+    step = 1 << 18
+    return all(
+        int(magnitude_key(flat[start : start + step]).max(initial=0)) < infinity
+        for start in range(0, flat.size, step)
+    )
 
 
 def select_lowest(keys: np.ndarray, count: int) -> np.ndarray:

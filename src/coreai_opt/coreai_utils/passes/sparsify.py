@@ -20,6 +20,7 @@ from coreai_opt.coreai_utils.ir.rewrite import (
 )
 from coreai_opt.coreai_utils.ir.weights import find_weights
 from coreai_opt.coreai_utils.numerics.kmeans import palettize
+from coreai_opt.coreai_utils.numerics.masks import all_finite
 from coreai_opt.coreai_utils.numerics.prune import prune_block, prune_magnitude, prune_nm
 from coreai_opt.coreai_utils.numerics.quantize import quantize
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
@@ -221,7 +222,7 @@ def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
         weight = read_constant(site.op, site.dtype)
     except ValueError as error:
         return _skip(plan, f"could not read the constant: {error}")
-    if not np.isfinite(weight.astype(np.float32, copy=False)).all():
+    if not all_finite(weight):
         return _skip(plan, "contains NaN or Inf")
     sparse = prune(weight, plan, options)
     del weight  # the copy read from the IR: free it before the joint step
