@@ -167,7 +167,7 @@ def test_validate_numbers_match_a_known_case(source_asset: Path, tmp_path: Path)
     )
     assert run.code == 0, run.err
     result = json.loads(report.read_text())["validation"]
-    assert result["seed"] == 0
+    assert result["seed"] == 0 and result["skipped"] == {}
     got = result["functions"]["main"]["y"]
     # the same seeded input, computed by hand with numpy
     x = np.random.default_rng(0).standard_normal((40, 40)).astype(np.float32)
@@ -281,3 +281,27 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path, quiet: bool) -> None:
     )
     assert done.returncode == 0, done.stdout
     assert ("sparsifying" in done.stdout) is not quiet
+
+
+def test_validation_failure_is_reported_not_fatal(
+    source_asset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """If the runtime cannot run a function, --validate says so; the output is still written."""
+    from coreai_opt.cli import main as cli_main
+
+    def broken_runtime(*_: object) -> dict[str, np.ndarray]:
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(cli_main, "run_asset", broken_runtime)
+    out, report = tmp_path / "out.aimodel", tmp_path / "r.json"
+    code = cli_main.main([str(source_asset), "-o", str(out), "--validate", "--report", str(report)])
+    assert code == 0
+    assert out.is_dir()
+    validation = json.loads(report.read_text())["validation"]
+    assert validation["skipped"] == {"main": "RuntimeError: device lost"}
+    assert validation["functions"] == {}
+    captured = capfd.readouterr()
+    assert "not validated: main: RuntimeError: device lost" in captured.err, captured

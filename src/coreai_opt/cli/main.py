@@ -41,14 +41,26 @@ class _ConsoleHandler(logging.Handler):
         self.console.print(f"[yellow]warning:[/yellow] {record.getMessage()}", highlight=False)
 
 
-def _validate(source: Path, output: Path, program: Any) -> dict[str, list[OutputComparison]]:
-    results = {}
+def _validate(
+    source: Path, output: Path, program: Any, err: Console | None
+) -> tuple[dict[str, list[OutputComparison]], dict[str, str]]:
+    """Compare every public function of both assets; functions that cannot be run are
+    reported as skipped (with the reason) rather than failing the command."""
+    results: dict[str, list[OutputComparison]] = {}
+    skipped: dict[str, str] = {}
     for function in entry_points(program):
-        inputs = example_inputs(program, function, seed=SEED)
-        reference = run_asset(source, inputs, function)
-        compressed = run_asset(output, inputs, function)
+        try:
+            inputs = example_inputs(program, function, seed=SEED)
+            reference = run_asset(source, inputs, function)
+            compressed = run_asset(output, inputs, function)
+        except Exception as error:  # reported in the output, never a traceback
+            skipped[function] = f"{type(error).__name__}: {error}"
+            if err is not None:
+                message = f"not validated: {function}: {skipped[function]}"
+                err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+            continue
         results[function] = compare_outputs(reference, compressed)
-    return results
+    return results, skipped
 
 
 def _run(flags: Flags, out: Console, err: Console) -> None:
@@ -96,7 +108,11 @@ def _run(flags: Flags, out: Console, err: Console) -> None:
         if progress is not None:
             progress.stop()
         write_atomically(result.program, flags.output)
-        validation = _validate(source, flags.output, result.program) if flags.validate else None
+        validation, skipped = (
+            _validate(source, flags.output, result.program, None if flags.quiet else err)
+            if flags.validate
+            else (None, {})
+        )
         report = build_report(
             source="<demo>" if flags.demo else str(source),
             output=str(flags.output),
@@ -105,6 +121,7 @@ def _run(flags: Flags, out: Console, err: Console) -> None:
             asset_bytes_before=asset_bytes(source),
             asset_bytes_after=asset_bytes(flags.output),
             validation=validation,
+            skipped=skipped,
             seed=SEED,
         )
     if flags.report is not None:

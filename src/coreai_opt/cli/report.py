@@ -9,8 +9,8 @@ JSON schema (``version`` 1; keys are stable):
                   "sparsity", "bytes_before", "bytes_after"}],
      "totals": {"weights_considered", "weights_compressed", "weight_bytes_before",
                 "weight_bytes_after", "asset_bytes_before", "asset_bytes_after", "ratio"},
-     "validation": null | {"seed": int, "functions": {name: {output: {"snr_db", "cosine",
-                                                                     "identical"}}}}}
+     "validation": null | {"seed": int, "skipped": {function: reason},
+                           "functions": {name: {output: {"snr_db", "cosine", "identical"}}}}}
 
 ``mode`` is null for weights left dense (``reason`` says why); ``snr_db`` is null when
 the outputs are identical (infinite SNR).
@@ -46,6 +46,7 @@ def build_report(
     asset_bytes_before: int,
     asset_bytes_after: int,
     validation: dict[str, list[OutputComparison]] | None,
+    skipped: dict[str, str],
     seed: int,
 ) -> dict[str, Any]:
     """The report as plain JSON-ready data."""
@@ -73,6 +74,7 @@ def build_report(
         if validation is None
         else {
             "seed": seed,
+            "skipped": dict(skipped),
             "functions": {
                 function: {
                     c.name: {
