@@ -84,3 +84,22 @@ def test_m_larger_than_in_channels_skipped(
 def test_below_threshold_is_silent(sparsify_log: pytest.LogCaptureFixture) -> None:
     sparsify_weights(linear_program(weight()), weight_num_threshold=10_000)
     assert sparsify_log.records == []
+
+
+def test_numeric_failure_skips_the_weight_with_a_warning(
+    asset_path: Path, sparsify_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    pass_module = sys.modules["coreai_opt.coreai_utils.passes.sparsify"]
+
+    def out_of_memory(*_: object) -> None:
+        raise MemoryError("cannot allocate 64 GiB")
+
+    monkeypatch.setattr(pass_module, "prune", out_of_memory)
+    w = weight()
+    program = sparsify_weights(linear_program(w), weight_num_threshold=0)
+    assert (
+        "could not compress: MemoryError: cannot allocate 64 GiB; left dense" in sparsify_log.text
+    )
+    assert np.array_equal(read_back_linear(program, 32, np.float32, asset_path), w)

@@ -19,10 +19,10 @@ from coreai_opt.coreai_utils.ir.rewrite import (
     replace_constant,
 )
 from coreai_opt.coreai_utils.ir.weights import find_weights
-from coreai_opt.coreai_utils.numerics.kmeans import palettize
+from coreai_opt.coreai_utils.numerics.kmeans import Palette, palettize
 from coreai_opt.coreai_utils.numerics.masks import all_finite
 from coreai_opt.coreai_utils.numerics.prune import prune_block, prune_magnitude, prune_nm
-from coreai_opt.coreai_utils.numerics.quantize import quantize
+from coreai_opt.coreai_utils.numerics.quantize import Quantized, quantize
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
 from coreai_opt.coreai_utils.passes.options import SparsifyOptions, validate_options
 from coreai_opt.coreai_utils.passes.plan import Mode, WeightPlan, plan_weight
@@ -216,6 +216,15 @@ def sparsify_program(
     return outcomes
 
 
+@dataclass(frozen=True)
+class _Compressed:
+    """The numeric result for one weight, ready to be written into the IR."""
+
+    sparse: SparseWeight
+    joint: Quantized | Palette | None
+    note: str | None
+
+
 def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
     site = plan.site
     try:
@@ -224,31 +233,47 @@ def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
         return _skip(plan, f"could not read the constant: {error}")
     if not all_finite(weight):
         return _skip(plan, "contains NaN or Inf")
+    try:
+        compressed = _compress(weight, plan, options)
+    except (ArithmeticError, MemoryError, ValueError) as error:
+        return _skip(plan, f"could not compress: {type(error).__name__}: {error}")
+    del weight  # the copy read from the IR
+    if compressed.note:
+        _warn(plan, compressed.note)
+    sparse, joint = compressed.sparse, compressed.joint
+    stored = -(-site.size // 8)  # the bit mask
+    if isinstance(joint, Quantized):
+        replacement = emit_quantized_chain(site.op, joint)
+        stored += joint.nbytes
+        joint_name: str | None = str(joint.dtype)
+    elif isinstance(joint, Palette):
+        replacement = emit_palettized_chain(site.op, joint, sparse)
+        stored += -(-joint.indices.size * joint.nbits // 8) + joint.lut.nbytes
+        joint_name = f"palettize{joint.nbits}"
+    else:
+        replacement = emit_sparse_chain(site.op, sparse)
+        stored += sparse.values.nbytes
+        joint_name = None
+    replace_constant(site.op, replacement)
+    return _outcome(plan, sparse, compressed.note, joint=joint_name, bytes_after=stored)
+
+
+def _compress(weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions) -> _Compressed:
+    """Prune, then quantize or palettize the kept values as configured (pure numpy)."""
     sparse = prune(weight, plan, options)
-    del weight  # the copy read from the IR: free it before the joint step
-    joint = options.quantize_dtype or (
+    wanted = options.quantize_dtype or (
         f"palettize{options.palettize_nbits}" if options.palettize_nbits else None
     )
-    note = None
-    if joint is not None and sparse.values.size == 0:
-        note = f"no non-zero values left; {joint} skipped, stored as plain sparse"
-        _warn(plan, note)
-        joint = None
-    mask_bytes = -(-site.size // 8)
-    if joint is None:
-        replacement, stored = emit_sparse_chain(site.op, sparse), sparse.values.nbytes
-    elif options.quantize_dtype is not None:
-        quantized = quantize(sparse, options.quantize_dtype, site.out_axis)
-        replacement, stored = emit_quantized_chain(site.op, quantized), quantized.nbytes
-    else:
-        nbits = options.palettize_nbits or 8
-        palette = palettize(sparse.values, nbits)
-        replacement = emit_palettized_chain(site.op, palette, sparse)
-        stored = -(-palette.indices.size * nbits // 8) + palette.lut.nbytes
-    replace_constant(site.op, replacement)
-    return _outcome(
-        plan, sparse, joint=str(joint) if joint else None, bytes_after=stored + mask_bytes
-    )
+    if wanted is None:
+        return _Compressed(sparse, None, None)
+    if sparse.values.size == 0:
+        note = f"no non-zero values left; {wanted} skipped, stored as plain sparse"
+        return _Compressed(sparse, None, note)
+    if options.quantize_dtype is not None:
+        return _Compressed(
+            sparse, quantize(sparse, options.quantize_dtype, plan.site.out_axis), None
+        )
+    return _Compressed(sparse, palettize(sparse.values, options.palettize_nbits or 8), None)
 
 
 def _warn(plan: WeightPlan, message: str | None) -> None:
