@@ -83,3 +83,30 @@ def test_threshold_is_a_minimum_count(threshold: int, compressed: bool, asset_pa
     rebuilt = read_back_linear(program, IN, np.float32, asset_path)
     expected = ref_magnitude(weight, 0.5) if compressed else weight
     assert np.array_equal(bits(rebuilt), bits(expected))
+
+
+def test_weight_in_a_namespaced_graph(asset_path: Path) -> None:
+    from typing import Annotated
+
+    import coreai.authoring as ca
+    from coreai.authoring import AIProgram, Module, TensorType, Value, graph
+    from coreai.authoring.namespace import NamespaceOp
+
+    from coreai_opt.coreai_utils.validation import entry_points, runtime_function
+    from tests.helpers import run_program
+
+    weight = make_weight(np.float32)
+    module = Module.create()
+    with module, NamespaceOp("ns"):
+
+        @graph
+        def inner(
+            x: Annotated[Value, TensorType((IN, IN), np.float32, name="x")],
+        ) -> Annotated[Value, TensorType((IN, OUT), np.float32, name="y")]:
+            return ca.batch_matmul(x, ca.transpose(weight, np.array([1, 0], np.uint32)))
+
+    program = sparsify_weights(AIProgram(module), weight_num_threshold=0)
+    assert entry_points(program) == ["ns.inner"]
+    function = runtime_function("ns.inner")
+    rebuilt = run_program(program, {"x": np.eye(IN, dtype=np.float32)}, asset_path, function)["y"].T
+    assert np.array_equal(bits(rebuilt), bits(ref_magnitude(weight, 0.5)))

@@ -23,6 +23,7 @@ from coreai_opt.coreai_utils.validation import (
     compare_outputs,
     entry_points,
     example_inputs,
+    runtime_function,
 )
 
 __all__ = ["main"]
@@ -51,8 +52,8 @@ def _validate(
     for function in entry_points(program):
         try:
             inputs = example_inputs(program, function, seed=SEED)
-            reference = run_asset(source, inputs, function)
-            compressed = run_asset(output, inputs, function)
+            reference = run_asset(source, inputs, runtime_function(function))
+            compressed = run_asset(output, inputs, runtime_function(function))
         except Exception as error:  # reported in the output, never a traceback
             skipped[function] = f"{type(error).__name__}: {error}"
             if err is not None:

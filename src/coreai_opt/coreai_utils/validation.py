@@ -7,10 +7,21 @@ from dataclasses import dataclass
 import numpy as np
 from coreai.authoring import AIProgram
 
-from coreai_opt.coreai_utils.ir.signature import InputSpec, graph_inputs, graph_names
+from coreai_opt.coreai_utils.ir.signature import (
+    InputSpec,
+    graph_inputs,
+    graph_names,
+    runtime_function,
+)
 from coreai_opt.coreai_utils.numerics.metrics import cosine_similarity, snr_db
 
-__all__ = ["OutputComparison", "compare_outputs", "entry_points", "example_inputs"]
+__all__ = [
+    "OutputComparison",
+    "compare_outputs",
+    "entry_points",
+    "example_inputs",
+    "runtime_function",
+]
 
 _DEFAULT_INTEGER_HIGH = 8
 
@@ -29,7 +40,8 @@ class OutputComparison:
 
 
 def entry_points(program: AIProgram) -> list[str]:
-    """The public graphs (functions) of ``program``."""
+    """The public graphs of ``program`` by dotted path (``main``, ``ns.inner``); run one with
+    ``run_asset(..., runtime_function(path))``."""
     return graph_names(program._module._mlir_module)  # noqa: SLF001
 
 

@@ -18,7 +18,7 @@ from coreai._compiler.ir import (
 from coreai_opt.coreai_utils.ir.constants import float_dtype, tensor_type
 from coreai_opt.coreai_utils.ir.weights import walk
 
-__all__ = ["InputSpec", "graph_inputs", "graph_names"]
+__all__ = ["InputSpec", "graph_inputs", "graph_names", "runtime_function"]
 
 # ops through which an index tensor keeps its values (only its shape or layout changes)
 _VALUE_PRESERVING = frozenset(
@@ -60,16 +60,24 @@ def _dtype(element: Type) -> np.dtype | None:
 
 
 def _graphs(module: Module) -> dict[str, Operation]:
-    return {
-        str(op.attributes["sym_name"]).strip('"'): op
-        for op, _ in walk(module.operation)
-        if op.name == "coreai.graph" and "sym_name" in op.attributes
-    }
+    """Graphs by dotted path: ``main``, or ``ns.inner`` inside ``udml.namespace @ns``."""
+    graphs = {}
+    for op, scope in walk(module.operation):
+        if op.name == "coreai.graph" and "sym_name" in op.attributes:
+            name = str(op.attributes["sym_name"]).strip('"')
+            graphs[f"{scope}.{name}" if scope else name] = op
+    return graphs
 
 
 def graph_names(module: Module) -> list[str]:
-    """Names of the public (non-private) graphs of the module, in IR order."""
+    """Dotted paths of the public (non-private) graphs of the module, in IR order."""
     return [name for name, op in _graphs(module).items() if "priv" not in op.attributes]
+
+
+def runtime_function(path: str) -> str:
+    """The name the Core AI runtime gives the graph at dotted ``path`` (``ns.inner`` ->
+    ``ns_inner``)."""
+    return path.replace(".", "_")
 
 
 def _index_bound(value: Value, seen: set[int] | None = None) -> int | None:
@@ -95,7 +103,7 @@ def _index_bound(value: Value, seen: set[int] | None = None) -> int | None:
 
 
 def graph_inputs(module: Module, name: str) -> list[InputSpec]:
-    """The inputs of graph ``name`` in order; raises ``KeyError`` for an unknown graph."""
+    """The inputs of the graph at dotted path ``name`` in order; ``KeyError`` if unknown."""
     graphs = _graphs(module)
     if name not in graphs:
         msg = f"no graph named {name!r}; the module has {sorted(graphs)}"
