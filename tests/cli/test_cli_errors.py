@@ -161,3 +161,17 @@ def test_input_or_demo(tmp_path: Path, args: list[str], message: str) -> None:
 def test_missing_output_flag(source_asset: Path) -> None:
     run = run_cli(source_asset)
     assert run.code == 2 and "-o/--output" in run.err and "Traceback" not in run.err
+
+
+def test_report_inside_the_input_asset(source_asset: Path, tmp_path: Path) -> None:
+    before = snapshot(source_asset)
+    run = run_cli(source_asset, "-o", tmp_path / "out.aimodel", "--report", source_asset / "r.json")
+    assert_clean_failure(run, "would be written into the input asset", tmp_path)
+    assert snapshot(source_asset) == before
+
+
+def test_report_directory_missing(source_asset: Path, tmp_path: Path) -> None:
+    run = run_cli(
+        source_asset, "-o", tmp_path / "out.aimodel", "--report", tmp_path / "no" / "r.json"
+    )
+    assert_clean_failure(run, "report directory does not exist", tmp_path)

@@ -16,7 +16,9 @@ from coreai_opt.coreai_utils.assets import load_program as load_asset_program
 __all__ = ["check_paths", "load_program", "write_atomically"]
 
 
-def check_paths(source: Path | None, output: Path, *, force: bool) -> None:
+def check_paths(
+    source: Path | None, output: Path, *, force: bool, report: Path | None = None
+) -> None:
     """Refuse outputs that would damage the input or an existing file (before any work)."""
     if output.suffix != ".aimodel":
         msg = f"output must end in .aimodel: {output}"
@@ -34,6 +36,19 @@ def check_paths(source: Path | None, output: Path, *, force: bool) -> None:
         raise CliError(msg)
     if not output.parent.is_dir():
         msg = f"output directory does not exist: {output.parent}"
+        raise CliError(msg)
+    if report is not None:
+        _check_report(report, source, output)
+
+
+def _check_report(report: Path, source: Path | None, output: Path) -> None:
+    target = report.resolve()
+    for asset, role in ((source, "input"), (output, "output")):
+        if asset is not None and (target == asset.resolve() or asset.resolve() in target.parents):
+            msg = f"report {report} would be written into the {role} asset; choose another path"
+            raise CliError(msg)
+    if not report.parent.is_dir():
+        msg = f"report directory does not exist: {report.parent}"
         raise CliError(msg)
 
 

@@ -65,10 +65,7 @@ def _validate(
 
 
 def _run(flags: Flags, out: Console, err: Console) -> None:
-    check_paths(flags.input, flags.output, force=flags.force)
-    if flags.report is not None and not flags.report.parent.exists():
-        msg = f"report directory does not exist: {flags.report.parent}"
-        raise CliError(msg)
+    check_paths(flags.input, flags.output, force=flags.force, report=flags.report)
     kwargs = library_kwargs(flags)
     with ExitStack() as stack:
         if flags.demo:
