@@ -1,10 +1,12 @@
 """Fixtures for the command-line tests: a small real asset, and a runner."""
 
+import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,6 +36,15 @@ def run_cli(*args: str | Path, cwd: Path | None = None) -> Run:
         env=env,
     )
     return Run(done.returncode, done.stdout, done.stderr)
+
+
+def compress(source: Path, tmp_path: Path, *flags: str) -> tuple[Run, Path, dict[str, Any]]:
+    """Run the CLI on ``source`` into ``tmp_path/out.aimodel`` with a JSON report; it must
+    succeed. Returns the run, the output path and the parsed report."""
+    out, report = tmp_path / "out.aimodel", tmp_path / "r.json"
+    run = run_cli(source, "-o", out, "--report", report, *flags)
+    assert run.code == 0, run.err
+    return run, out, json.loads(report.read_text())
 
 
 @pytest.fixture(scope="session")

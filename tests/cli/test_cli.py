@@ -11,7 +11,7 @@ import pytest
 
 from coreai_opt.coreai_utils.numerics.metrics import cosine_similarity, snr_db
 from coreai_opt.coreai_utils.runtime import run_asset
-from tests.cli.conftest import CLI, WEIGHT, run_cli, snapshot
+from tests.cli.conftest import CLI, WEIGHT, compress, run_cli, snapshot
 from tests.reference import ref_magnitude, ref_nm
 
 REPORT_KEYS = {"version", "input", "output", "options", "weights", "totals", "validation"}
@@ -78,21 +78,10 @@ def test_sparsity_flags(
 
 
 def test_block_size_flag(source_asset: Path, tmp_path: Path) -> None:
-    out, report = tmp_path / "out.aimodel", tmp_path / "r.json"
-    run = run_cli(
-        source_asset,
-        "-o",
-        out,
-        "--weight-num-threshold",
-        "0",
-        "--block-size",
-        "4",
-        "--report",
-        report,
+    _, out, report = compress(
+        source_asset, tmp_path, "--weight-num-threshold", "0", "--block-size", "4"
     )
-    assert run.code == 0, run.err
-    row = json.loads(report.read_text())["weights"][0]
-    assert row["mode"] == "block"
+    assert report["weights"][0]["mode"] == "block"
     rebuilt = read_back(out)
     blocks = (rebuilt == 0).reshape(12, 4, 40)  # 48 output channels in blocks of 4
     assert np.all(blocks.all(axis=1) | ~blocks.any(axis=1)), "blocks are pruned whole"
@@ -103,39 +92,24 @@ def test_block_size_flag(source_asset: Path, tmp_path: Path) -> None:
     [["--quantize-dtype", "int8"], ["--quantize-dtype", "fp8_e4m3fn"], ["--palettize-nbits", "4"]],
 )
 def test_joint_flags(source_asset: Path, tmp_path: Path, flag: list[str]) -> None:
-    out, report = tmp_path / "out.aimodel", tmp_path / "r.json"
-    run = run_cli(source_asset, "-o", out, "--weight-num-threshold", "0", "--report", report, *flag)
-    assert run.code == 0, run.err
-    row = json.loads(report.read_text())["weights"][0]
+    _, out, report = compress(source_asset, tmp_path, "--weight-num-threshold", "0", *flag)
+    row = report["weights"][0]
     assert row["joint"] == (flag[1] if flag[0] == "--quantize-dtype" else "palettize4")
     rebuilt = read_back(out)
     assert np.all(rebuilt[ref_magnitude(WEIGHT, 0.5) == 0] == 0)
 
 
 def test_threshold_flag_leaves_small_weights_dense(source_asset: Path, tmp_path: Path) -> None:
-    out, report = tmp_path / "out.aimodel", tmp_path / "r.json"
-    run = run_cli(source_asset, "-o", out, "--weight-num-threshold", "5000", "--report", report)
-    assert run.code == 0, run.err
-    row = json.loads(report.read_text())["weights"][0]
+    _, out, report = compress(source_asset, tmp_path, "--weight-num-threshold", "5000")
+    row = report["weights"][0]
     assert row["mode"] is None and "below weight_num_threshold=5000" in row["reason"]
     assert np.array_equal(read_back(out), WEIGHT)
 
 
 def test_report_schema(source_asset: Path, tmp_path: Path) -> None:
-    out, report = tmp_path / "out.aimodel", tmp_path / "r.json"
-    run = run_cli(
-        source_asset,
-        "-o",
-        out,
-        "--report",
-        report,
-        "--weight-num-threshold",
-        "0",
-        "--quantize-dtype",
-        "uint8",
+    _, out, data = compress(
+        source_asset, tmp_path, "--weight-num-threshold", "0", "--quantize-dtype", "uint8"
     )
-    assert run.code == 0, run.err
-    data = json.loads(report.read_text())
     assert set(data) == REPORT_KEYS
     assert data["version"] == 1
     assert data["input"] == str(source_asset) and data["output"] == str(out)
@@ -161,12 +135,8 @@ def test_report_schema(source_asset: Path, tmp_path: Path) -> None:
 
 
 def test_validate_numbers_match_a_known_case(source_asset: Path, tmp_path: Path) -> None:
-    out, report = tmp_path / "out.aimodel", tmp_path / "r.json"
-    run = run_cli(
-        source_asset, "-o", out, "--weight-num-threshold", "0", "--validate", "--report", report
-    )
-    assert run.code == 0, run.err
-    result = json.loads(report.read_text())["validation"]
+    run, _, report = compress(source_asset, tmp_path, "--weight-num-threshold", "0", "--validate")
+    result = report["validation"]
     assert result["seed"] == 0 and result["skipped"] == {}
     got = result["functions"]["main"]["y"]
     # the same seeded input, computed by hand with numpy
@@ -179,21 +149,9 @@ def test_validate_numbers_match_a_known_case(source_asset: Path, tmp_path: Path)
 
 
 def test_validate_identical_outputs(source_asset: Path, tmp_path: Path) -> None:
-    out, report = tmp_path / "out.aimodel", tmp_path / "r.json"
-    run = run_cli(
-        source_asset,
-        "-o",
-        out,
-        "--target-sparsity",
-        "0",
-        "--validate",
-        "--report",
-        report,
-        "--weight-num-threshold",
-        "0",
-    )
-    assert run.code == 0, run.err
-    got = json.loads(report.read_text())["validation"]["functions"]["main"]["y"]
+    flags = ("--target-sparsity", "0", "--validate", "--weight-num-threshold", "0")
+    _, _, report = compress(source_asset, tmp_path, *flags)
+    got = report["validation"]["functions"]["main"]["y"]
     assert got == {"snr_db": None, "cosine": pytest.approx(1.0), "identical": True}
 
 

@@ -121,21 +121,7 @@ def parse_flags(argv: list[str] | None) -> Flags:
     if not args.demo and args.input is None:
         msg = "missing INPUT (an .aimodel asset), or use --demo"
         raise CliError(msg)
-    return Flags(
-        input=args.input,
-        output=args.output,
-        demo=args.demo,
-        target_sparsity=args.target_sparsity,
-        n_m=args.n_m,
-        block_size=args.block_size,
-        quantize_dtype=args.quantize_dtype,
-        palettize_nbits=args.palettize_nbits,
-        weight_num_threshold=args.weight_num_threshold,
-        validate=args.validate,
-        report=args.report,
-        quiet=args.quiet,
-        force=args.force,
-    )
+    return Flags(**vars(args))  # the parser's destinations are exactly Flags' fields
 
 
 def library_kwargs(flags: Flags) -> dict[str, Any]:
