@@ -19,8 +19,6 @@ _CONVS = frozenset({"coreai.conv2d", "coreai.conv3d"})
 _CONV_TRANSPOSES = frozenset({"coreai.conv_transpose2d", "coreai.conv_transpose3d"})
 _GATHERS = frozenset({"coreai.gather_nd"})
 _TRANSPOSE = "coreai.transpose"
-WEIGHT_OPS = _MATMULS | _CONVS | _CONV_TRANSPOSES | _GATHERS | {_TRANSPOSE}
-"""Ops whose constant operands are weights (the spec's ``_OPS_WEIGHT_NEED_COMPRESSION``)."""
 
 
 class LayerKind(StrEnum):
@@ -105,7 +103,11 @@ def _permutation(op: Operation) -> list[int] | None:
 
 
 def _uses_of(value: Value) -> list[_Use] | None:
-    """How each use of ``value`` consumes it as a weight; None if some use is not a weight use."""
+    """How each use of ``value`` consumes it as a weight; None if some use is not a weight use.
+
+    Weight uses (the spec's ``_OPS_WEIGHT_NEED_COMPRESSION``): either operand of a matmul,
+    the weight of a (transposed) convolution, the table of ``gather_nd``, a ``transpose``.
+    """
     ranked = tensor_type(value.type)
     rank = len(ranked.shape) if ranked is not None else 0
     uses: list[_Use] = []

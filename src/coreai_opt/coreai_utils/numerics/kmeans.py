@@ -133,12 +133,13 @@ def _points(values: np.ndarray, hist: Histogram, k: int) -> tuple[np.ndarray, np
     return distinct, counts.astype(np.float64)
 
 
-def kmeans_1d(values: np.ndarray, k: int) -> np.ndarray:
+def kmeans_1d(values: np.ndarray, k: int, hist: Histogram | None = None) -> np.ndarray:
     """Sorted centroids (float64, at most ``k``) of 1-D float ``values``; exactly the
-    distinct values when there are at most ``k`` of them."""
+    distinct values when there are at most ``k`` of them. ``hist`` is ``histogram(values)``
+    if the caller already has it."""
     if values.size == 0:
         return np.zeros(0)
-    hist = histogram(values)
+    hist = histogram(values) if hist is None else hist
     return lloyd_weighted(*_points(values, hist, k), k)
 
 
@@ -176,7 +177,7 @@ def palettize(values: np.ndarray, nbits: int) -> Palette:
     if values.size == 0:
         return Palette(np.zeros(k, dtype=values.dtype), np.zeros(0, dtype=np.uint8), nbits)
     hist = histogram(values)
-    centroids = lloyd_weighted(*_points(values, hist, k), k)
+    centroids = kmeans_1d(values, k, hist)
     rounded = np.unique(centroids.astype(values.dtype).astype(np.float64))
     lut = np.concatenate((rounded, np.repeat(rounded[-1:], k - rounded.size)))
     indices = nearest(values, hist, rounded)
