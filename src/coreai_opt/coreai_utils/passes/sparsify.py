@@ -234,10 +234,11 @@ def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
     if not all_finite(weight):
         return _skip(plan, "contains NaN or Inf")
     try:
-        compressed = _compress(weight, plan, options)
+        sparse = prune(weight, plan, options)
+        del weight  # the copy read from the IR: free it before the joint step
+        compressed = _joint(sparse, plan, options)
     except (ArithmeticError, MemoryError, ValueError) as error:
         return _skip(plan, f"could not compress: {type(error).__name__}: {error}")
-    del weight  # the copy read from the IR
     if compressed.note:
         _warn(plan, compressed.note)
     sparse, joint = compressed.sparse, compressed.joint
@@ -258,9 +259,8 @@ def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
     return _outcome(plan, sparse, compressed.note, joint=joint_name, bytes_after=stored)
 
 
-def _compress(weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions) -> _Compressed:
-    """Prune, then quantize or palettize the kept values as configured (pure numpy)."""
-    sparse = prune(weight, plan, options)
+def _joint(sparse: SparseWeight, plan: WeightPlan, options: SparsifyOptions) -> _Compressed:
+    """Quantize or palettize the kept values of ``sparse`` as configured (pure numpy)."""
     wanted = options.quantize_dtype or (
         f"palettize{options.palettize_nbits}" if options.palettize_nbits else None
     )
