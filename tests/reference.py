@@ -86,3 +86,61 @@ def issue_layer(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     rows = np.linspace(0.2, 3.0, 256, dtype=np.float32)[:, None]
     return (rng.standard_normal((256, 192)).astype(np.float32) * rows).astype(np.float32)
+
+
+def ref_sparsegpt(
+    weight: np.ndarray,
+    gram: np.ndarray,
+    sparsity: float | None = None,
+    n_m: tuple[int, int] | None = None,
+    block: int = 128,
+    dampening: float = 0.01,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's reference sweep, transcribed plainly (float64, eager updates in a block).
+
+    Unstructured: per block of ``block`` columns, the ``floor(numel * s)`` lowest
+    ``w^2 / d^2`` (ties by column-major position); n:m over consecutive columns (``m``
+    divides ``block``). Returns ``(pruned weight, keep)``.
+    """
+    w = weight.astype(np.float64).copy()
+    h = gram.astype(np.float64).copy()
+    rows, cols = w.shape
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1
+    w[:, dead] = 0
+    h += dampening * np.mean(np.diag(h)) * np.eye(cols)
+    hinv = np.linalg.cholesky(np.linalg.inv(h)).T  # upper: U^T U = H^-1
+    keep = np.ones_like(w, dtype=bool)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        w1 = w[:, i1:i2].copy()
+        q1 = np.zeros_like(w1)
+        err1 = np.zeros_like(w1)
+        h1 = hinv[i1:i2, i1:i2]
+        mask1 = np.zeros_like(w1, dtype=bool)
+        if sparsity is not None:
+            tmp = w1**2 / np.diag(h1)[None, :] ** 2
+            count = math.floor(tmp.size * sparsity)
+            flat = tmp.T.reshape(-1)  # column-major positions
+            order = np.lexsort((np.arange(flat.size), flat))
+            pruned = np.zeros(flat.size, dtype=bool)
+            pruned[order[:count]] = True
+            mask1 = pruned.reshape(tmp.T.shape).T
+        for i in range(i2 - i1):
+            if n_m is not None and i % n_m[1] == 0:
+                tmp = w1[:, i : i + n_m[1]] ** 2 / np.diag(h1)[i : i + n_m[1]][None, :] ** 2
+                for r in range(rows):
+                    order = np.lexsort((np.arange(tmp.shape[1]), tmp[r]))
+                    mask1[r, i + order[: n_m[0]]] = True
+            col = w1[:, i]
+            d = h1[i, i]
+            q = col.copy()
+            q[mask1[:, i]] = 0
+            q1[:, i] = q
+            e = (col - q) / d
+            w1[:, i:] -= np.outer(e, h1[i, i:])
+            err1[:, i] = e
+        w[:, i1:i2] = q1
+        keep[:, i1:i2] = ~mask1
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return w, keep

@@ -3,13 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import closing
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 from coreai.authoring import AIModelAsset
 from coreai.runtime import NDArray
 
-__all__ = ["run_asset"]
+__all__ = ["run_asset", "run_samples"]
+
+
+def run_samples(
+    asset: AIModelAsset | Path | str,
+    samples: Iterable[dict[str, np.ndarray]],
+    function: str = "main",
+) -> Iterator[dict[str, np.ndarray]]:
+    """Run ``function`` of an ``.aimodel`` asset on each sample in turn; outputs by name.
+
+    The asset is compiled and loaded once. Inputs must have the exact dtypes and static
+    shapes the function declares. Outputs are yielded one sample at a time, so a caller that
+    reduces them holds one sample's outputs at once.
+    """
+    loaded = asset if isinstance(asset, AIModelAsset) else AIModelAsset.load(Path(asset))
+    loop = asyncio.new_event_loop()
+    try:
+        executable = loaded.executable()
+        model = loop.run_until_complete(executable.__aenter__())
+        try:
+            fn = model.load_function(function)
+            if fn is None:
+                msg = f"the asset has no function {function!r}; it has {model.function_names}"
+                raise ValueError(msg)
+            for inputs in samples:
+                arrays = {name: NDArray(np.ascontiguousarray(v)) for name, v in inputs.items()}
+                outputs = loop.run_until_complete(fn(arrays))
+                yield {name: np.array(value.numpy()) for name, value in outputs.items()}
+        finally:
+            loop.run_until_complete(executable.__aexit__(None, None, None))
+    finally:
+        loop.close()
 
 
 def run_asset(
@@ -21,16 +54,5 @@ def run_asset(
 
     Inputs must have the exact dtypes and static shapes the function declares.
     """
-    loaded = asset if isinstance(asset, AIModelAsset) else AIModelAsset.load(Path(asset))
-
-    async def _run() -> dict[str, np.ndarray]:
-        async with loaded.executable() as model:
-            fn = model.load_function(function)
-            if fn is None:
-                msg = f"the asset has no function {function!r}; it has {model.function_names}"
-                raise ValueError(msg)
-            arrays = {name: NDArray(np.ascontiguousarray(value)) for name, value in inputs.items()}
-            outputs = await fn(arrays)
-            return {name: np.array(value.numpy()) for name, value in outputs.items()}
-
-    return asyncio.run(_run())
+    with closing(run_samples(asset, [inputs], function)) as outputs:
+        return next(outputs)

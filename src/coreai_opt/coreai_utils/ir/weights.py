@@ -12,13 +12,24 @@ from coreai._compiler.ir import DenseElementsAttr, Module, Operation, Value
 
 from coreai_opt.coreai_utils.ir.constants import float_dtype, tensor_type
 
-__all__ = ["LayerKind", "WeightSite", "find_weights", "source_location", "walk"]
+__all__ = [
+    "CONVS",
+    "CONV_TRANSPOSES",
+    "GATHERS",
+    "MATMULS",
+    "TRANSPOSE",
+    "LayerKind",
+    "WeightSite",
+    "find_weights",
+    "source_location",
+    "walk",
+]
 
-_MATMULS = frozenset({"coreai.batch_matmul", "coreai.decomposable.broadcasting_batch_matmul"})
-_CONVS = frozenset({"coreai.conv2d", "coreai.conv3d"})
-_CONV_TRANSPOSES = frozenset({"coreai.conv_transpose2d", "coreai.conv_transpose3d"})
-_GATHERS = frozenset({"coreai.gather_nd"})
-_TRANSPOSE = "coreai.transpose"
+MATMULS = frozenset({"coreai.batch_matmul", "coreai.decomposable.broadcasting_batch_matmul"})
+CONVS = frozenset({"coreai.conv2d", "coreai.conv3d"})
+CONV_TRANSPOSES = frozenset({"coreai.conv_transpose2d", "coreai.conv_transpose3d"})
+GATHERS = frozenset({"coreai.gather_nd"})
+TRANSPOSE = "coreai.transpose"
 
 
 class LayerKind(StrEnum):
@@ -41,14 +52,16 @@ class _Use:
 class WeightSite:
     """A float constant whose every consumer is a weight-consuming op.
 
-    ``name`` is ``@<graph symbol path>/w<k>``, the k-th weight of that graph in IR order,
-    followed by `` at file:line:col`` when the op's location names a source file.
+    ``id`` is ``@<graph symbol path>/w<k>``, the k-th weight of that graph in IR order (stable
+    for a program; calibration statistics are keyed by it); ``name`` is the id followed by
+    `` at file:line:col`` when the op's location names a source file.
 
     ``out_axis``/``in_axis`` are axes of the constant itself (after mapping through any
     transposes), or None when the consumers do not determine them or disagree.
     """
 
     op: Operation
+    id: str
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype
@@ -114,17 +127,17 @@ def _uses_of(value: Value) -> list[_Use] | None:
     for operand in value.uses:
         owner = operand.owner.operation
         name, index = owner.name, operand.operand_number
-        if name in _MATMULS and rank >= 2:
+        if name in MATMULS and rank >= 2:
             # y = x @ w: w is [..., in, out]; y = w @ x: w is [..., out, in].
             out_axis, in_axis = (rank - 1, rank - 2) if index == 1 else (rank - 2, rank - 1)
             uses.append(_Use(LayerKind.LINEAR, out_axis, in_axis))
-        elif name in _CONVS and index == 1:
+        elif name in CONVS and index == 1:
             uses.append(_Use(LayerKind.CONV, 0, 1))
-        elif name in _CONV_TRANSPOSES and index == 1:
+        elif name in CONV_TRANSPOSES and index == 1:
             uses.append(_Use(LayerKind.CONV, 1, 0))
-        elif name in _GATHERS and index == 0:
+        elif name in GATHERS and index == 0:
             uses.append(_Use(LayerKind.EMBEDDING, 0, 1 if rank >= 2 else None))
-        elif name == _TRANSPOSE and index == 0:
+        elif name == TRANSPOSE and index == 0:
             uses.append(_through_transpose(owner))
         else:
             return None
@@ -184,6 +197,7 @@ def find_weights(module: Module) -> list[WeightSite]:
         sites.append(
             WeightSite(
                 op=op,
+                id=name,
                 name=f"{name} at {source}" if source else name,
                 shape=tuple(ranked.shape),
                 dtype=dtype,

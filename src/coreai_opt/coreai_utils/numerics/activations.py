@@ -1,0 +1,151 @@
+"""Activation statistics of one weight, reduced sample by sample (pure numpy).
+
+A weight's inputs are viewed as rows of *columns*: the values one output element is a dot
+product with. Three layouts:
+
+* ``linear``: a matmul weight; columns are its input channels (``C``); ``rows`` are every
+  activation vector along the matmul's contraction axis (all batch/broadcast positions);
+* ``conv``: a convolution weight ``[C_out, C_in/g, k...]``; columns are one group's unfolded
+  input patch, ``C_in/g * prod(k)`` of them in the weight's own order (channel, then
+  kernel positions row-major); one set of statistics per group ``g``;
+* ``channels``: per input channel only (transposed convolutions): sums of squares, no Gram.
+
+:class:`ActivationStats` holds, per group, the sum of squares per column and the row count
+(for Wanda), and optionally ``X^T X`` (float64, for SparseGPT).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = [
+    "ActivationStats",
+    "StatsLayout",
+    "conv_patches",
+    "empty_stats",
+    "input_norms",
+    "linear_rows",
+]
+
+
+class StatsLayout(StrEnum):
+    """How the columns of :class:`ActivationStats` map onto a weight's axes."""
+
+    LINEAR = "linear"
+    CONV = "conv"
+    CHANNELS = "channels"
+
+
+@dataclass
+class ActivationStats:
+    """Reduced activations of one weight.
+
+    ``sq_sum`` is float64 ``[groups, columns]``: the sum over rows of each column squared.
+    ``count`` is the number of rows reduced (per group). ``gram`` is float64
+    ``[groups, columns, columns]`` (``X^T X``) or None when not collected.
+    """
+
+    layout: StatsLayout
+    sq_sum: np.ndarray
+    count: int
+    gram: np.ndarray | None
+
+    @property
+    def groups(self) -> int:
+        return int(self.sq_sum.shape[0])
+
+    @property
+    def columns(self) -> int:
+        return int(self.sq_sum.shape[1])
+
+    def add(self, rows: np.ndarray) -> None:
+        """Reduce ``rows`` (``[groups, n, columns]``, any float type) into the statistics."""
+        if rows.ndim != 3 or rows.shape[0] != self.groups or rows.shape[2] != self.columns:  # noqa: PLR2004
+            msg = f"rows of shape {rows.shape} do not fit stats [{self.groups}, n, {self.columns}]"
+            raise ValueError(msg)
+        wide = rows.astype(np.float64, copy=False)
+        self.sq_sum += np.einsum("gnc,gnc->gc", wide, wide)
+        if self.gram is not None:
+            self.gram += np.matmul(wide.transpose(0, 2, 1), wide)
+        self.count += int(rows.shape[1])
+
+    def merged(self, other: ActivationStats) -> ActivationStats:
+        """The statistics of both (same layout and shape); a Gram only if both have one."""
+        if (self.layout, self.sq_sum.shape) != (other.layout, other.sq_sum.shape):
+            msg = "cannot merge statistics of different layouts or shapes"
+            raise ValueError(msg)
+        gram = None if self.gram is None or other.gram is None else self.gram + other.gram
+        return ActivationStats(
+            self.layout, self.sq_sum + other.sq_sum, self.count + other.count, gram
+        )
+
+
+def empty_stats(
+    layout: StatsLayout, groups: int, columns: int, *, with_gram: bool
+) -> ActivationStats:
+    """Zeroed statistics for ``groups`` x ``columns``."""
+    gram = np.zeros((groups, columns, columns)) if with_gram else None
+    return ActivationStats(layout, np.zeros((groups, columns)), 0, gram)
+
+
+def linear_rows(activation: np.ndarray, axis: int) -> np.ndarray:
+    """``[1, n, C]``: every vector of ``activation`` along ``axis`` (the contraction axis)."""
+    moved = np.moveaxis(activation, axis, -1)
+    return moved.reshape(1, -1, moved.shape[-1])
+
+
+def conv_patches(
+    activation: np.ndarray,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+) -> np.ndarray:
+    """``[groups, n, C_in/groups * prod(kernel)]``: the input patches of a convolution.
+
+    ``activation`` is ``[N, C_in, spatial...]`` (already padded, as the Core AI convolution
+    sees it). Row order: batch, then output positions row-major; column order: channel within
+    the group, then kernel positions row-major (the weight's own layout).
+    """
+    batch, channels = activation.shape[:2]
+    spatial = len(kernel)
+    per_group = channels // groups
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True))
+    axes = tuple(range(2, 2 + spatial))
+    windows = sliding_window_view(activation, extent, axis=axes)
+    # windows: [N, C, out_pos..., extent...]; take strides of positions, dilation of taps
+    positions = tuple(slice(None, None, s) for s in stride)
+    taps = tuple(slice(None, None, d) for d in dilation)
+    windows = windows[(slice(None), slice(None), *positions, *taps)]
+    out_shape = windows.shape[2 : 2 + spatial]
+    n_pos = math.prod(out_shape)
+    # -> [groups, N, out_pos..., C/g, kernel...]
+    grouped = windows.reshape(batch, groups, per_group, *out_shape, *kernel)
+    order = (1, 0, *range(3, 3 + spatial), 2, *range(3 + spatial, 3 + 2 * spatial))
+    patches = grouped.transpose(order)
+    return patches.reshape(groups, batch * n_pos, per_group * math.prod(kernel))
+
+
+def input_norms(
+    stats: ActivationStats, shape: tuple[int, ...], out_axis: int, in_axis: int
+) -> np.ndarray:
+    """``||X_j||_2`` for every element of a weight of ``shape``: broadcastable to it.
+
+    ``linear``: one norm per input channel, along ``in_axis``. ``conv``: one per unfolded
+    column, repeated over the output channels of each group (``out_axis`` 0, ``in_axis`` 1).
+    ``channels``: one per input channel along ``in_axis``.
+    """
+    norms = np.sqrt(stats.sq_sum)
+    if stats.layout is StatsLayout.CONV:
+        out_channels = shape[out_axis]
+        per_group = out_channels // stats.groups
+        expanded = np.repeat(norms, per_group, axis=0)  # [C_out, columns]
+        return expanded.reshape(shape)
+    view = [1] * len(shape)
+    view[in_axis] = shape[in_axis]
+    return norms.reshape(-1).reshape(view)
