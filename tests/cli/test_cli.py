@@ -14,9 +14,20 @@ from coreai_opt.coreai_utils.runtime import run_asset
 from tests.cli.conftest import CLI, WEIGHT, compress, run_cli, snapshot
 from tests.reference import ref_magnitude, ref_nm
 
-REPORT_KEYS = {"version", "input", "output", "options", "weights", "totals", "validation"}
+REPORT_KEYS = {
+    "version",
+    "input",
+    "output",
+    "options",
+    "calibration",
+    "weights",
+    "totals",
+    "validation",
+}
 ROW_KEYS = {
     "name",
+    "id",
+    "algorithm",
     "shape",
     "dtype",
     "consumers",
@@ -111,7 +122,7 @@ def test_report_schema(source_asset: Path, tmp_path: Path) -> None:
         source_asset, tmp_path, "--weight-num-threshold", "0", "--quantize-dtype", "uint8"
     )
     assert set(data) == REPORT_KEYS
-    assert data["version"] == 1
+    assert data["version"] == 2
     assert data["input"] == str(source_asset) and data["output"] == str(out)
     assert data["options"] == {
         "target_sparsity": 0.5,
@@ -120,11 +131,14 @@ def test_report_schema(source_asset: Path, tmp_path: Path) -> None:
         "quantize_dtype": "uint8",
         "palettize_nbits": None,
         "weight_num_threshold": 0,
+        "algorithm": "magnitude",
     }
+    assert data["calibration"] is None
     (row,) = data["weights"]
     assert set(row) == ROW_KEYS
     assert row["shape"] == [48, 40] and row["dtype"] == "float32" and row["kind"] == "linear"
     assert row["sparsity"] == 0.5 and row["bytes_before"] == 48 * 40 * 4
+    assert row["id"] == "@main/w0" and row["algorithm"] == "magnitude"
     assert set(data["totals"]) == TOTAL_KEYS
     totals = data["totals"]
     assert totals["asset_bytes_after"] < totals["asset_bytes_before"]
@@ -137,7 +151,7 @@ def test_report_schema(source_asset: Path, tmp_path: Path) -> None:
 def test_validate_numbers_match_a_known_case(source_asset: Path, tmp_path: Path) -> None:
     run, _, report = compress(source_asset, tmp_path, "--weight-num-threshold", "0", "--validate")
     result = report["validation"]
-    assert result["seed"] == 0 and result["skipped"] == {}
+    assert result["seed"] == 0 and result["skipped"] == {} and result["inputs"] is None
     got = result["functions"]["main"]["y"]
     # the same seeded input, computed by hand with numpy
     x = np.random.default_rng(0).standard_normal((40, 40)).astype(np.float32)

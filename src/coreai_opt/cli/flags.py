@@ -25,6 +25,7 @@ _FLAG_OF = {
     "palettize_nbits": "--palettize-nbits",
     "weight_num_threshold": "--weight-num-threshold",
 }
+ALGORITHM_CHOICES = ("magnitude", "wanda", "sparsegpt")
 
 
 class CliError(Exception):
@@ -44,7 +45,10 @@ class Flags:
     quantize_dtype: str | None
     palettize_nbits: int | None
     weight_num_threshold: int
+    calibration: Path | None
+    algorithm: str | None
     validate: bool
+    validate_with: Path | None
     report: Path | None
     quiet: bool
     force: bool
@@ -102,7 +106,24 @@ def _parser() -> argparse.ArgumentParser:
         help="minimum elements to compress (default 1024)",
     )
     parser.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="FILE.npz",
+        help="inputs of main to calibrate on: one array per input, leading axis = samples",
+    )
+    parser.add_argument(
+        "--algorithm",
+        choices=ALGORITHM_CHOICES,
+        help="how to choose pruned weights (default: wanda with --calibration, else magnitude)",
+    )
+    parser.add_argument(
         "--validate", action="store_true", help="run both assets and compare outputs"
+    )
+    parser.add_argument(
+        "--validate-with",
+        type=Path,
+        metavar="FILE.npz",
+        help="validate main on these inputs (same format as --calibration) instead of random",
     )
     parser.add_argument(
         "--report", type=Path, metavar="REPORT.json", help="write the report as JSON"
@@ -121,6 +142,9 @@ def parse_flags(argv: list[str] | None) -> Flags:
     if not args.demo and args.input is None:
         msg = "missing INPUT (an .aimodel asset), or use --demo"
         raise CliError(msg)
+    if args.algorithm in ("wanda", "sparsegpt") and args.calibration is None:
+        msg = f"--algorithm {args.algorithm} needs --calibration FILE.npz"
+        raise CliError(msg)
     return Flags(**vars(args))  # the parser's destinations are exactly Flags' fields
 
 
@@ -134,6 +158,7 @@ def library_kwargs(flags: Flags) -> dict[str, Any]:
         "quantize_dtype": DType(flags.quantize_dtype) if flags.quantize_dtype else None,
         "palettize_nbits": flags.palettize_nbits,
         "weight_num_threshold": flags.weight_num_threshold,
+        "algorithm": flags.algorithm,
     }
 
 

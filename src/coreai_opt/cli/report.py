@@ -1,19 +1,26 @@
 """The run report: one row per weight considered, totals, validation; as a table or JSON.
 
-JSON schema (``version`` 1; keys are stable):
+JSON schema (``version`` 2; keys are stable):
 
-    {"version": 1, "input": str, "output": str,
+    {"version": 2, "input": str, "output": str,
      "options": {"target_sparsity", "n_m_ratio", "block_size", "quantize_dtype",
-                 "palettize_nbits", "weight_num_threshold"},
-     "weights": [{"name", "shape", "dtype", "consumers", "kind", "mode", "joint", "reason",
-                  "sparsity", "bytes_before", "bytes_after"}],
+                 "palettize_nbits", "weight_num_threshold", "algorithm"},
+     "calibration": null | {"file": str, "function": str, "samples": int},
+     "weights": [{"name", "id", "shape", "dtype", "consumers", "kind", "mode", "joint",
+                  "algorithm", "reason", "sparsity", "bytes_before", "bytes_after"}],
      "totals": {"weights_considered", "weights_compressed", "weight_bytes_before",
                 "weight_bytes_after", "asset_bytes_before", "asset_bytes_after", "ratio"},
-     "validation": null | {"seed": int, "skipped": {function: reason},
+     "validation": null | {"seed": int | null, "inputs": str | null,
+                           "skipped": {function: reason},
                            "functions": {name: {output: {"snr_db", "cosine", "identical"}}}}}
 
-``mode`` is null for weights left dense (``reason`` says why); ``snr_db`` is null when
-the outputs are identical (infinite SNR).
+``options.algorithm`` is the resolved algorithm (magnitude, wanda, sparsegpt); a weight's
+``algorithm`` is the one actually used (null when left dense), with any fallback explained
+in its ``reason``. ``mode`` is null for weights left dense (``reason`` says why);
+``snr_db`` is null when the outputs are identical (infinite SNR). ``validation.inputs`` is
+the ``--validate-with`` file (``seed`` is then null), or null for seeded random inputs.
+Version 2 added ``calibration``, ``options.algorithm``, the weights' ``id`` and
+``algorithm``, and ``validation.inputs``.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from coreai_opt.coreai_utils.validation import OutputComparison
 
 __all__ = ["build_report", "print_report", "write_json"]
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 
 
 def build_report(
@@ -47,7 +54,9 @@ def build_report(
     asset_bytes_after: int,
     validation: dict[str, list[OutputComparison]] | None,
     skipped: dict[str, str],
-    seed: int,
+    seed: int | None,
+    validation_inputs: str | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report as plain JSON-ready data."""
     rows = [{**asdict(w), "shape": list(w.shape), "consumers": list(w.consumers)} for w in weights]
@@ -60,6 +69,7 @@ def build_report(
             k: (str(v) if k == "quantize_dtype" and v is not None else v)
             for k, v in options.items()
         },
+        "calibration": calibration,
         "weights": rows,
         "totals": {
             "weights_considered": len(weights),
@@ -74,6 +84,7 @@ def build_report(
         if validation is None
         else {
             "seed": seed,
+            "inputs": validation_inputs,
             "skipped": dict(skipped),
             "functions": {
                 function: {
@@ -132,6 +143,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             mode = f"[dim]dense: {row['reason']}[/dim]"
         else:
             mode = row["mode"] + (f" + {row['joint']}" if row["joint"] else "")
+            if row["algorithm"] not in (None, "magnitude"):
+                mode = f"{row['algorithm']} {mode}"
             if row["reason"]:
                 mode += f" [yellow]({row['reason']})[/yellow]"
         sparsity = "-" if row["sparsity"] is None else f"{row['sparsity']:.3f}"
@@ -159,7 +172,12 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     )
     validation = report["validation"]
     if validation is not None:
-        check = Table(title=f"validation (seeded random inputs, seed {validation['seed']})")
+        source = (
+            f"inputs from {validation['inputs']}"
+            if validation["inputs"]
+            else f"seeded random inputs, seed {validation['seed']}"
+        )
+        check = Table(title=f"validation ({source})")
         for column in ("function", "output", "SNR (dB)", "cosine"):
             check.add_column(
                 column, justify="left" if column in ("function", "output") else "right"

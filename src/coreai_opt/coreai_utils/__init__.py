@@ -6,6 +6,8 @@ used without loading the Core AI bindings.
 Public surface:
   * ``sparsify_weights`` (the spec'd API) and ``sparsify_with_report`` (same arguments,
     returns a ``SparsifyResult``: the program and one ``WeightOutcome`` per candidate);
+  * ``collect_calibration`` and ``Calibration``: activation statistics from the runtime for
+    calibration-aware pruning (``algorithm="wanda"`` or ``"sparsegpt"``);
   * ``DType``;
   * modules ``runtime`` (run a saved asset) and ``validation`` (seeded example inputs,
     output comparison).
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from coreai_opt.coreai_utils.dtypes import DType
 
 if TYPE_CHECKING:
+    from coreai_opt.coreai_utils.calibration import Calibration, collect_calibration
     from coreai_opt.coreai_utils.passes.sparsify import (
         SparsifyResult,
         WeightOutcome,
@@ -25,12 +28,25 @@ if TYPE_CHECKING:
         sparsify_with_report,
     )
 
-__all__ = ["DType", "SparsifyResult", "WeightOutcome", "sparsify_weights", "sparsify_with_report"]
+__all__ = [
+    "Calibration",
+    "DType",
+    "SparsifyResult",
+    "WeightOutcome",
+    "collect_calibration",
+    "sparsify_weights",
+    "sparsify_with_report",
+]
 
 _LAZY = {"SparsifyResult", "WeightOutcome", "sparsify_weights", "sparsify_with_report"}
+_CALIBRATION = {"Calibration", "collect_calibration"}
 
 
 def __getattr__(name: str) -> Any:
+    if name in _CALIBRATION:
+        from coreai_opt.coreai_utils import calibration  # noqa: PLC0415
+
+        return getattr(calibration, name)
     if name in _LAZY:
         from coreai_opt.coreai_utils.passes import sparsify  # noqa: PLC0415
 

@@ -26,9 +26,11 @@ import itertools
 
 import numpy as np
 
-from coreai_opt.coreai_utils.numerics.masks import prune_count, select_lowest
+from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsLayout
+from coreai_opt.coreai_utils.numerics.masks import all_finite, prune_count, select_lowest
+from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, to_sparse
 
-__all__ = ["DAMPENING", "sparsegpt"]
+__all__ = ["DAMPENING", "inverse_cholesky_upper", "sparsegpt", "sparsegpt_weight"]
 
 DAMPENING = 0.01
 BLOCK = 128
@@ -185,3 +187,59 @@ def _sweep(
         errors[column - block_start] = error
         if column + 1 < end:
             work[column + 1 : end] -= np.outer(upper[column, column + 1 : end], error)
+
+
+def sparsegpt_weight(
+    weight: np.ndarray,
+    stats: ActivationStats,
+    out_axis: int,
+    in_axis: int,
+    *,
+    sparsity: float | None = None,
+    n_m: tuple[int, int] | None = None,
+) -> SparseWeight:
+    """:func:`sparsegpt` on a weight in its own layout, rounded once to its dtype.
+
+    ``linear`` statistics: a rank-2 weight with output axis ``out_axis``; ``conv``: a
+    ``[C_out, C_in/g, k...]`` weight, each group of output channels against its group's
+    Gram, columns in the weight's order (n:m groups run along the input channels at each
+    kernel position). Pruned positions are exact zeros; a kept value that rounds to zero is
+    not stored either.
+    """
+    if stats.gram is None:
+        msg = "sparsegpt needs X^T X statistics"
+        raise ValueError(msg)
+    if stats.layout is StatsLayout.LINEAR:
+        matrix = np.moveaxis(weight, (out_axis, in_axis), (0, 1))
+        updated, keep = sparsegpt(matrix, stats.gram[0], sparsity=sparsity, n_m=n_m)
+        result = np.moveaxis(updated, (0, 1), (out_axis, in_axis))
+        mask = np.moveaxis(keep, (0, 1), (out_axis, in_axis))
+    elif stats.layout is StatsLayout.CONV:
+        out_channels, per_group = weight.shape[0], weight.shape[1]
+        taps = int(np.prod(weight.shape[2:]))
+        matrix = weight.reshape(out_channels, -1)
+        # n:m runs along input channels: put them last, one segment per kernel position
+        order = np.arange(matrix.shape[1]).reshape(per_group, taps).T.reshape(-1)
+        if n_m is None:
+            order = np.arange(matrix.shape[1])
+        rows = out_channels // stats.groups
+        result = np.empty(matrix.shape, dtype=np.float32)
+        mask = np.empty(matrix.shape, dtype=bool)
+        for group in range(stats.groups):
+            band = slice(group * rows, (group + 1) * rows)
+            gram = stats.gram[group][np.ix_(order, order)]
+            updated, keep = sparsegpt(
+                matrix[band][:, order], gram, sparsity=sparsity, n_m=n_m, segment=per_group
+            )
+            result[band][:, order] = updated
+            mask[band][:, order] = keep
+        result = result.reshape(weight.shape)
+        mask = mask.reshape(weight.shape)
+    else:
+        msg = f"sparsegpt does not support {stats.layout.value} statistics"
+        raise ValueError(msg)
+    rounded = np.ascontiguousarray(result).astype(weight.dtype)
+    if not all_finite(rounded):
+        msg = "sparsegpt produced non-finite values"
+        raise ArithmeticError(msg)
+    return to_sparse(rounded, mask)

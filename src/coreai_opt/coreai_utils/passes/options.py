@@ -5,15 +5,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from numbers import Integral, Real
 
 from coreai_opt.coreai_utils.dtypes import DType
 
 __all__ = [
     "PALETTIZE_NBITS",
+    "Algorithm",
     "QUANTIZE_DTYPES",
     "ArgumentTypeError",
     "SparsifyOptions",
+    "check_algorithm",
     "validate_options",
 ]
 
@@ -29,9 +32,20 @@ class ArgumentTypeError(TypeError, ValueError):
     """
 
 
+class Algorithm(StrEnum):
+    """How the pruned elements are chosen (and, for SparseGPT, how the kept ones change)."""
+
+    MAGNITUDE = "magnitude"
+    WANDA = "wanda"
+    SPARSEGPT = "sparsegpt"
+
+
 @dataclass(frozen=True)
 class SparsifyOptions:
-    """Validated configuration. Exactly one of ``target_sparsity`` and ``n_m_ratio`` is set."""
+    """Validated configuration. Exactly one of ``target_sparsity`` and ``n_m_ratio`` is set.
+
+    ``algorithm`` is resolved: magnitude without calibration, wanda with it by default.
+    """
 
     target_sparsity: float | None
     block_size: int | None
@@ -39,6 +53,7 @@ class SparsifyOptions:
     quantize_dtype: DType | None
     palettize_nbits: int | None
     weight_num_threshold: int
+    algorithm: Algorithm = Algorithm.MAGNITUDE
 
 
 def _as_int(value: object) -> int | None:
@@ -129,6 +144,21 @@ def _check_threshold(value: object) -> int:
     return _check_int("weight_num_threshold", value, 0, "non-negative")
 
 
+def check_algorithm(value: object, *, calibrated: bool) -> Algorithm:
+    """The algorithm to use: ``value`` checked, None resolved (wanda when ``calibrated``)."""
+    if value is None:
+        return Algorithm.WANDA if calibrated else Algorithm.MAGNITUDE
+    algorithm = Algorithm._value2member_map_.get(value) if isinstance(value, str) else None
+    if not isinstance(algorithm, Algorithm):
+        allowed = ", ".join(repr(a.value) for a in Algorithm)
+        msg = f"algorithm must be None or one of {allowed}; got {value!r}"
+        raise ValueError(msg)
+    if algorithm is not Algorithm.MAGNITUDE and not calibrated:
+        msg = f"algorithm={algorithm.value!r} needs calibration (see collect_calibration)"
+        raise ValueError(msg)
+    return algorithm
+
+
 def validate_options(
     *,
     target_sparsity: object,
@@ -137,6 +167,8 @@ def validate_options(
     quantize_dtype: object,
     palettize_nbits: object,
     weight_num_threshold: object,
+    algorithm: object = None,
+    calibrated: bool = False,
 ) -> SparsifyOptions:
     """Check every argument and return the options, or raise naming the bad argument."""
     target = _check_target_sparsity(target_sparsity)
@@ -172,4 +204,5 @@ def validate_options(
         quantize_dtype=quantize,
         palettize_nbits=nbits,
         weight_num_threshold=_check_threshold(weight_num_threshold),
+        algorithm=check_algorithm(algorithm, calibrated=calibrated),
     )

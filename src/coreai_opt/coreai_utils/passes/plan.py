@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from coreai_opt.coreai_utils.ir.weights import LayerKind, WeightSite
-from coreai_opt.coreai_utils.passes.options import SparsifyOptions
+from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsLayout
+from coreai_opt.coreai_utils.passes.options import Algorithm, SparsifyOptions
+
+if TYPE_CHECKING:
+    from coreai_opt.coreai_utils.calibration import Calibration
 
 __all__ = ["Mode", "WeightPlan", "plan_weight"]
 
@@ -26,17 +32,77 @@ class WeightPlan:
     """What to do with one weight: a ``mode``, or the ``reason`` it stays dense.
 
     ``warn`` says whether the reason (or a downgrade of the requested mode, also given in
-    ``reason``) deserves a warning to the user.
+    ``reason``) deserves a warning to the user. ``algorithm`` chooses the pruned elements;
+    ``stats`` are the weight's activation statistics when it is wanda or sparsegpt (a
+    fallback from the requested algorithm is noted in ``reason``).
     """
 
     site: WeightSite
     mode: Mode | None
     reason: str | None = None
     warn: bool = False
+    algorithm: Algorithm = Algorithm.MAGNITUDE
+    stats: ActivationStats | None = None
 
 
-def plan_weight(site: WeightSite, options: SparsifyOptions) -> WeightPlan:
-    """The plan for ``site`` under ``options``."""
+def plan_weight(
+    site: WeightSite, options: SparsifyOptions, calibration: Calibration | None = None
+) -> WeightPlan:
+    """The plan for ``site`` under ``options`` (and ``calibration`` for wanda/sparsegpt)."""
+    plan = _plan_mode(site, options)
+    if plan.mode is None or options.algorithm is Algorithm.MAGNITUDE or calibration is None:
+        return plan
+    algorithm, stats, note, warn = _plan_algorithm(site, plan.mode, options, calibration)
+    reason = "; ".join(r for r in (plan.reason, note) if r) or None
+    return replace(
+        plan, algorithm=algorithm, stats=stats, reason=reason, warn=plan.warn or warn
+    )
+
+
+def _stats_fit(site: WeightSite, stats: ActivationStats) -> bool:
+    """Whether ``stats`` describe the inputs of a weight of this shape and axes."""
+    if site.out_axis is None or site.in_axis is None:
+        return False
+    if stats.layout is StatsLayout.CONV:
+        return (
+            site.kind is LayerKind.CONV
+            and (site.out_axis, site.in_axis) == (0, 1)
+            and stats.columns == math.prod(site.shape[1:])
+            and site.shape[0] % stats.groups == 0
+        )
+    if stats.layout is StatsLayout.LINEAR and len(site.shape) != 2:  # noqa: PLR2004
+        return False
+    return stats.groups == 1 and stats.columns == site.shape[site.in_axis]
+
+
+def _plan_algorithm(
+    site: WeightSite, mode: Mode, options: SparsifyOptions, calibration: Calibration
+) -> tuple[Algorithm, ActivationStats | None, str | None, bool]:
+    """``(algorithm, stats, fallback note, warn)`` following sparsegpt -> wanda -> magnitude."""
+    wanted = options.algorithm
+    stats = calibration.stats.get(site.id)
+    if stats is None:
+        why = calibration.missing.get(site.id, "no calibration statistics for this weight")
+        return Algorithm.MAGNITUDE, None, f"{wanted.value}: {why}; magnitude used", False
+    if not _stats_fit(site, stats):
+        note = f"{wanted.value}: the calibration statistics do not fit this weight; magnitude used"
+        return Algorithm.MAGNITUDE, None, note, True
+    if wanted is Algorithm.WANDA:
+        return Algorithm.WANDA, stats, None, False
+    if mode is Mode.BLOCK:
+        return Algorithm.WANDA, stats, "sparsegpt does not do block sparsity; wanda used", True
+    if stats.gram is None:
+        why = (
+            "per-channel statistics only (transposed convolution)"
+            if stats.layout is StatsLayout.CHANNELS
+            else f"{stats.columns} input columns, above max_gram_channels"
+        )
+        return Algorithm.WANDA, stats, f"sparsegpt: no X^T X ({why}); wanda used", False
+    return Algorithm.SPARSEGPT, stats, None, False
+
+
+def _plan_mode(site: WeightSite, options: SparsifyOptions) -> WeightPlan:
+    """The mode for ``site`` under ``options`` (or why it stays dense)."""
     if site.size < options.weight_num_threshold:
         threshold = options.weight_num_threshold
         return WeightPlan(

@@ -6,6 +6,7 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from coreai.authoring import AIProgram
@@ -20,12 +21,18 @@ from coreai_opt.coreai_utils.ir.rewrite import (
 )
 from coreai_opt.coreai_utils.ir.weights import find_weights
 from coreai_opt.coreai_utils.numerics.kmeans import Palette, palettize
+from coreai_opt.coreai_utils.numerics.activations import input_norms
 from coreai_opt.coreai_utils.numerics.masks import all_finite
 from coreai_opt.coreai_utils.numerics.prune import prune_block, prune_magnitude, prune_nm
 from coreai_opt.coreai_utils.numerics.quantize import Quantized, quantize
-from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
-from coreai_opt.coreai_utils.passes.options import SparsifyOptions, validate_options
+from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, to_sparse
+from coreai_opt.coreai_utils.numerics.sparsegpt import sparsegpt_weight
+from coreai_opt.coreai_utils.numerics.wanda import wanda_block_mask, wanda_mask, wanda_nm_mask
+from coreai_opt.coreai_utils.passes.options import Algorithm, SparsifyOptions, validate_options
 from coreai_opt.coreai_utils.passes.plan import Mode, WeightPlan, plan_weight
+
+if TYPE_CHECKING:
+    from coreai_opt.coreai_utils.calibration import Calibration
 
 __all__ = [
     "SparsifyResult",
@@ -42,15 +49,21 @@ _log = logging.getLogger(__name__)
 class WeightOutcome:
     """What happened to one candidate weight (a report row).
 
+    ``name`` is the weight's id with its source location, ``id`` the stable ``@graph/wK``.
+
     ``mode`` (the pruning) is None when the weight stayed dense, and ``reason`` then says why;
     ``joint`` names the storage of the kept values (``int8``..., ``palettize4``), None when
     they keep the weight's dtype; a
     compressed weight may still carry a ``reason`` noting a downgrade (block -> unstructured).
     ``sparsity`` is the achieved fraction of zeros, None for weights left dense (not read).
     ``bytes_after`` counts the stored data (values, mask, and any quantization metadata).
+    ``algorithm`` is how the pruned elements were chosen (``magnitude``, ``wanda``,
+    ``sparsegpt``), None for weights left dense; a fallback from the requested algorithm
+    is explained in ``reason``.
     """
 
     name: str
+    id: str
     shape: tuple[int, ...]
     dtype: str
     consumers: tuple[str, ...]
@@ -61,6 +74,7 @@ class WeightOutcome:
     sparsity: float | None
     bytes_before: int
     bytes_after: int
+    algorithm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,9 @@ def sparsify_weights(
     palettize_nbits: int | None = None,
     weight_num_threshold: int = 1024,
     in_place: bool = False,  # noqa: FBT001, FBT002
+    *,
+    calibration: Calibration | None = None,
+    algorithm: str | None = None,
 ) -> AIProgram:
     """Sparsify the weights of a Core AI program with Core AI ops.
 
@@ -118,6 +135,30 @@ def sparsify_weights(
     meaningful order). Weights that cannot be compressed are skipped with a ``logging``
     warning naming them; only bad arguments raise.
 
+    Calibration-aware pruning (keyword-only ``calibration`` from
+    :func:`~coreai_opt.coreai_utils.collect_calibration`, and ``algorithm``):
+      * ``"magnitude"`` (the default without calibration): as above.
+      * ``"wanda"`` (the default with calibration): elements are scored
+        ``|W_ij| * ||X_j||_2`` (``X_j``: the weight's input channel j over all calibration
+        rows; for convolutions, each unfolded patch column). Unstructured: in each output
+        channel (the slice at one index of the output axis) the
+        ``floor(slice_size * target_sparsity)`` lowest scores become zero, ties by index
+        within the slice, so the weight loses ``channels * floor(slice_size * s)`` elements
+        (this replaces the whole-tensor count of magnitude pruning); n:m: the n lowest
+        scores in each group of m input channels; block: blocks scored by the L2 norm of
+        their scores. Kept values stay bit-identical.
+      * ``"sparsegpt"``: the kept values are updated to minimise ``||W X - W' X||^2`` on the
+        calibration inputs (Hessian ``X^T X`` with 1 % mean-diagonal dampening, columns in
+        blocks of 128, the mask chosen per block: ``floor(rows * 128 * s)`` elements per
+        block; n:m masks chosen inside the sweep). Kept values therefore change; pruned
+        positions are exact zeros. Dead input channels (always zero in calibration) are
+        zeroed first. fp16/bf16 weights are computed in float32 (the Hessian in float64)
+        and rounded once. Block mode falls back to wanda with a warning.
+      * Weights without statistics (embedding tables read by ``gather_nd``, consumers the
+        capture cannot see, weights with more than ``max_gram_channels`` input columns for
+        sparsegpt) fall back sparsegpt -> wanda -> magnitude; the reason is in the weight's
+        report row. Joint quantization and palettization apply after pruning as usual.
+
     Args:
         coreai_program: the program to sparsify.
         target_sparsity: fraction in [0, 1] of elements to zero; mutually exclusive with
@@ -145,7 +186,9 @@ def sparsify_weights(
             ``palettize_nbits`` is not in {1, 2, 3, 4, 6, 8}; ``block_size`` is not greater
             than 1; ``n_m_ratio`` is not a length-2 pair of ints with ``m > 0`` and
             ``0 <= n <= m``; ``target_sparsity`` is outside [0, 1] or NaN;
-            ``weight_num_threshold`` is negative.
+            ``weight_num_threshold`` is negative; ``algorithm`` is not one of
+            ``"magnitude"``, ``"wanda"``, ``"sparsegpt"``, or needs a calibration that is
+            not given.
     """
     return sparsify_with_report(
         coreai_program,
@@ -156,6 +199,8 @@ def sparsify_weights(
         palettize_nbits=palettize_nbits,
         weight_num_threshold=weight_num_threshold,
         in_place=in_place,
+        calibration=calibration,
+        algorithm=algorithm,
     ).program
 
 
@@ -169,6 +214,8 @@ def sparsify_with_report(
     weight_num_threshold: int = 1024,
     in_place: bool = False,  # noqa: FBT001, FBT002
     *,
+    calibration: Calibration | None = None,
+    algorithm: str | None = None,
     on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
 ) -> SparsifyResult:
     """:func:`sparsify_weights`, also returning what happened to each candidate weight.
@@ -180,6 +227,11 @@ def sparsify_with_report(
         kind = type(coreai_program).__name__
         msg = f"coreai_program must be a coreai.authoring.AIProgram, got {kind}"
         raise TypeError(msg)
+    from coreai_opt.coreai_utils.calibration import Calibration  # noqa: PLC0415
+
+    if calibration is not None and not isinstance(calibration, Calibration):
+        msg = f"calibration must be a Calibration or None, got {type(calibration).__name__}"
+        raise TypeError(msg)
     options = validate_options(
         target_sparsity=target_sparsity,
         block_size=block_size,
@@ -187,22 +239,26 @@ def sparsify_with_report(
         quantize_dtype=quantize_dtype,
         palettize_nbits=palettize_nbits,
         weight_num_threshold=weight_num_threshold,
+        algorithm=algorithm,
+        calibrated=calibration is not None,
     )
     if not isinstance(in_place, bool):
         msg = f"in_place must be a bool, got {in_place!r}"
         raise TypeError(msg)
     program = coreai_program if in_place else copy.deepcopy(coreai_program)
-    return SparsifyResult(program, tuple(sparsify_program(program, options, on_weight)))
+    outcomes = sparsify_program(program, options, on_weight, calibration)
+    return SparsifyResult(program, tuple(outcomes))
 
 
 def sparsify_program(
     program: AIProgram,
     options: SparsifyOptions,
     on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
+    calibration: Calibration | None = None,
 ) -> list[WeightOutcome]:
     """Apply ``options`` to ``program`` in place; one outcome per candidate weight."""
     module = program._module._mlir_module  # noqa: SLF001
-    plans = [plan_weight(site, options) for site in find_weights(module)]
+    plans = [plan_weight(site, options, calibration) for site in find_weights(module)]
     outcomes: list[WeightOutcome] = []
     with module.context:
         for plan in plans:
@@ -304,6 +360,7 @@ def _outcome(
     before = site.size * site.dtype.itemsize
     return WeightOutcome(
         name=site.name,
+        id=site.id,
         shape=site.shape,
         dtype=str(site.dtype),
         consumers=site.consumers,
@@ -314,15 +371,40 @@ def _outcome(
         sparsity=sparse.sparsity if sparse is not None else None,
         bytes_before=before,
         bytes_after=before if bytes_after is None else bytes_after,
+        algorithm=plan.algorithm.value if sparse is not None else None,
     )
 
 
 def prune(weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions) -> SparseWeight:
     """The sparse form of ``weight`` under ``plan`` (pure numpy, on the fast path)."""
     site = plan.site
+    if plan.algorithm is not Algorithm.MAGNITUDE and plan.stats is not None:
+        return _prune_calibrated(weight, plan, options)
     if plan.mode is Mode.N_M and options.n_m_ratio is not None and site.in_axis is not None:
         return prune_nm(weight, *options.n_m_ratio, axis=site.in_axis)
     sparsity = options.target_sparsity if options.target_sparsity is not None else 0.0
     if plan.mode is Mode.BLOCK and options.block_size is not None and site.out_axis is not None:
         return prune_block(weight, sparsity, options.block_size, axis=site.out_axis)
     return prune_magnitude(weight, sparsity)
+
+
+def _prune_calibrated(weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions) -> SparseWeight:
+    """Wanda or SparseGPT for a weight whose statistics fit it (checked by the plan)."""
+    site, stats = plan.site, plan.stats
+    if stats is None or site.out_axis is None or site.in_axis is None:
+        msg = "calibrated pruning needs statistics and channel axes"
+        raise ValueError(msg)
+    sparsity = options.target_sparsity if options.target_sparsity is not None else 0.0
+    n_m = options.n_m_ratio if plan.mode is Mode.N_M else None
+    if plan.algorithm is Algorithm.SPARSEGPT:
+        if n_m is not None:
+            return sparsegpt_weight(weight, stats, site.out_axis, site.in_axis, n_m=n_m)
+        return sparsegpt_weight(weight, stats, site.out_axis, site.in_axis, sparsity=sparsity)
+    norms = input_norms(stats, site.shape, site.out_axis, site.in_axis)
+    if n_m is not None:
+        keep = wanda_nm_mask(weight, norms, *n_m, axis=site.in_axis)
+    elif plan.mode is Mode.BLOCK and options.block_size is not None:
+        keep = wanda_block_mask(weight, norms, sparsity, options.block_size, site.out_axis)
+    else:
+        keep = wanda_mask(weight, norms, sparsity, site.out_axis)
+    return to_sparse(weight, keep)
