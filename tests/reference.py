@@ -144,3 +144,49 @@ def ref_sparsegpt(
         keep[:, i1:i2] = ~mask1
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
     return w, keep
+
+
+def ref_wanda(weight: np.ndarray, norms: np.ndarray, sparsity: float, out_axis: int) -> np.ndarray:
+    """Pruned copy: per output slice, floor(slice * s) lowest |w| * norm, ties by index."""
+    scores = np.abs(weight.astype(np.float64)) * np.broadcast_to(norms, weight.shape)
+    pruned = np.moveaxis(weight.copy(), out_axis, 0)
+    moved = np.moveaxis(scores, out_axis, 0)
+    for channel in range(moved.shape[0]):
+        flat_scores = moved[channel].reshape(-1)
+        flat = pruned[channel].reshape(-1)
+        count = math.floor(flat.size * sparsity)
+        order = sorted(range(flat.size), key=lambda i: (flat_scores[i], i))
+        flat[order[:count]] = 0
+        pruned[channel] = flat.reshape(pruned[channel].shape)
+    return np.moveaxis(pruned, 0, out_axis)
+
+
+def ref_conv_patches(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> np.ndarray:
+    """[groups, N*Ho*Wo, C/g*kh*kw] by explicit loops (2-D convolution, input pre-padded)."""
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    ho = (h - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    per = c // groups
+    out = np.zeros((groups, n * ho * wo, per * kh * kw))
+    for g in range(groups):
+        row = 0
+        for b in range(n):
+            for i in range(ho):
+                for j in range(wo):
+                    col = 0
+                    for ch in range(per):
+                        for p in range(kh):
+                            for q in range(kw):
+                                y = i * stride[0] + p * dilation[0]
+                                z = j * stride[1] + q * dilation[1]
+                                out[g, row, col] = x[b, g * per + ch, y, z]
+                                col += 1
+                    row += 1
+    return out

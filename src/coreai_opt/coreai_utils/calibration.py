@@ -311,6 +311,8 @@ def _capture(
                         accumulators[index].add(_rows(tap, result[name]))
                 del result
                 progress(done + number + 1)
+    for accumulator in accumulators:
+        accumulator.flush()
     reduced: dict[str, ActivationStats] = {}
     unreached: dict[str, str] = {}
     for plan in plans:

@@ -17,13 +17,14 @@ product with. Three layouts:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
+    "FLUSH_BYTES",
     "ActivationStats",
     "StatsLayout",
     "conv_patches",
@@ -31,6 +32,10 @@ __all__ = [
     "input_norms",
     "linear_rows",
 ]
+
+
+FLUSH_BYTES = 16 << 20
+"""At most this many bytes of buffered rows (float64) per statistics object."""
 
 
 class StatsLayout(StrEnum):
@@ -48,12 +53,18 @@ class ActivationStats:
     ``sq_sum`` is float64 ``[groups, columns]``: the sum over rows of each column squared.
     ``count`` is the number of rows reduced (per group). ``gram`` is float64
     ``[groups, columns, columns]`` (``X^T X``) or None when not collected.
+
+    :meth:`add` buffers small batches of rows (until there are ``columns`` of them, or
+    :data:`FLUSH_BYTES`) so the Gram update runs on large blocks; call :meth:`flush`
+    before reading the sums.
     """
 
     layout: StatsLayout
     sq_sum: np.ndarray
     count: int
     gram: np.ndarray | None
+    _pending: list[np.ndarray] = field(default_factory=list, repr=False, compare=False)
+    _pending_rows: int = field(default=0, repr=False, compare=False)
 
     @property
     def groups(self) -> int:
@@ -68,14 +79,30 @@ class ActivationStats:
         if rows.ndim != 3 or rows.shape[0] != self.groups or rows.shape[2] != self.columns:  # noqa: PLR2004
             msg = f"rows of shape {rows.shape} do not fit stats [{self.groups}, n, {self.columns}]"
             raise ValueError(msg)
-        wide = rows.astype(np.float64, copy=False)
+        self._pending.append(np.array(rows, dtype=np.float64))
+        self._pending_rows += int(rows.shape[1])
+        buffered = self._pending_rows * self.groups * self.columns * 8
+        if self._pending_rows >= self.columns or buffered >= FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Reduce the buffered rows into ``sq_sum``, ``count`` and ``gram``."""
+        if not self._pending:
+            return
+        wide = np.concatenate(self._pending, axis=1)
+        self._pending.clear()
+        self._pending_rows = 0
         self.sq_sum += np.einsum("gnc,gnc->gc", wide, wide)
         if self.gram is not None:
-            self.gram += np.matmul(wide.transpose(0, 2, 1), wide)
-        self.count += int(rows.shape[1])
+            for group in range(self.groups):
+                rows = wide[group]
+                self.gram[group] += rows.T @ rows  # numpy uses a symmetric rank-k update
+        self.count += int(wide.shape[1])
 
     def merged(self, other: ActivationStats) -> ActivationStats:
         """The statistics of both (same layout and shape); a Gram only if both have one."""
+        self.flush()
+        other.flush()
         if (self.layout, self.sq_sum.shape) != (other.layout, other.sq_sum.shape):
             msg = "cannot merge statistics of different layouts or shapes"
             raise ValueError(msg)
