@@ -22,16 +22,16 @@ def _read(path: Path, flag: str) -> dict[str, np.ndarray]:
         msg = f"{flag} {path}: no such file"
         raise CliError(msg)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                msg = f"{flag} {path}: not an .npz archive"
-                raise CliError(msg)
-            return {name: np.asarray(data[name]) for name in data.files}
-    except CliError:
-        raise
-    except AttributeError:  # np.load returned a plain array (an .npy file)
-        msg = f"{flag} {path}: not an .npz archive"
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        msg = f"{flag} {path}: not a readable .npz archive ({error})"
         raise CliError(msg) from None
+    if not isinstance(data, np.lib.npyio.NpzFile):  # an .npy file: one plain array
+        msg = f"{flag} {path}: not an .npz archive (one array per input name)"
+        raise CliError(msg)
+    try:
+        with data:
+            return {name: np.asarray(data[name]) for name in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         msg = f"{flag} {path}: not a readable .npz archive ({error})"
         raise CliError(msg) from None
