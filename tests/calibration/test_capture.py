@@ -186,9 +186,17 @@ def test_save_and_load_round_trip(tmp_path: object) -> None:
     ("samples", "error", "match"),
     [
         ([], ValueError, "samples is empty"),
-        ([{"y": np.zeros((5, 24), np.float32)}], ValueError, "missing input 'x'.*unknown input 'y'"),
+        (
+            [{"y": np.zeros((5, 24), np.float32)}],
+            ValueError,
+            "missing input 'x'.*unknown input 'y'",
+        ),
         ([{"x": np.zeros((5, 24), np.float64)}], ValueError, "input 'x' must have dtype float32"),
-        ([{"x": np.zeros((4, 24), np.float32)}], ValueError, r"input 'x' must have shape \(5, 24\)"),
+        (
+            [{"x": np.zeros((4, 24), np.float32)}],
+            ValueError,
+            r"input 'x' must have shape \(5, 24\)",
+        ),
         (
             [{"x": np.zeros((5, 24), np.float32)}, {"x": np.zeros(3, np.float32)}],
             ValueError,

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from coreai_opt.coreai_utils import Calibration, collect_calibration, sparsify_with_report
-from coreai_opt.coreai_utils import sparsify_weights
+from coreai_opt.coreai_utils import (
+    Calibration,
+    collect_calibration,
+    sparsify_weights,
+    sparsify_with_report,
+)
 from coreai_opt.coreai_utils.numerics.activations import input_norms
 from coreai_opt.coreai_utils.numerics.sparsegpt import sparsegpt_weight
 from coreai_opt.coreai_utils.numerics.wanda import wanda_nm_mask
@@ -23,7 +27,9 @@ from tests.torch_models import CNN, TinyTransformer, convert
 IN, OUT = 48, 32
 
 
-def scaled_inputs(count: int, dtype: type = np.float32, seed: int = 0) -> list[dict[str, np.ndarray]]:
+def scaled_inputs(
+    count: int, dtype: type = np.float32, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
     """Samples for :func:`linear_program` whose columns have very different scales."""
     rng = np.random.default_rng(seed)
     scales = np.geomspace(0.05, 5.0, IN)
@@ -40,7 +46,9 @@ def weight() -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16])
-def test_wanda_read_back_equals_the_reference(dtype: type, weight: np.ndarray, asset_path: Path) -> None:
+def test_wanda_read_back_equals_the_reference(
+    dtype: type, weight: np.ndarray, asset_path: Path
+) -> None:
     w = weight.astype(dtype)
     program = linear_program(w)
     calibration = collect_calibration(program, scaled_inputs(3, dtype))
@@ -58,16 +66,23 @@ def test_wanda_nm_read_back(weight: np.ndarray, asset_path: Path) -> None:
     program = linear_program(weight)
     calibration = collect_calibration(program, scaled_inputs(2))
     pruned = sparsify_weights(
-        program, target_sparsity=None, n_m_ratio=(2, 4), weight_num_threshold=0,
+        program,
+        target_sparsity=None,
+        n_m_ratio=(2, 4),
+        weight_num_threshold=0,
         calibration=calibration,
     )
     norms = input_norms(calibration.stats["@main/w0"], weight.shape, 0, 1)
     keep = wanda_nm_mask(weight, norms, 2, 4, axis=1)
-    assert np.array_equal(read_back_linear(pruned, IN, np.float32, asset_path), np.where(keep, weight, 0))
+    assert np.array_equal(
+        read_back_linear(pruned, IN, np.float32, asset_path), np.where(keep, weight, 0)
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16])
-@pytest.mark.parametrize("pattern", [{"target_sparsity": 0.5}, {"target_sparsity": None, "n_m_ratio": (2, 4)}])
+@pytest.mark.parametrize(
+    "pattern", [{"target_sparsity": 0.5}, {"target_sparsity": None, "n_m_ratio": (2, 4)}]
+)
 def test_sparsegpt_read_back_equals_the_numerics(
     dtype: type, pattern: dict[str, object], weight: np.ndarray, asset_path: Path
 ) -> None:
@@ -79,15 +94,21 @@ def test_sparsegpt_read_back_equals_the_numerics(
     )
     n_m = pattern.get("n_m_ratio")
     expected = sparsegpt_weight(
-        w, calibration.stats["@main/w0"], 0, 1,
-        sparsity=None if n_m else 0.5, n_m=n_m,  # type: ignore[arg-type]
+        w,
+        calibration.stats["@main/w0"],
+        0,
+        1,
+        sparsity=None if n_m else 0.5,
+        n_m=n_m,  # type: ignore[arg-type]
     ).dense()
     got = read_back_linear(pruned, IN, dtype, asset_path)
     assert np.array_equal(got, expected)
     assert np.sum(got == 0) >= w.size // 2
 
 
-def test_sparsegpt_lowers_the_output_error_on_held_out_inputs(weight: np.ndarray, tmp_path: Path) -> None:
+def test_sparsegpt_lowers_the_output_error_on_held_out_inputs(
+    weight: np.ndarray, tmp_path: Path
+) -> None:
     program = linear_program(weight)
     samples = scaled_inputs(8)  # one distribution: calibrate on half, evaluate on the rest
     calibration = collect_calibration(program, samples[:4])
@@ -124,7 +145,12 @@ def test_calibrated_transformer_beats_magnitude_on_held_out_inputs(tmp_path: Pat
         pruned.save_asset(path)
         outputs = [run_asset(path, s)["y"] for s in inputs[16:]]
         return float(
-            np.mean([np.linalg.norm(o - r) / np.linalg.norm(r) for o, r in zip(outputs, reference, strict=True)])
+            np.mean(
+                [
+                    np.linalg.norm(o - r) / np.linalg.norm(r)
+                    for o, r in zip(outputs, reference, strict=True)
+                ]
+            )
         )
 
     magnitude = error()
@@ -142,8 +168,12 @@ def test_conv_net_with_sparsegpt_runs_and_keeps_the_pattern(tmp_path: Path) -> N
     inputs = [{"x": s["x"].numpy()} for s in samples]
     calibration = collect_calibration(program, inputs)
     result = sparsify_with_report(
-        program, target_sparsity=None, n_m_ratio=(2, 4), weight_num_threshold=64,
-        calibration=calibration, algorithm="sparsegpt",
+        program,
+        target_sparsity=None,
+        n_m_ratio=(2, 4),
+        weight_num_threshold=64,
+        calibration=calibration,
+        algorithm="sparsegpt",
     )
     rows = {r.shape: r for r in result.weights}
     assert rows[(16, 4, 3, 3)].algorithm == "sparsegpt" and rows[(16, 4, 3, 3)].sparsity == 0.5
@@ -155,9 +185,7 @@ def test_conv_net_with_sparsegpt_runs_and_keeps_the_pattern(tmp_path: Path) -> N
         assert np.isfinite(out).all() and out.shape == model(samples[0]["x"]).shape
 
 
-def test_fallbacks_are_reported(
-    tmp_path: Path, sparsify_log: pytest.LogCaptureFixture
-) -> None:
+def test_fallbacks_are_reported(tmp_path: Path, sparsify_log: pytest.LogCaptureFixture) -> None:
     model = TinyTransformer().eval()
     ids = torch.randint(0, 64, (2, 8), dtype=torch.int32)
     program = convert(model, {"ids": ids})
@@ -173,7 +201,10 @@ def test_fallbacks_are_reported(
     assert down.algorithm == "wanda" and "max_gram_channels" in (down.reason or "")
     sparsify_log.clear()
     block = sparsify_with_report(
-        program, block_size=4, weight_num_threshold=512, calibration=calibration,
+        program,
+        block_size=4,
+        weight_num_threshold=512,
+        calibration=calibration,
         algorithm="sparsegpt",
     )
     assert {r.algorithm for r in block.weights if r.kind == "linear"} == {"wanda"}
@@ -196,7 +227,9 @@ def test_loaded_calibration_prunes_identically(weight: np.ndarray, tmp_path: Pat
     calibration = collect_calibration(program, scaled_inputs(2))
     calibration.save(tmp_path / "c.npz")
     loaded = Calibration.load(tmp_path / "c.npz")
-    a = sparsify_weights(program, weight_num_threshold=0, calibration=calibration, algorithm="sparsegpt")
+    a = sparsify_weights(
+        program, weight_num_threshold=0, calibration=calibration, algorithm="sparsegpt"
+    )
     b = sparsify_weights(program, weight_num_threshold=0, calibration=loaded, algorithm="sparsegpt")
     assert np.array_equal(
         read_back_linear(a, IN, np.float32, tmp_path / "a.aimodel"),
@@ -235,13 +268,23 @@ def test_bad_calibration_arguments(
 def test_magnitude_with_calibration_ignores_it(weight: np.ndarray, asset_path: Path) -> None:
     program = linear_program(weight)
     calibration = collect_calibration(program, scaled_inputs(1))
-    pruned = sparsify_weights(program, weight_num_threshold=0, calibration=calibration, algorithm="magnitude")
-    assert np.array_equal(read_back_linear(pruned, IN, np.float32, asset_path), ref_magnitude(weight, 0.5))
+    pruned = sparsify_weights(
+        program, weight_num_threshold=0, calibration=calibration, algorithm="magnitude"
+    )
+    assert np.array_equal(
+        read_back_linear(pruned, IN, np.float32, asset_path), ref_magnitude(weight, 0.5)
+    )
 
 
 def test_warnings_name_the_weight(weight: np.ndarray, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="coreai_opt")
     program = linear_program(weight)
     calibration = collect_calibration(program, scaled_inputs(1))
-    sparsify_weights(program, block_size=4, weight_num_threshold=0, calibration=calibration, algorithm="sparsegpt")
+    sparsify_weights(
+        program,
+        block_size=4,
+        weight_num_threshold=0,
+        calibration=calibration,
+        algorithm="sparsegpt",
+    )
     assert "@main/w0" in caplog.text

@@ -17,7 +17,9 @@ from tests.reference import ref_wanda
 IN = WEIGHT.shape[1]
 
 
-def samples_file(path: Path, count: int = 3, dtype: type = np.float32, shape: tuple[int, ...] = (IN, IN)) -> Path:
+def samples_file(
+    path: Path, count: int = 3, dtype: type = np.float32, shape: tuple[int, ...] = (IN, IN)
+) -> Path:
     rng = np.random.default_rng(0)
     scales = np.geomspace(0.05, 5.0, shape[-1]) if shape else 1.0
     np.savez(path, x=(rng.standard_normal((count, *shape)) * scales).astype(dtype))
@@ -49,8 +51,18 @@ def test_sparsegpt_and_validate_with(source_asset: Path, tmp_path: Path) -> None
     calibration = samples_file(tmp_path / "cal.npz", count=4)
     held_out = samples_file(tmp_path / "val.npz", count=2)
     run, _, report = compress(
-        source_asset, tmp_path, "--calibration", calibration, "--algorithm", "sparsegpt",
-        "--n-m", "2:4", "--weight-num-threshold", "0", "--validate-with", held_out,
+        source_asset,
+        tmp_path,
+        "--calibration",
+        calibration,
+        "--algorithm",
+        "sparsegpt",
+        "--n-m",
+        "2:4",
+        "--weight-num-threshold",
+        "0",
+        "--validate-with",
+        held_out,
     )
     (row,) = report["weights"]
     assert row["algorithm"] == "sparsegpt" and row["mode"] == "n:m"
@@ -64,8 +76,14 @@ def test_sparsegpt_and_validate_with(source_asset: Path, tmp_path: Path) -> None
 def test_magnitude_algorithm_does_not_calibrate(source_asset: Path, tmp_path: Path) -> None:
     data_path = samples_file(tmp_path / "cal.npz")
     _, _, report = compress(
-        source_asset, tmp_path, "--calibration", data_path, "--algorithm", "magnitude",
-        "--weight-num-threshold", "0",
+        source_asset,
+        tmp_path,
+        "--calibration",
+        data_path,
+        "--algorithm",
+        "magnitude",
+        "--weight-num-threshold",
+        "0",
     )
     assert report["calibration"] is None and report["weights"][0]["algorithm"] == "magnitude"
 
@@ -73,7 +91,12 @@ def test_magnitude_algorithm_does_not_calibrate(source_asset: Path, tmp_path: Pa
 def test_quiet_prints_nothing_from_the_runtime(source_asset: Path, tmp_path: Path) -> None:
     data_path = samples_file(tmp_path / "cal.npz")
     run = run_cli(
-        source_asset, "-o", tmp_path / "o.aimodel", "--calibration", data_path, "--validate",
+        source_asset,
+        "-o",
+        tmp_path / "o.aimodel",
+        "--calibration",
+        data_path,
+        "--validate",
         "--quiet",
     )
     assert run.code == 0
@@ -95,14 +118,20 @@ def _bad(path: Path, **arrays: np.ndarray) -> Path:
     ("make", "message"),
     [
         (lambda d: d / "missing.npz", "no such file"),
-        (lambda d: (d / "text.npz").write_text("not a zip") and d / "text.npz", "not a readable .npz"),
+        (
+            lambda d: (d / "text.npz").write_text("not a zip") and d / "text.npz",
+            "not a readable .npz",
+        ),
         (lambda d: (np.save(d / "arr.npy", np.zeros(3)), d / "arr.npy")[1], "not an .npz archive"),
         (lambda d: _bad(d / "k.npz", y=np.zeros((2, IN, IN), np.float32)), "missing array 'x'"),
         (
             lambda d: _bad(d / "e.npz", x=np.zeros((2, IN, IN), np.float32), z=np.zeros(1)),
             "unknown array 'z'",
         ),
-        (lambda d: _bad(d / "t.npz", x=np.zeros((2, IN, IN))), "must have dtype float32, got float64"),
+        (
+            lambda d: _bad(d / "t.npz", x=np.zeros((2, IN, IN))),
+            "must have dtype float32, got float64",
+        ),
         (
             lambda d: _bad(d / "s.npz", x=np.zeros((2, IN, 3), np.float32)),
             rf"must have shape \[samples, {IN}, {IN}\]",
@@ -127,7 +156,10 @@ def test_bad_sample_files_are_one_line_errors(
 def test_algorithm_needs_calibration(source_asset: Path, tmp_path: Path) -> None:
     run = run_cli(source_asset, "-o", tmp_path / "o.aimodel", "--algorithm", "sparsegpt")
     assert run.code == 2
-    assert run.err.strip() == "coreai-sparsify: error: --algorithm sparsegpt needs --calibration FILE.npz"
+    assert (
+        run.err.strip()
+        == "coreai-sparsify: error: --algorithm sparsegpt needs --calibration FILE.npz"
+    )
 
 
 def test_long_errors_stay_on_one_line(source_asset: Path, tmp_path: Path) -> None:

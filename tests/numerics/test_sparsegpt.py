@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import ml_dtypes
@@ -73,7 +74,7 @@ def test_lower_output_error_than_wanda_and_magnitude_at_the_same_zero_count(seed
     x = correlated_inputs(2048, 256, seed)
     gram = x.T @ x
     norms = np.sqrt((x**2).sum(0))[None, :]
-    sparse_gpt, keep = sparsegpt(weight, gram, sparsity=0.5)
+    sparse_gpt, _ = sparsegpt(weight, gram, sparsity=0.5)
     wanda = to_sparse(weight, wanda_mask(weight, norms, 0.5, 0)).dense()
     magnitude = to_sparse(weight, magnitude_mask(weight, 0.5)).dense()
     zeros = {int(np.sum(a == 0)) for a in (sparse_gpt, wanda, magnitude)}
@@ -102,7 +103,7 @@ def test_blocks_cover_the_columns_at_group_boundaries(
     bounds = _group_bounds(columns, m, segment)
     runs = _blocks(bounds, limit)
     assert runs[0][0] == 0 and runs[-1][1] == columns
-    assert all(a[1] == b[0] for a, b in zip(runs, runs[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(runs))
     for start, end in runs:
         assert start in bounds and end in bounds
         inside = [b for b in bounds if start < b < end]

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -100,9 +99,7 @@ def _function_specs(program: Any, flag: str) -> Any:
 
 
 @contextmanager
-def _progress(
-    label: str, flags: Flags, err: Console
-) -> Iterator[Callable[[int, int], None]]:
+def _progress(label: str, flags: Flags, err: Console) -> Iterator[Callable[[int, int], None]]:
     """A transient progress bar on a terminal (nothing with --quiet or off a terminal);
     yields ``update(done, total)``."""
     if flags.quiet or not err.is_terminal:

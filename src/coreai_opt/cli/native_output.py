@@ -32,7 +32,7 @@ class NativeStderr:
         sys.stderr.flush()
         self._saved = os.dup(2)
         self.console_stream = os.fdopen(os.dup(self._saved), "w", buffering=1)
-        self._capture = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
+        self._capture = tempfile.TemporaryFile()
         os.dup2(self._capture.fileno(), 2)
         self._python_stderr = sys.stderr
         sys.stderr = self.console_stream

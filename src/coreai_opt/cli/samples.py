@@ -49,14 +49,16 @@ def load_samples(path: Path, flag: str, specs: list[InputSpec]) -> list[dict[str
     missing = sorted(set(expected) - set(arrays))
     unknown = sorted(set(arrays) - set(expected))
     if missing or unknown:
-        parts = [f"missing array {n!r}" for n in missing] + [f"unknown array {n!r}" for n in unknown]
+        parts = [f"missing array {n!r}" for n in missing] + [
+            f"unknown array {n!r}" for n in unknown
+        ]
         msg = f"{flag} {path}: {', '.join(parts)} (inputs: {', '.join(sorted(expected))})"
         raise CliError(msg)
     counts = set()
     for name, spec in expected.items():
         array = arrays[name]
         want = ("samples", *(spec.shape or ()))
-        if spec.shape is not None and tuple(array.shape[1:]) != spec.shape or array.ndim == 0:
+        if (spec.shape is not None and tuple(array.shape[1:]) != spec.shape) or array.ndim == 0:
             msg = (
                 f"{flag} {path}: array {name!r} must have shape [{', '.join(map(str, want))}], "
                 f"got {list(array.shape)}"

@@ -102,7 +102,7 @@ class Calibration:
                 for weight_id, entry in meta["weights"].items():
                     k = int(entry["stats"])
                     if k not in shared:
-                        gram = data[f"gram_{k}"] if f"gram_{k}" in data else None
+                        gram = data.get(f"gram_{k}")
                         shared[k] = ActivationStats(
                             StatsLayout(entry["layout"]),
                             np.array(data[f"sq_sum_{k}"], dtype=np.float64),
@@ -127,7 +127,8 @@ def check_samples(
     checked: list[dict[str, np.ndarray]] = []
     for number, sample in enumerate(samples):
         if not isinstance(sample, Mapping):
-            msg = f"sample {number} must be a dict of input name -> array, got {type(sample).__name__}"
+            kind = type(sample).__name__
+            msg = f"sample {number} must be a dict of input name -> array, got {kind}"
             raise TypeError(msg)
         missing = sorted(set(expected) - set(sample))
         extra = sorted(set(sample) - set(expected))
@@ -135,7 +136,9 @@ def check_samples(
             parts = [f"missing input {n!r}" for n in missing] + [
                 f"unknown input {n!r}" for n in extra
             ]
-            msg = f"sample {number} for {function!r}: {', '.join(parts)}; expected {sorted(expected)}"
+            msg = (
+                f"sample {number} for {function!r}: {', '.join(parts)}; expected {sorted(expected)}"
+            )
             raise ValueError(msg)
         arrays = {}
         for name, spec in expected.items():

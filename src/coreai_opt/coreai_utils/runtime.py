@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Generator, Iterable
 from contextlib import closing
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ def run_samples(
     asset: AIModelAsset | Path | str,
     samples: Iterable[dict[str, np.ndarray]],
     function: str = "main",
-) -> Iterator[dict[str, np.ndarray]]:
+) -> Generator[dict[str, np.ndarray], None, None]:
     """Run ``function`` of an ``.aimodel`` asset on each sample in turn; outputs by name.
 
     The asset is compiled and loaded once. Inputs must have the exact dtypes and static

@@ -76,8 +76,8 @@ class Tap:
         ranked = tensor_type(self.value.type)
         if ranked is None:
             return 0
-        bits = ranked.element_type.width if hasattr(ranked.element_type, "width") else 32
-        return math.prod(ranked.shape) * max(bits, 8) // 8
+        bits = int(getattr(ranked.element_type, "width", 32))
+        return int(math.prod(ranked.shape) * max(bits, 8) // 8)
 
 
 @dataclass(frozen=True)
@@ -111,57 +111,75 @@ def _int_operand(op: Operation, index: int) -> tuple[int, ...] | None:
     return tuple(int(v) for v in np.asarray(DenseElementsAttr(attr)).reshape(-1))
 
 
-def _taps_of(value: Value, site: WeightSite, through_transpose: bool) -> list[Tap] | str:
+def _matmul_tap(owner: Operation, index: int, rank: int) -> Tap | str:
+    if rank != 2:
+        return f"a rank-{rank} matmul operand (batched weight) is not captured"
+    other = owner.operands[1 - index]
+    other_type = tensor_type(other.type)
+    if other_type is None or len(other_type.shape) < 2:
+        return "the matmul's activation has no static shape"
+    # x @ w contracts the last axis of x; w @ x the one before it
+    axis = len(other_type.shape) - 1 if index == 1 else len(other_type.shape) - 2
+    graph = graph_path_of(owner)
+    return Tap(other, graph, StatsLayout.LINEAR, axis, other_type.shape[axis])
+
+
+def _conv_tap(owner: Operation, site: WeightSite) -> Tap | str:
+    stride, dilation, groups = (_int_operand(owner, i) for i in (2, 3, 4))
+    if stride is None or dilation is None or groups is None:
+        return "the convolution's stride, dilation or groups are not constants"
+    kernel = site.shape[2:]
+    return Tap(
+        owner.operands[0],
+        graph_path_of(owner),
+        StatsLayout.CONV,
+        1,
+        site.shape[1] * math.prod(kernel),
+        groups=groups[0],
+        kernel=kernel,
+        stride=stride,
+        dilation=dilation,
+    )
+
+
+def _use_taps(
+    owner: Operation, index: int, rank: int, site: WeightSite, *, through_transpose: bool
+) -> list[Tap] | str:
+    """Taps of one use of the weight (or of a transpose of it, ``through_transpose``)."""
+    name = owner.name
+    found: list[Tap] | Tap | str
+    if name == TRANSPOSE and index == 0:
+        found = _taps_of(owner.results[0], site, through_transpose=True)
+    elif name in MATMULS:
+        found = _matmul_tap(owner, index, rank)
+    elif name in CONVS and index == 1 and not through_transpose:
+        found = _conv_tap(owner, site)
+    elif name in CONV_TRANSPOSES and index == 1 and not through_transpose:
+        found = Tap(owner.operands[0], graph_path_of(owner), StatsLayout.CHANNELS, 1, site.shape[0])
+    elif name in GATHERS:
+        found = "read by gather_nd (an embedding lookup): no activation to capture"
+    else:
+        found = f"used by {name}, which the capture does not see"
+    return [found] if isinstance(found, Tap) else found
+
+
+def _taps_of(value: Value, site: WeightSite, *, through_transpose: bool) -> list[Tap] | str:
     """Taps of every use of ``value`` (the weight, or a transpose of it); a reason string
     if some use cannot be captured."""
-    taps: list[Tap] = []
     ranked = tensor_type(value.type)
     rank = len(ranked.shape) if ranked is not None else 0
+    taps: list[Tap] = []
     for operand in value.uses:
-        owner = operand.owner.operation
-        name, index = owner.name, operand.operand_number
-        graph = graph_path_of(owner)
-        if name == TRANSPOSE and index == 0:
-            inner = _taps_of(owner.results[0], site, through_transpose=True)
-            if isinstance(inner, str):
-                return inner
-            taps.extend(inner)
-        elif name in MATMULS:
-            if rank != 2:  # noqa: PLR2004
-                return f"a rank-{rank} matmul operand (batched weight) is not captured"
-            other = owner.operands[1 - index]
-            other_type = tensor_type(other.type)
-            if other_type is None or len(other_type.shape) < 2:  # noqa: PLR2004
-                return "the matmul's activation has no static shape"
-            axis = len(other_type.shape) - 1 if index == 1 else len(other_type.shape) - 2
-            taps.append(Tap(other, graph, StatsLayout.LINEAR, axis, other_type.shape[axis]))
-        elif name in CONVS and index == 1 and not through_transpose:
-            stride, dilation, groups = (_int_operand(owner, i) for i in (2, 3, 4))
-            if stride is None or dilation is None or groups is None:
-                return "the convolution's stride, dilation or groups are not constants"
-            kernel = site.shape[2:]
-            columns = site.shape[1] * math.prod(kernel)
-            taps.append(
-                Tap(
-                    owner.operands[0],
-                    graph,
-                    StatsLayout.CONV,
-                    1,
-                    columns,
-                    groups=groups[0],
-                    kernel=kernel,
-                    stride=stride,
-                    dilation=dilation,
-                )
-            )
-        elif name in CONV_TRANSPOSES and index == 1 and not through_transpose:
-            taps.append(
-                Tap(owner.operands[0], graph, StatsLayout.CHANNELS, 1, site.shape[0])
-            )
-        elif name in GATHERS:
-            return "read by gather_nd (an embedding lookup): no activation to capture"
-        else:
-            return f"used by {name}, which the capture does not see"
+        found = _use_taps(
+            operand.owner.operation,
+            operand.operand_number,
+            rank,
+            site,
+            through_transpose=through_transpose,
+        )
+        if isinstance(found, str):
+            return found
+        taps.extend(found)
     return taps
 
 
@@ -201,7 +219,9 @@ def _add_outputs(graph: Operation, values: list[Value], names: list[str]) -> int
         Operation.create(output.name, operands=[*output.operands, *values])
     output.erase()
     old_type = FunctionType(TypeAttr(graph.attributes["function_type"]).value)
-    new_type = FunctionType.get(list(old_type.inputs), [*old_type.results, *(v.type for v in values)])
+    new_type = FunctionType.get(
+        list(old_type.inputs), [*old_type.results, *(v.type for v in values)]
+    )
     graph.attributes["function_type"] = TypeAttr.get(new_type)
     if "res_attrs" in graph.attributes:
         old = list(ArrayAttr(graph.attributes["res_attrs"]))

@@ -76,7 +76,7 @@ class ActivationStats:
 
     def add(self, rows: np.ndarray) -> None:
         """Reduce ``rows`` (``[groups, n, columns]``, any float type) into the statistics."""
-        if rows.ndim != 3 or rows.shape[0] != self.groups or rows.shape[2] != self.columns:  # noqa: PLR2004
+        if rows.ndim != 3 or rows.shape[0] != self.groups or rows.shape[2] != self.columns:
             msg = f"rows of shape {rows.shape} do not fit stats [{self.groups}, n, {self.columns}]"
             raise ValueError(msg)
         self._pending.append(np.array(rows, dtype=np.float64))
@@ -167,11 +167,11 @@ def input_norms(
     column, repeated over the output channels of each group (``out_axis`` 0, ``in_axis`` 1).
     ``channels``: one per input channel along ``in_axis``.
     """
-    norms = np.sqrt(stats.sq_sum)
+    norms: np.ndarray = np.sqrt(stats.sq_sum)
     if stats.layout is StatsLayout.CONV:
         out_channels = shape[out_axis]
         per_group = out_channels // stats.groups
-        expanded = np.repeat(norms, per_group, axis=0)  # [C_out, columns]
+        expanded: np.ndarray = np.repeat(norms, per_group, axis=0)  # [C_out, columns]
         return expanded.reshape(shape)
     view = [1] * len(shape)
     view[in_axis] = shape[in_axis]

@@ -84,7 +84,7 @@ def _group_bounds(columns: int, m: int | None, segment: int) -> list[int]:
     column when ``m`` is None)."""
     if m is None:
         return list(range(columns + 1))
-    bounds = []
+    bounds: list[int] = []
     for seg_start in range(0, columns, segment):
         seg_end = min(seg_start + segment, columns)
         bounds.extend(range(seg_start, seg_end, m))
@@ -131,7 +131,7 @@ def sparsegpt(
     upper = inverse_cholesky_upper(hessian, precision)
     del hessian
     scale = np.diagonal(upper).copy()
-    work = np.ascontiguousarray(weight.T, dtype=precision)  # [columns, rows]
+    work: np.ndarray = np.ascontiguousarray(weight.T, dtype=precision)  # [columns, rows]
     work[dead] = 0.0
 
     m = n_m[1] if n_m is not None else None
@@ -142,7 +142,7 @@ def sparsegpt(
         if sparsity is not None:
             scores = work[start:end] ** 2 / scale[start:end, None] ** 2
             keep[start:end] = ~select_lowest(scores, prune_count(scores.size, sparsity))
-        errors = np.zeros((end - start, rows), dtype=precision)
+        errors: np.ndarray = np.zeros((end - start, rows), dtype=precision)
         inner = [b for b in bounds if start <= b <= end]
         for sub_start, sub_end in _blocks(inner, _SUB_BLOCK):
             _sweep(work, upper, scale, keep, errors, start, sub_start, sub_end, group_end, n_m)

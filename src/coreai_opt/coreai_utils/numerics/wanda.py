@@ -20,9 +20,7 @@ def wanda_scores(weight: np.ndarray, norms: np.ndarray) -> np.ndarray:
     return scores
 
 
-def wanda_mask(
-    weight: np.ndarray, norms: np.ndarray, sparsity: float, out_axis: int
-) -> np.ndarray:
+def wanda_mask(weight: np.ndarray, norms: np.ndarray, sparsity: float, out_axis: int) -> np.ndarray:
     """Unstructured Wanda: in each output channel (the slice at one index of ``out_axis``)
     the ``floor(slice_size * sparsity)`` lowest-score elements are dropped, ties by flat
     index within the slice. The weight loses ``channels * floor(slice_size * sparsity)``

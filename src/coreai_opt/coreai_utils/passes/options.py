@@ -12,8 +12,8 @@ from coreai_opt.coreai_utils.dtypes import DType
 
 __all__ = [
     "PALETTIZE_NBITS",
-    "Algorithm",
     "QUANTIZE_DTYPES",
+    "Algorithm",
     "ArgumentTypeError",
     "SparsifyOptions",
     "check_algorithm",

@@ -54,9 +54,7 @@ def plan_weight(
         return plan
     algorithm, stats, note, warn = _plan_algorithm(site, plan.mode, options, calibration)
     reason = "; ".join(r for r in (plan.reason, note) if r) or None
-    return replace(
-        plan, algorithm=algorithm, stats=stats, reason=reason, warn=plan.warn or warn
-    )
+    return replace(plan, algorithm=algorithm, stats=stats, reason=reason, warn=plan.warn or warn)
 
 
 def _stats_fit(site: WeightSite, stats: ActivationStats) -> bool:
@@ -70,7 +68,7 @@ def _stats_fit(site: WeightSite, stats: ActivationStats) -> bool:
             and stats.columns == math.prod(site.shape[1:])
             and site.shape[0] % stats.groups == 0
         )
-    if stats.layout is StatsLayout.LINEAR and len(site.shape) != 2:  # noqa: PLR2004
+    if stats.layout is StatsLayout.LINEAR and len(site.shape) != 2:
         return False
     return stats.groups == 1 and stats.columns == site.shape[site.in_axis]
 

@@ -20,8 +20,8 @@ from coreai_opt.coreai_utils.ir.rewrite import (
     replace_constant,
 )
 from coreai_opt.coreai_utils.ir.weights import find_weights
-from coreai_opt.coreai_utils.numerics.kmeans import Palette, palettize
 from coreai_opt.coreai_utils.numerics.activations import input_norms
+from coreai_opt.coreai_utils.numerics.kmeans import Palette, palettize
 from coreai_opt.coreai_utils.numerics.masks import all_finite
 from coreai_opt.coreai_utils.numerics.prune import prune_block, prune_magnitude, prune_nm
 from coreai_opt.coreai_utils.numerics.quantize import Quantized, quantize
@@ -388,7 +388,9 @@ def prune(weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions) -> Spa
     return prune_magnitude(weight, sparsity)
 
 
-def _prune_calibrated(weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions) -> SparseWeight:
+def _prune_calibrated(
+    weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions
+) -> SparseWeight:
     """Wanda or SparseGPT for a weight whose statistics fit it (checked by the plan)."""
     site, stats = plan.site, plan.stats
     if stats is None or site.out_axis is None or site.in_axis is None:
