@@ -20,7 +20,7 @@ import numpy as np
 from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.ir.capture import Tap, TapPlan, expose_taps, find_taps
-from coreai_opt.coreai_utils.ir.signature import InputSpec, graph_inputs
+from coreai_opt.coreai_utils.ir.signature import InputSpec, graph_inputs, runtime_function
 from coreai_opt.coreai_utils.ir.weights import find_weights
 from coreai_opt.coreai_utils.numerics.activations import (
     ActivationStats,
@@ -306,8 +306,7 @@ def _capture(
     with tempfile.TemporaryDirectory(prefix="coreai-calibration-") as scratch_dir:
         asset = Path(scratch_dir) / "capture.aimodel"
         scratch.save_asset(asset)
-        runtime_function = function.replace(".", "_")
-        with closing(run_samples(asset, samples, runtime_function)) as outputs:
+        with closing(run_samples(asset, samples, runtime_function(function))) as outputs:
             for number, result in enumerate(outputs):
                 for index, tap in enumerate(taps):
                     for name in carried.get(index, []):

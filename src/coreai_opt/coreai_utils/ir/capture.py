@@ -15,10 +15,8 @@ import math
 import re
 from dataclasses import dataclass
 
-import numpy as np
 from coreai._compiler.ir import (
     ArrayAttr,
-    DenseElementsAttr,
     DictAttr,
     FunctionType,
     InsertionPoint,
@@ -29,7 +27,8 @@ from coreai._compiler.ir import (
     Value,
 )
 
-from coreai_opt.coreai_utils.ir.constants import tensor_type
+from coreai_opt.coreai_utils.ir.constants import int_operand, tensor_type
+from coreai_opt.coreai_utils.ir.signature import graphs_by_path
 from coreai_opt.coreai_utils.ir.weights import (
     CONV_TRANSPOSES,
     CONVS,
@@ -100,17 +99,6 @@ def graph_path_of(op: Operation) -> str:
     return ".".join(reversed(names))
 
 
-def _int_operand(op: Operation, index: int) -> tuple[int, ...] | None:
-    owner = op.operands[index].owner
-    const = getattr(owner, "operation", owner)
-    if not isinstance(const, Operation) or const.name != "coreai.constant":
-        return None
-    attr = const.attributes["value"]
-    if not DenseElementsAttr.isinstance(attr):
-        return None
-    return tuple(int(v) for v in np.asarray(DenseElementsAttr(attr)).reshape(-1))
-
-
 def _matmul_tap(owner: Operation, index: int, rank: int) -> Tap | str:
     if rank != 2:
         return f"a rank-{rank} matmul operand (batched weight) is not captured"
@@ -125,7 +113,7 @@ def _matmul_tap(owner: Operation, index: int, rank: int) -> Tap | str:
 
 
 def _conv_tap(owner: Operation, site: WeightSite) -> Tap | str:
-    stride, dilation, groups = (_int_operand(owner, i) for i in (2, 3, 4))
+    stride, dilation, groups = (int_operand(owner, i) for i in (2, 3, 4))
     if stride is None or dilation is None or groups is None:
         return "the convolution's stride, dilation or groups are not constants"
     kernel = site.shape[2:]
@@ -197,15 +185,6 @@ def find_taps(sites: list[WeightSite]) -> list[TapPlan]:
     return plans
 
 
-def _graphs(module: Module) -> dict[str, Operation]:
-    graphs = {}
-    for op, scope in walk(module.operation):
-        if op.name == "coreai.graph" and "sym_name" in op.attributes:
-            name = StringAttr(op.attributes["sym_name"]).value
-            graphs[f"{scope}.{name}" if scope else name] = op
-    return graphs
-
-
 def _terminator(graph: Operation) -> Operation:
     block = graph.regions[0].blocks[0]
     return list(block.operations)[-1].operation
@@ -263,7 +242,7 @@ def expose_taps(module: Module, taps: list[Tap], entry: str) -> dict[int, list[s
     Returns, per index into ``taps``, the names of the entry outputs that carry it (one per
     path of invocations from ``entry``; none if the entry does not reach it).
     """
-    graphs = _graphs(module)
+    graphs = graphs_by_path(module)
     counter = iter(range(1 << 30))
     carried: dict[int, list[str]] = {}
     # pending[graph] = [(tap index, value in that graph)]

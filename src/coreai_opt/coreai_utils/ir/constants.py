@@ -35,6 +35,7 @@ __all__ = [
     "ConstantReadError",
     "float_dtype",
     "index_type",
+    "int_operand",
     "make_constant",
     "make_splat",
     "mask_type",
@@ -74,6 +75,19 @@ def float_dtype(element_type: Type) -> np.dtype | None:
         if mlir_type.isinstance(element_type):
             return dtype
     return None
+
+
+def int_operand(op: Operation, index: int) -> tuple[int, ...] | None:
+    """The values of operand ``index`` of ``op`` when it is an inline integer constant
+    (a permutation, stride, groups...), flattened; None otherwise."""
+    owner = op.operands[index].owner
+    const = getattr(owner, "operation", owner)
+    if not isinstance(const, Operation) or const.name != "coreai.constant":
+        return None
+    attr = const.attributes["value"]
+    if not DenseElementsAttr.isinstance(attr):
+        return None
+    return tuple(int(v) for v in np.asarray(DenseElementsAttr(attr)).reshape(-1))
 
 
 def read_constant(op: Operation, dtype: np.dtype) -> np.ndarray:

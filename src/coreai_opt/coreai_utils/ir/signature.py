@@ -18,7 +18,7 @@ from coreai._compiler.ir import (
 from coreai_opt.coreai_utils.ir.constants import float_dtype, tensor_type
 from coreai_opt.coreai_utils.ir.weights import walk
 
-__all__ = ["InputSpec", "graph_inputs", "graph_names", "runtime_function"]
+__all__ = ["InputSpec", "graph_inputs", "graph_names", "graphs_by_path", "runtime_function"]
 
 # ops through which an index tensor keeps its values (only its shape or layout changes)
 _VALUE_PRESERVING = frozenset(
@@ -59,7 +59,7 @@ def _dtype(element: Type) -> np.dtype | None:
     return float_dtype(element)
 
 
-def _graphs(module: Module) -> dict[str, Operation]:
+def graphs_by_path(module: Module) -> dict[str, Operation]:
     """Graphs by dotted path: ``main``, or ``ns.inner`` inside ``udml.namespace @ns``."""
     graphs = {}
     for op, scope in walk(module.operation):
@@ -71,7 +71,7 @@ def _graphs(module: Module) -> dict[str, Operation]:
 
 def graph_names(module: Module) -> list[str]:
     """Dotted paths of the public (non-private) graphs of the module, in IR order."""
-    return [name for name, op in _graphs(module).items() if "priv" not in op.attributes]
+    return [name for name, op in graphs_by_path(module).items() if "priv" not in op.attributes]
 
 
 def runtime_function(path: str) -> str:
@@ -104,7 +104,7 @@ def _index_bound(value: Value, seen: set[int] | None = None) -> int | None:
 
 def graph_inputs(module: Module, name: str) -> list[InputSpec]:
     """The inputs of the graph at dotted path ``name`` in order; ``KeyError`` if unknown."""
-    graphs = _graphs(module)
+    graphs = graphs_by_path(module)
     if name not in graphs:
         msg = f"no graph named {name!r}; the module has {sorted(graphs)}"
         raise KeyError(msg)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
-from coreai._compiler.ir import DenseElementsAttr, Module, Operation, Value
+from coreai._compiler.ir import Module, Operation, Value
 
-from coreai_opt.coreai_utils.ir.constants import float_dtype, tensor_type
+from coreai_opt.coreai_utils.ir.constants import float_dtype, int_operand, tensor_type
 
 __all__ = [
     "CONVS",
@@ -104,17 +104,6 @@ def walk(operation: Operation, scope: str = "") -> Iterator[tuple[Operation, str
                 yield from walk(op, inner)
 
 
-def _permutation(op: Operation) -> list[int] | None:
-    owner = op.operands[1].owner
-    perm_owner = getattr(owner, "operation", owner)
-    if not isinstance(perm_owner, Operation) or perm_owner.name != "coreai.constant":
-        return None
-    attr = perm_owner.attributes["value"]
-    if not DenseElementsAttr.isinstance(attr):
-        return None
-    return [int(v) for v in np.asarray(DenseElementsAttr(attr)).reshape(-1)]
-
-
 def _uses_of(value: Value) -> list[_Use] | None:
     """How each use of ``value`` consumes it as a weight; None if some use is not a weight use.
 
@@ -146,7 +135,7 @@ def _uses_of(value: Value) -> list[_Use] | None:
 
 def _through_transpose(op: Operation) -> _Use:
     """The use of a transpose's input, from how its result is used (axes mapped back)."""
-    perm = _permutation(op)
+    perm = int_operand(op, 1)
     inner = _uses_of(op.results[0])
     if perm is None or not inner:
         return _Use(LayerKind.OTHER, None, None)
