@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-FLUSH_BYTES = 16 << 20
+FLUSH_BYTES = 4 << 20
 """At most this many bytes of buffered rows (float64) per statistics object."""
 
 
