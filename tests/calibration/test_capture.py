@@ -233,3 +233,24 @@ def test_load_rejects_files_that_are_not_calibrations(tmp_path: object) -> None:
     text.write_text("hello")
     with pytest.raises(ValueError, match="not a calibration file"):
         Calibration.load(text)
+
+
+class Upsample(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(6, 4, 3, stride=2, groups=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(x)
+
+
+def test_transposed_conv_gets_per_channel_sums_only() -> None:
+    model = Upsample().eval()
+    samples = [{"x": torch.randn(2, 6, 5, 5)} for _ in range(2)]
+    program = convert(model, samples[0])
+    calibration = collect_calibration(program, [{"x": s["x"].numpy()} for s in samples])
+    (stats,) = calibration.stats.values()
+    assert stats.layout is StatsLayout.CHANNELS and stats.gram is None
+    x = np.concatenate([s["x"].numpy() for s in samples]).astype(np.float64)
+    np.testing.assert_allclose(stats.sq_sum[0], (x**2).sum((0, 2, 3)), rtol=1e-6)
+    assert stats.count == 2 * 2 * 5 * 5

@@ -288,3 +288,27 @@ def test_warnings_name_the_weight(weight: np.ndarray, caplog: pytest.LogCaptureF
         algorithm="sparsegpt",
     )
     assert "@main/w0" in caplog.text
+
+
+def test_transposed_conv_sparsegpt_falls_back_to_wanda(tmp_path: Path) -> None:
+    from tests.calibration.test_capture import Upsample
+
+    torch.manual_seed(0)
+    model = Upsample().eval()
+    x = torch.randn(1, 6, 5, 5)
+    program = convert(model, {"x": x})
+    calibration = collect_calibration(program, [{"x": x.numpy()}])
+    result = sparsify_with_report(
+        program, weight_num_threshold=0, calibration=calibration, algorithm="sparsegpt"
+    )
+    (row,) = result.weights
+    assert row.algorithm == "wanda" and "transposed convolution" in (row.reason or "")
+    stats = calibration.stats[row.id]
+    weight = model.up.weight.detach().numpy()  # [C_in, C_out/g, k, k]: input axis 0
+    expected = ref_wanda(weight, input_norms(stats, weight.shape, 1, 0), 0.5, 1)
+    path = tmp_path / "up.aimodel"
+    result.program.save_asset(path)
+    with torch.no_grad():
+        model.up.weight.copy_(torch.from_numpy(expected))
+        want = model(x).numpy()
+    np.testing.assert_allclose(run_asset(path, {"x": x.numpy()})["y"], want, rtol=1e-4, atol=1e-5)
