@@ -27,6 +27,8 @@ REPORT_KEYS = {
 ROW_KEYS = {
     "name",
     "id",
+    "path",
+    "source",
     "algorithm",
     "shape",
     "dtype",
@@ -132,6 +134,8 @@ def test_report_schema(source_asset: Path, tmp_path: Path) -> None:
         "palettize_nbits": None,
         "weight_num_threshold": 0,
         "algorithm": "magnitude",
+        "exclude": [],
+        "overrides": None,
     }
     assert data["calibration"] is None
     (row,) = data["weights"]
@@ -262,12 +266,13 @@ def test_validation_failure_is_reported_not_fatal(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     """If the runtime cannot run a function, --validate says so; the output is still written."""
+    from coreai_opt.cli import checks
     from coreai_opt.cli import main as cli_main
 
     def broken_runtime(*_: object) -> dict[str, np.ndarray]:
         raise RuntimeError("device lost")
 
-    monkeypatch.setattr(cli_main, "run_asset", broken_runtime)
+    monkeypatch.setattr(checks, "run_asset", broken_runtime)
     out, report = tmp_path / "out.aimodel", tmp_path / "r.json"
     code = cli_main.main([str(source_asset), "-o", str(out), "--validate", "--report", str(report)])
     assert code == 0

@@ -160,7 +160,7 @@ def test_input_or_demo(tmp_path: Path, args: list[str], message: str) -> None:
 
 def test_missing_output_flag(source_asset: Path) -> None:
     run = run_cli(source_asset)
-    assert run.code == 2 and "-o/--output" in run.err and "Traceback" not in run.err
+    assert run.code == 2 and "missing -o OUTPUT.aimodel" in run.err and "Traceback" not in run.err
 
 
 def test_report_inside_the_input_asset(source_asset: Path, tmp_path: Path) -> None:

@@ -6,11 +6,15 @@ import argparse
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from coreai_opt.coreai_utils import DType
+from coreai_opt.coreai_utils.passes.control import apply_values
 
-__all__ = ["PROG", "CliError", "Flags", "library_kwargs", "parse_flags", "reword"]
+if TYPE_CHECKING:
+    from coreai_opt.cli.config import Config
+
+__all__ = ["PROG", "CliError", "Flags", "library_kwargs", "parse_flags", "parse_n_m", "reword"]
 
 PROG = "coreai-sparsify"
 QUANTIZE_CHOICES = ("int8", "uint8", "fp8_e4m3fn", "fp8_e5m2")
@@ -37,14 +41,17 @@ class Flags:
     """Parsed command line."""
 
     input: Path | None
-    output: Path
+    output: Path | None
     demo: bool
     target_sparsity: float | None
     n_m: tuple[int, int] | None
     block_size: int | None
     quantize_dtype: str | None
     palettize_nbits: int | None
-    weight_num_threshold: int
+    weight_num_threshold: int | None
+    exclude: list[str] | None
+    config: Path | None
+    plan: bool
     calibration: Path | None
     algorithm: str | None
     validate: bool
@@ -59,12 +66,20 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(message)
 
 
-def _n_m(text: str) -> tuple[int, int]:
+def parse_n_m(text: str) -> tuple[int, int]:
+    """``"2:4"`` -> ``(2, 4)``; ``ValueError`` for anything else."""
     match = re.fullmatch(r"\s*(-?\d+)\s*:\s*(-?\d+)\s*", text)
     if match is None:
-        msg = f"--n-m takes N:M with integers N and M (like 2:4), got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
+        msg = f"takes N:M with integers N and M (like 2:4), got {text!r}"
+        raise ValueError(msg)
     return int(match.group(1)), int(match.group(2))
+
+
+def _n_m(text: str) -> tuple[int, int]:
+    try:
+        return parse_n_m(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--n-m {error}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "input", nargs="?", type=Path, help="input .aimodel asset (omit with --demo)"
     )
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output .aimodel path")
+    parser.add_argument("-o", "--output", type=Path, help="output .aimodel path (not with --plan)")
     parser.add_argument("--demo", action="store_true", help="compress the built-in demo model")
     sparsity = parser.add_mutually_exclusive_group()
     sparsity.add_argument(
@@ -101,9 +116,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--weight-num-threshold",
         type=int,
-        default=1024,
         metavar="T",
         help="minimum elements to compress (default 1024)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATTERN",
+        help="keep weights matching PATTERN (glob on id or path, or kind:KIND) dense; repeatable",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.toml",
+        help="options, exclude patterns and [[override]] tables (flags take precedence)",
+    )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="dry run: print what would happen to each weight (reads no weight data, writes "
+        "nothing)",
     )
     parser.add_argument(
         "--calibration",
@@ -142,23 +174,48 @@ def parse_flags(argv: list[str] | None) -> Flags:
     if not args.demo and args.input is None:
         msg = "missing INPUT (an .aimodel asset), or use --demo"
         raise CliError(msg)
-    if args.algorithm in ("wanda", "sparsegpt") and args.calibration is None:
+    if args.algorithm in ("wanda", "sparsegpt") and args.calibration is None and not args.plan:
         msg = f"--algorithm {args.algorithm} needs --calibration FILE.npz"
+        raise CliError(msg)
+    if args.output is None and not args.plan:
+        msg = "missing -o OUTPUT.aimodel (or use --plan for a dry run)"
         raise CliError(msg)
     return Flags(**vars(args))  # the parser's destinations are exactly Flags' fields
 
 
-def library_kwargs(flags: Flags) -> dict[str, Any]:
-    """``sparsify_weights`` arguments for the flags (library defaults where not given)."""
-    target = flags.target_sparsity if flags.target_sparsity is not None else 0.5
-    return {
-        "target_sparsity": None if flags.n_m is not None else target,
+LIBRARY_DEFAULTS: dict[str, Any] = {
+    "target_sparsity": 0.5,
+    "n_m_ratio": None,
+    "block_size": None,
+    "quantize_dtype": None,
+    "palettize_nbits": None,
+    "weight_num_threshold": 1024,
+    "algorithm": None,
+}
+
+
+def library_kwargs(flags: Flags, config: Config | None = None) -> dict[str, Any]:
+    """``sparsify_weights`` arguments: the library's defaults, then the config file's
+    top-level options, then the flags given (later ones win; a value for one of a mutually
+    exclusive pair clears the other), plus ``exclude`` and ``overrides``."""
+    given = {
+        "target_sparsity": flags.target_sparsity,
         "n_m_ratio": flags.n_m,
         "block_size": flags.block_size,
-        "quantize_dtype": DType(flags.quantize_dtype) if flags.quantize_dtype else None,
+        "quantize_dtype": flags.quantize_dtype,
         "palettize_nbits": flags.palettize_nbits,
         "weight_num_threshold": flags.weight_num_threshold,
         "algorithm": flags.algorithm,
+    }
+    options = apply_values(LIBRARY_DEFAULTS, config.options if config else {})
+    options = apply_values(options, {k: v for k, v in given.items() if v is not None})
+    if isinstance(options["quantize_dtype"], str) and options["quantize_dtype"] in QUANTIZE_CHOICES:
+        options["quantize_dtype"] = DType(options["quantize_dtype"])
+    exclude = (*(config.exclude if config else ()), *(flags.exclude or ()))
+    return {
+        **options,
+        "exclude": exclude,
+        "overrides": dict(config.overrides) if config and config.overrides else None,
     }
 
 

@@ -5,38 +5,40 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from coreai_opt.cli.assets import check_paths, load_program, write_atomically
-from coreai_opt.cli.flags import PROG, CliError, Flags, library_kwargs, parse_flags, reword
+from coreai_opt.cli.checks import MAIN, SEED, main_samples, validate, validate_with
+from coreai_opt.cli.config import Config, load_config
+from coreai_opt.cli.flags import (
+    LIBRARY_DEFAULTS,
+    PROG,
+    CliError,
+    Flags,
+    library_kwargs,
+    parse_flags,
+    reword,
+)
 from coreai_opt.cli.native_output import NativeStderr
-from coreai_opt.cli.report import build_report, print_report, write_json
-from coreai_opt.cli.samples import load_samples
+from coreai_opt.cli.progress import progress
+from coreai_opt.cli.report import build_report, print_plan, print_report, write_json
 from coreai_opt.coreai_utils import WeightOutcome, sparsify_with_report
 from coreai_opt.coreai_utils.assets import asset_bytes
-from coreai_opt.coreai_utils.calibration import Calibration, collect_calibration
-from coreai_opt.coreai_utils.ir.signature import graph_inputs
-from coreai_opt.coreai_utils.passes.options import check_algorithm
-from coreai_opt.coreai_utils.runtime import run_asset, run_samples
-from coreai_opt.coreai_utils.validation import (
-    OutputComparison,
-    compare_outputs,
-    entry_points,
-    example_inputs,
-    runtime_function,
+from coreai_opt.coreai_utils.calibration import (
+    Calibration,
+    calibration_outline,
+    collect_calibration,
 )
+from coreai_opt.coreai_utils.passes.control import apply_values
+from coreai_opt.coreai_utils.passes.options import check_algorithm, validate_options
+from coreai_opt.coreai_utils.passes.sparsify import plan_sparsify
+from coreai_opt.coreai_utils.validation import OutputComparison
 
 __all__ = ["main"]
-
-SEED = 0
-CALIBRATION_FUNCTION = "main"
 
 
 class _ConsoleHandler(logging.Handler):
@@ -50,140 +52,112 @@ class _ConsoleHandler(logging.Handler):
         self.console.print(f"[yellow]warning:[/yellow] {record.getMessage()}", highlight=False)
 
 
-def _validate(
-    source: Path, output: Path, program: Any, err: Console | None
-) -> tuple[dict[str, list[OutputComparison]], dict[str, str]]:
-    """Compare every public function of both assets; functions that cannot be run are
-    reported as skipped (with the reason) rather than failing the command."""
-    results: dict[str, list[OutputComparison]] = {}
-    skipped: dict[str, str] = {}
-    for function in entry_points(program):
-        try:
-            inputs = example_inputs(program, function, seed=SEED)
-            reference = run_asset(source, inputs, runtime_function(function))
-            compressed = run_asset(output, inputs, runtime_function(function))
-        except Exception as error:  # reported in the output, never a traceback
-            skipped[function] = f"{type(error).__name__}: {error}"
-            if err is not None:
-                message = f"not validated: {function}: {skipped[function]}"
-                err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
-            continue
-        results[function] = compare_outputs(reference, compressed)
-    return results, skipped
-
-
-def _validate_with(
-    source: Path, output: Path, samples: list[dict[str, np.ndarray]]
-) -> dict[str, list[OutputComparison]]:
-    """Compare ``main`` of both assets on the given samples (all samples' outputs pooled)."""
-    function = runtime_function(CALIBRATION_FUNCTION)
-    pooled: list[dict[str, np.ndarray]] = []
-    for asset in (source, output):
-        with closing(run_samples(asset, samples, function)) as outputs:
-            per_sample = list(outputs)
-        pooled.append(
-            {
-                name: np.concatenate([o[name].reshape(-1) for o in per_sample])
-                for name in per_sample[0]
-            }
-        )
-    return {CALIBRATION_FUNCTION: compare_outputs(pooled[0], pooled[1])}
-
-
-def _function_specs(program: Any, flag: str) -> Any:
+def _config(flags: Flags) -> Config | None:
+    """The --config file, its top-level options checked on their own (so an error names the
+    file, not a flag)."""
+    if flags.config is None:
+        return None
+    config = load_config(flags.config)
     try:
-        return graph_inputs(program._module._mlir_module, CALIBRATION_FUNCTION)  # noqa: SLF001
-    except KeyError:
-        msg = f"{flag} needs a function named {CALIBRATION_FUNCTION!r}; the program has none"
-        raise CliError(msg) from None
+        validate_options(calibrated=True, **apply_values(LIBRARY_DEFAULTS, config.options))
+    except ValueError as error:
+        raise CliError(f"--config {flags.config}: {error}") from None
+    return config
 
 
-@contextmanager
-def _progress(label: str, flags: Flags, err: Console) -> Iterator[Callable[[int, int], None]]:
-    """A transient progress bar on a terminal (nothing with --quiet or off a terminal);
-    yields ``update(done, total)``."""
-    if flags.quiet or not err.is_terminal:
-        yield lambda done, total: None
-        return
-    with Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(label, total=None)
-        yield lambda done, total: progress.update(task, completed=done, total=total)
+def _library_error(error: ValueError, flags: Flags) -> CliError:
+    """A library error as a one-line CLI error (an override's error names the config)."""
+    text = str(error)
+    if text.startswith("overrides[") and flags.config is not None:
+        return CliError(f"--config {flags.config}: {text}")
+    return CliError(reword(error))
 
 
-def _calibrate(
-    flags: Flags, program: Any, err: Console
-) -> tuple[Calibration | None, list[dict[str, np.ndarray]] | None]:
-    """The calibration (None without --calibration or with --algorithm magnitude) and the
-    --validate-with samples, both checked before any weight is touched."""
-    checked = None
-    if flags.validate_with is not None:
-        specs = _function_specs(program, "--validate-with")
-        checked = load_samples(flags.validate_with, "--validate-with", specs)
-    if flags.calibration is None:
-        return None, checked
-    specs = _function_specs(program, "--calibration")
-    samples = load_samples(flags.calibration, "--calibration", specs)
-    if flags.algorithm == "magnitude":
-        return None, checked
-    with _progress("calibrating", flags, err) as update:
-        calibration = collect_calibration(
-            program, samples, function=CALIBRATION_FUNCTION, on_sample=update
-        )
-    return calibration, checked
+def _requested_algorithm(kwargs: dict[str, Any], flags: Flags) -> None:
+    """Refuse wanda/sparsegpt (from a flag, the config or an override) without calibration."""
+    wanted = [kwargs["algorithm"]] + [
+        values.get("algorithm") for values in (kwargs["overrides"] or {}).values() if values
+    ]
+    needing = sorted({a for a in wanted if a in ("wanda", "sparsegpt")})
+    if needing and flags.calibration is None and not flags.plan:
+        source = "--algorithm" if flags.algorithm else f"--config {flags.config}:"
+        msg = f"{source} {needing[0]} needs --calibration FILE.npz"
+        raise CliError(msg)
+
+
+def _source(flags: Flags, stack: ExitStack) -> tuple[Path, Any]:
+    """The input asset's path and program (the demo is saved to a scratch asset first)."""
+    if flags.demo:
+        from coreai_opt.cli.demo_model import build_demo_program  # noqa: PLC0415
+
+        program = build_demo_program()
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coreai-sparsify-")))
+        source = scratch / "demo.aimodel"
+        program.save_asset(source)
+        return source, program
+    assert flags.input is not None  # noqa: S101 - parse_flags guarantees it
+    return flags.input, load_program(flags.input)
+
+
+def _plan(flags: Flags, kwargs: dict[str, Any], program: Any, out: Console) -> None:
+    """--plan: the table of what would happen to each weight; no weight data, no output."""
+    outline = None
+    if flags.calibration is not None:
+        main_samples(program, flags.calibration, "--calibration")  # checked, not run
+        outline = calibration_outline(program, function=MAIN)
+    elif kwargs["algorithm"] in ("wanda", "sparsegpt"):
+        outline = calibration_outline(program, function=MAIN)
+    try:
+        plans = plan_sparsify(program, calibration=outline, **kwargs)
+    except ValueError as error:
+        raise _library_error(error, flags) from None
+    if not flags.quiet:
+        print_plan(plans, out, calibrated=outline is not None)
 
 
 def _run(flags: Flags, out: Console, err: Console) -> None:
-    check_paths(flags.input, flags.output, force=flags.force, report=flags.report)
-    kwargs = library_kwargs(flags)
+    config = _config(flags)
+    kwargs = library_kwargs(flags, config)
+    _requested_algorithm(kwargs, flags)
+    if not flags.plan:
+        assert flags.output is not None  # noqa: S101 - parse_flags guarantees it
+        check_paths(flags.input, flags.output, force=flags.force, report=flags.report)
     with ExitStack() as stack:
-        if flags.demo:
-            from coreai_opt.cli.demo_model import build_demo_program  # noqa: PLC0415
-
-            program = build_demo_program()
-            scratch = Path(
-                stack.enter_context(tempfile.TemporaryDirectory(prefix="coreai-sparsify-"))
-            )
-            source = scratch / "demo.aimodel"
-            program.save_asset(source)
-        else:
-            assert flags.input is not None  # noqa: S101 - parse_flags guarantees it
-            source = flags.input
-            program = load_program(source)
-        calibration, validation_samples = _calibrate(flags, program, err)
-        with _progress("sparsifying", flags, err) as update:
+        source, program = _source(flags, stack)
+        if flags.plan:
+            _plan(flags, kwargs, program, out)
+            return
+        output = flags.output
+        assert output is not None  # noqa: S101
+        held_out = (
+            main_samples(program, flags.validate_with, "--validate-with")
+            if flags.validate_with
+            else None
+        )
+        calibration = _calibrate(flags, kwargs, program, err)
+        with progress("sparsifying", quiet=flags.quiet, err=err) as update:
 
             def on_weight(done: int, total: int, _: WeightOutcome) -> None:
                 update(done, total)
 
             try:
                 result = sparsify_with_report(
-                    program,
-                    in_place=True,
-                    on_weight=on_weight,
-                    calibration=calibration,
-                    **kwargs,
+                    program, in_place=True, on_weight=on_weight, calibration=calibration, **kwargs
                 )
             except ValueError as error:
-                raise CliError(reword(error)) from None
-        write_atomically(result.program, flags.output)
+                raise _library_error(error, flags) from None
+        write_atomically(result.program, output)
         validation: dict[str, list[OutputComparison]] | None = None
         skipped: dict[str, str] = {}
-        if validation_samples is not None:
-            validation = _validate_with(source, flags.output, validation_samples)
+        if held_out is not None:
+            validation = validate_with(source, output, held_out)
         elif flags.validate:
-            validation, skipped = _validate(
-                source, flags.output, result.program, None if flags.quiet else err
+            validation, skipped = validate(
+                source, output, result.program, None if flags.quiet else err
             )
         report = build_report(
             source="<demo>" if flags.demo else str(source),
-            output=str(flags.output),
+            output=str(output),
             options={
                 **kwargs,
                 "algorithm": check_algorithm(
@@ -192,10 +166,10 @@ def _run(flags: Flags, out: Console, err: Console) -> None:
             },
             weights=result.weights,
             asset_bytes_before=asset_bytes(source),
-            asset_bytes_after=asset_bytes(flags.output),
+            asset_bytes_after=asset_bytes(output),
             validation=validation,
             skipped=skipped,
-            seed=None if validation_samples is not None else SEED,
+            seed=None if held_out is not None else SEED,
             validation_inputs=str(flags.validate_with) if flags.validate_with else None,
             calibration=None
             if calibration is None
@@ -209,6 +183,23 @@ def _run(flags: Flags, out: Console, err: Console) -> None:
         write_json(report, flags.report)
     if not flags.quiet:
         print_report(report, out)
+
+
+def _calibrate(
+    flags: Flags, kwargs: dict[str, Any], program: Any, err: Console
+) -> Calibration | None:
+    """The calibration: None without --calibration, or when nothing asks for wanda or
+    sparsegpt (the samples are still checked)."""
+    if flags.calibration is None:
+        return None
+    samples = main_samples(program, flags.calibration, "--calibration")
+    wanted = {kwargs["algorithm"]} | {
+        values.get("algorithm") for values in (kwargs["overrides"] or {}).values() if values
+    }
+    if wanted <= {"magnitude"}:
+        return None
+    with progress("calibrating", quiet=flags.quiet, err=err) as update:
+        return collect_calibration(program, samples, function=MAIN, on_sample=update)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,10 +4,12 @@ JSON schema (``version`` 2; keys are stable):
 
     {"version": 2, "input": str, "output": str,
      "options": {"target_sparsity", "n_m_ratio", "block_size", "quantize_dtype",
-                 "palettize_nbits", "weight_num_threshold", "algorithm"},
+                 "palettize_nbits", "weight_num_threshold", "algorithm",
+                 "exclude": [pattern], "overrides": null | {pattern: {option: value} | null}},
      "calibration": null | {"file": str, "function": str, "samples": int},
-     "weights": [{"name", "id", "shape", "dtype", "consumers", "kind", "mode", "joint",
-                  "algorithm", "reason", "sparsity", "bytes_before", "bytes_after"}],
+     "weights": [{"name", "id", "path", "source", "shape", "dtype", "consumers", "kind",
+                  "mode", "joint", "algorithm", "reason", "sparsity", "bytes_before",
+                  "bytes_after"}],
      "totals": {"weights_considered", "weights_compressed", "weight_bytes_before",
                 "weight_bytes_after", "asset_bytes_before", "asset_bytes_after", "ratio"},
      "validation": null | {"seed": int | null, "inputs": str | null,
@@ -19,8 +21,10 @@ JSON schema (``version`` 2; keys are stable):
 in its ``reason``. ``mode`` is null for weights left dense (``reason`` says why);
 ``snr_db`` is null when the outputs are identical (infinite SNR). ``validation.inputs`` is
 the ``--validate-with`` file (``seed`` is then null), or null for seeded random inputs.
-Version 2 added ``calibration``, ``options.algorithm``, the weights' ``id`` and
-``algorithm``, and ``validation.inputs``.
+A weight's ``path`` is its readable name (the module call stack recorded by coreai-torch,
+else its id) and ``source`` the model's own ``file.py:line`` (null when not recorded).
+Version 2 added ``calibration``, ``options.algorithm``/``exclude``/``overrides``, the
+weights' ``id``, ``path``, ``source`` and ``algorithm``, and ``validation.inputs``.
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from coreai_opt.coreai_utils import WeightOutcome
+from coreai_opt.coreai_utils.passes.plan import WeightPlan, expected_bytes
 from coreai_opt.coreai_utils.validation import OutputComparison
 
-__all__ = ["build_report", "print_report", "write_json"]
+__all__ = ["build_report", "print_plan", "print_report", "write_json"]
 
 REPORT_VERSION = 2
 
@@ -65,10 +71,7 @@ def build_report(
         "version": REPORT_VERSION,
         "input": source,
         "output": output,
-        "options": {
-            k: (str(v) if k == "quantize_dtype" and v is not None else v)
-            for k, v in options.items()
-        },
+        "options": json.loads(json.dumps(options, default=str)),
         "calibration": calibration,
         "weights": rows,
         "totals": {
@@ -122,6 +125,73 @@ def _size(count: int) -> str:
     return str(count)
 
 
+def _weight_label(path: str, weight_id: str, name: str, source: str | None) -> str:
+    """The readable path with its id and source dimmed; the plain name without a path."""
+    if path == weight_id:
+        return escape(name)
+    extra = ", ".join(x for x in (weight_id, source) if x)
+    return f"{escape(path)} [dim]({escape(extra)})[/dim]"
+
+
+def print_plan(plans: tuple[WeightPlan, ...], console: Console, *, calibrated: bool) -> None:
+    """The --plan table: what would happen to each weight, and the expected sizes."""
+    table = Table(title="coreai-sparsify --plan (dry run: nothing read or written)")
+    for column, justify in (
+        ("weight", "left"),
+        ("shape", "right"),
+        ("kind", "left"),
+        ("mode", "left"),
+        ("joint", "left"),
+        ("bytes (expected)", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    before = after = 0
+    for plan in plans:
+        site, options = plan.site, plan.options
+        size = site.size * site.dtype.itemsize
+        expected = expected_bytes(plan)
+        before, after = before + size, after + expected
+        if plan.mode is None:
+            mode = f"[dim]dense: {escape(plan.reason or '')}[/dim]"
+            joint = "-"
+        else:
+            pattern = plan.mode.value
+            if options is not None and options.target_sparsity is not None:
+                pattern += f" {options.target_sparsity:g}"
+            elif options is not None and options.n_m_ratio is not None:
+                pattern = f"{options.n_m_ratio[0]}:{options.n_m_ratio[1]}"
+            algorithm = plan.algorithm.value
+            mode = f"{algorithm} {pattern}" if algorithm != "magnitude" else pattern
+            if plan.rule:
+                mode += f" [dim](override {escape(plan.rule)})[/dim]"
+            if plan.reason:
+                mode += f" [yellow]({escape(plan.reason)})[/yellow]"
+            joint = "-"
+            if options is not None and options.quantize_dtype is not None:
+                joint = str(options.quantize_dtype)
+            elif options is not None and options.palettize_nbits is not None:
+                joint = f"palettize{options.palettize_nbits}"
+        table.add_row(
+            _weight_label(site.path, site.id, site.name, site.source),
+            "x".join(map(str, site.shape)),
+            site.kind.value,
+            mode,
+            joint,
+            f"{_size(size)} -> {_size(expected)}",
+        )
+    console.print(table)
+    compressed = sum(1 for p in plans if p.mode is not None)
+    console.print(
+        f"weights: {len(plans)} considered, {compressed} to compress; "
+        f"weight data {_size(before)} -> about {_size(after)}"
+    )
+    if calibrated:
+        console.print(
+            "calibration is not run by --plan: algorithms assume every capturable weight gets "
+            "statistics"
+        )
+
+
 def print_report(report: dict[str, Any], console: Console) -> None:
     """Render the summary table, totals and validation results."""
     table = Table(title="coreai-sparsify", show_lines=False)
@@ -136,6 +206,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in report["weights"]:
+        weight = _weight_label(row["path"], row["id"], row["name"], row["source"])
         consumers = ", ".join(
             c.removeprefix("coreai.").removeprefix("decomposable.") for c in row["consumers"]
         )
@@ -150,7 +221,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         sparsity = "-" if row["sparsity"] is None else f"{row['sparsity']:.3f}"
         size = f"{_size(row['bytes_before'])} -> {_size(row['bytes_after'])}"
         table.add_row(
-            row["name"],
+            weight,
             "x".join(map(str, row["shape"])),
             row["dtype"],
             consumers,

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_MAX_GRAM_CHANNELS",
     "Calibration",
     "CalibrationFileError",
+    "calibration_outline",
     "check_samples",
     "collect_calibration",
 ]
@@ -222,8 +223,9 @@ def collect_calibration(
     Memory: samples are reduced one at a time. Peak extra memory is one sample's extra
     outputs (at most ``max_capture_bytes``, default 512 MiB, unless one weight's own
     activations are larger; above that, weights are captured over several runs, each
-    compiling its own copy), the unfolded patches of the largest convolution input, plus
-    the statistics: ``8 * columns`` bytes per distinct activation and ``8 * columns**2`` per
+    compiling its own copy), the unfolded patches of the largest convolution input, up to
+    4 MiB of buffered rows per distinct activation (reduced in blocks), plus the
+    statistics: ``8 * columns`` bytes per distinct activation and ``8 * columns**2`` per
     Gram (weights reading the same activation share them).
 
     Raises:
@@ -269,6 +271,31 @@ def collect_calibration(
         stats.update(reduced)
         missing.update(unreached)
     return Calibration(function, len(checked), stats, missing)
+
+
+def calibration_outline(
+    program: AIProgram,
+    *,
+    function: str = "main",
+    max_gram_channels: int = DEFAULT_MAX_GRAM_CHANNELS,
+) -> Calibration:
+    """What :func:`collect_calibration` would capture, without running anything.
+
+    Every weight it could capture gets statistics of the right layout and shape, all zero
+    (``samples`` is 0); the others are in ``missing`` with the reason. For dry runs that
+    show which algorithm each weight would get. Whether ``function`` reaches a weight is
+    not checked.
+    """
+    module = program._module._mlir_module  # noqa: SLF001
+    plans = find_taps(find_weights(module))
+    stats: dict[str, ActivationStats] = {}
+    for plan in plans:
+        if plan.reason is None:
+            tap = plan.taps[0]
+            gram = tap.layout is not StatsLayout.CHANNELS and tap.columns <= max_gram_channels
+            stats[plan.site.id] = empty_stats(tap.layout, tap.groups, tap.columns, with_gram=gram)
+    missing = {p.site.id: p.reason for p in plans if p.reason is not None}
+    return Calibration(function, 0, stats, missing)
 
 
 def _capture(

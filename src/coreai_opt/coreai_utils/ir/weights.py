@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
 from coreai._compiler.ir import Module, Operation, Value
 
 from coreai_opt.coreai_utils.ir.constants import float_dtype, int_operand, tensor_type
+from coreai_opt.coreai_utils.ir.names import module_path, source_location, unique_paths, user_source
 
 __all__ = [
     "CONVS",
@@ -21,7 +21,6 @@ __all__ = [
     "LayerKind",
     "WeightSite",
     "find_weights",
-    "source_location",
     "walk",
 ]
 
@@ -54,7 +53,12 @@ class WeightSite:
 
     ``id`` is ``@<graph symbol path>/w<k>``, the k-th weight of that graph in IR order (stable
     for a program; calibration statistics are keyed by it); ``name`` is the id followed by
-    `` at file:line:col`` when the op's location names a source file.
+    `` at file:line:col`` when the op's location names a source file (the model's own code
+    rather than torch's when both are recorded). ``path`` is the readable name: the module
+    call stack recorded by coreai-torch, outermost first, joined with ``/``
+    (``BertModel$1/BertEncoder$1/BertLayer$3/.../Linear$2``), else the id; unique within the
+    program (a repeated call stack gets ``#2``, ``#3``... in IR order). ``source`` is the
+    innermost user-source location as ``file.py:line``, or None.
 
     ``out_axis``/``in_axis`` are axes of the constant itself (after mapping through any
     transposes), or None when the consumers do not determine them or disagree.
@@ -63,6 +67,8 @@ class WeightSite:
     op: Operation
     id: str
     name: str
+    path: str
+    source: str | None
     shape: tuple[int, ...]
     dtype: np.dtype
     consumers: tuple[str, ...]
@@ -73,17 +79,6 @@ class WeightSite:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
-
-
-_FILE_LOC = re.compile(r'loc\("([^"]+)":(\d+):(\d+)\)')
-
-
-def source_location(op: Operation) -> str | None:
-    """``file:line:col`` of an op when its location names a real file, else None."""
-    match = _FILE_LOC.search(str(op.location))
-    if match is None or match.group(1) in {"-", ""}:
-        return None
-    return ":".join(match.groups())
 
 
 def _symbol(op: Operation) -> str | None:
@@ -188,6 +183,8 @@ def find_weights(module: Module) -> list[WeightSite]:
                 op=op,
                 id=name,
                 name=f"{name} at {source}" if source else name,
+                path=module_path(op) or name,
+                source=user_source(op),
                 shape=tuple(ranked.shape),
                 dtype=dtype,
                 consumers=consumers,
@@ -196,4 +193,5 @@ def find_weights(module: Module) -> list[WeightSite]:
                 in_axis=merged.in_axis,
             ),
         )
-    return sites
+    paths = unique_paths([site.path for site in sites])
+    return [replace(site, path=path) for site, path in zip(sites, paths, strict=True)]

@@ -14,7 +14,7 @@ from coreai_opt.coreai_utils.passes.options import Algorithm, SparsifyOptions
 if TYPE_CHECKING:
     from coreai_opt.coreai_utils.calibration import Calibration
 
-__all__ = ["Mode", "WeightPlan", "plan_weight"]
+__all__ = ["Mode", "WeightPlan", "expected_bytes", "plan_weight"]
 
 _STRUCTURED_KINDS = (LayerKind.LINEAR, LayerKind.CONV)
 
@@ -34,7 +34,9 @@ class WeightPlan:
     ``warn`` says whether the reason (or a downgrade of the requested mode, also given in
     ``reason``) deserves a warning to the user. ``algorithm`` chooses the pruned elements;
     ``stats`` are the weight's activation statistics when it is wanda or sparsegpt (a
-    fallback from the requested algorithm is noted in ``reason``).
+    fallback from the requested algorithm is noted in ``reason``). ``options`` are the
+    weight's own (the call's, or an override's: ``rule`` names its pattern); None when
+    ``exclude`` or an override leaves it dense.
     """
 
     site: WeightSite
@@ -43,13 +45,15 @@ class WeightPlan:
     warn: bool = False
     algorithm: Algorithm = Algorithm.MAGNITUDE
     stats: ActivationStats | None = None
+    options: SparsifyOptions | None = None
+    rule: str | None = None
 
 
 def plan_weight(
     site: WeightSite, options: SparsifyOptions, calibration: Calibration | None = None
 ) -> WeightPlan:
     """The plan for ``site`` under ``options`` (and ``calibration`` for wanda/sparsegpt)."""
-    plan = _plan_mode(site, options)
+    plan = replace(_plan_mode(site, options), options=options)
     if plan.mode is None or options.algorithm is Algorithm.MAGNITUDE or calibration is None:
         return plan
     algorithm, stats, note, warn = _plan_algorithm(site, plan.mode, options, calibration)
@@ -138,3 +142,30 @@ def _plan_block(site: WeightSite, block_size: int) -> WeightPlan:
         )
         return WeightPlan(site, None, reason, warn=True)
     return WeightPlan(site, Mode.BLOCK)
+
+
+def expected_bytes(plan: WeightPlan) -> int:
+    """The weight's expected stored bytes under ``plan`` (an estimate made without its data:
+    values assumed non-zero, a partial n:m group counted as full).
+
+    Dense: its own bytes. Compressed: the bit mask, plus the kept values in their storage
+    type (the weight's float type, one byte each when quantized with a scale per output
+    channel, ``nbits`` each plus a ``2**nbits`` LUT when palettized).
+    """
+    site, options = plan.site, plan.options
+    itemsize = site.dtype.itemsize
+    if plan.mode is None or options is None:
+        return site.size * itemsize
+    if options.n_m_ratio is not None and plan.mode is Mode.N_M:
+        n, m = options.n_m_ratio
+        kept = site.size - site.size * n // m
+    else:
+        kept = site.size - math.floor(site.size * (options.target_sparsity or 0.0))
+    stored = -(-site.size // 8)
+    if options.quantize_dtype is not None:
+        channels = site.shape[site.out_axis] if site.out_axis is not None else 1
+        return stored + kept + channels * itemsize
+    if options.palettize_nbits is not None:
+        nbits = options.palettize_nbits
+        return stored + -(-kept * nbits // 8) + (1 << nbits) * itemsize
+    return stored + kept * itemsize

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-import numpy as np
+from coreai._compiler.ir import Module
 from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.dtypes import DType
@@ -20,23 +20,23 @@ from coreai_opt.coreai_utils.ir.rewrite import (
     replace_constant,
 )
 from coreai_opt.coreai_utils.ir.weights import find_weights
-from coreai_opt.coreai_utils.numerics.activations import input_norms
-from coreai_opt.coreai_utils.numerics.kmeans import Palette, palettize
+from coreai_opt.coreai_utils.numerics.kmeans import Palette
 from coreai_opt.coreai_utils.numerics.masks import all_finite
-from coreai_opt.coreai_utils.numerics.prune import prune_block, prune_magnitude, prune_nm
-from coreai_opt.coreai_utils.numerics.quantize import Quantized, quantize
-from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, to_sparse
-from coreai_opt.coreai_utils.numerics.sparsegpt import sparsegpt_weight
-from coreai_opt.coreai_utils.numerics.wanda import wanda_block_mask, wanda_mask, wanda_nm_mask
-from coreai_opt.coreai_utils.passes.options import Algorithm, SparsifyOptions, validate_options
-from coreai_opt.coreai_utils.passes.plan import Mode, WeightPlan, plan_weight
+from coreai_opt.coreai_utils.numerics.quantize import Quantized
+from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
+from coreai_opt.coreai_utils.passes.compress import compress_values, prune
+from coreai_opt.coreai_utils.passes.control import Control, resolve, unmatched, validate_control
+from coreai_opt.coreai_utils.passes.options import SparsifyOptions, validate_options
+from coreai_opt.coreai_utils.passes.plan import WeightPlan, plan_weight
 
 if TYPE_CHECKING:
     from coreai_opt.coreai_utils.calibration import Calibration
 
 __all__ = [
+    "Settings",
     "SparsifyResult",
     "WeightOutcome",
+    "plan_sparsify",
     "sparsify_program",
     "sparsify_weights",
     "sparsify_with_report",
@@ -49,7 +49,9 @@ _log = logging.getLogger(__name__)
 class WeightOutcome:
     """What happened to one candidate weight (a report row).
 
-    ``name`` is the weight's id with its source location, ``id`` the stable ``@graph/wK``.
+    ``name`` is the weight's id with its source location, ``id`` the stable ``@graph/wK``,
+    ``path`` its readable name (module call stack, else the id), ``source`` the innermost
+    user-source ``file.py:line`` (None when the program records none).
 
     ``mode`` (the pruning) is None when the weight stayed dense, and ``reason`` then says why;
     ``joint`` names the storage of the kept values (``int8``..., ``palettize4``), None when
@@ -64,6 +66,8 @@ class WeightOutcome:
 
     name: str
     id: str
+    path: str
+    source: str | None
     shape: tuple[int, ...]
     dtype: str
     consumers: tuple[str, ...]
@@ -97,6 +101,8 @@ def sparsify_weights(
     *,
     calibration: Calibration | None = None,
     algorithm: str | None = None,
+    exclude: Iterable[str] = (),
+    overrides: Mapping[str, Mapping[str, object] | None] | None = None,
 ) -> AIProgram:
     """Sparsify the weights of a Core AI program with Core AI ops.
 
@@ -159,6 +165,24 @@ def sparsify_weights(
         sparsegpt) fall back sparsegpt -> wanda -> magnitude; the reason is in the weight's
         report row. Joint quantization and palettization apply after pruning as usual.
 
+    Per-weight control (keyword-only):
+      * ``exclude``: glob patterns (``fnmatch``, case-sensitive; a single string is one
+        pattern) matched against each weight's id (``@main/w3``) and readable path (the
+        module call stack recorded by coreai-torch, e.g. ``BertModel$1/.../Linear$2``); a
+        matching weight stays dense with reason "excluded by <pattern>".
+      * ``overrides``: pattern -> option values that replace the call's for the matching
+        weights (``target_sparsity``, ``n_m_ratio``, ``block_size``, ``quantize_dtype``,
+        ``palettize_nbits``, ``weight_num_threshold``, ``algorithm``), or None to leave them
+        dense. Patterns are globs as above or the selectors ``kind:linear``, ``kind:conv``,
+        ``kind:embedding``, ``kind:other``. ``exclude`` wins; then the first matching
+        pattern in the mapping's order. An override's value for one of a mutually exclusive
+        pair clears the other unless it sets both: ``n_m_ratio`` clears ``target_sparsity``
+        and ``block_size``, ``target_sparsity`` or ``block_size`` clear ``n_m_ratio``,
+        ``quantize_dtype`` and ``palettize_nbits`` clear each other. Each override's merged
+        options are validated like the top-level arguments (same errors, prefixed with
+        ``overrides['<pattern>']``); unknown keys are a ``ValueError``; a pattern that
+        matches no weight logs a warning.
+
     Args:
         coreai_program: the program to sparsify.
         target_sparsity: fraction in [0, 1] of elements to zero; mutually exclusive with
@@ -188,7 +212,9 @@ def sparsify_weights(
             ``0 <= n <= m``; ``target_sparsity`` is outside [0, 1] or NaN;
             ``weight_num_threshold`` is negative; ``algorithm`` is not one of
             ``"magnitude"``, ``"wanda"``, ``"sparsegpt"``, or needs a calibration that is
-            not given.
+            not given; an ``exclude`` or ``overrides`` pattern is not a non-empty string,
+            an unknown ``kind:`` selector, or an override has unknown keys or invalid
+            merged options.
     """
     return sparsify_with_report(
         coreai_program,
@@ -201,6 +227,8 @@ def sparsify_weights(
         in_place=in_place,
         calibration=calibration,
         algorithm=algorithm,
+        exclude=exclude,
+        overrides=overrides,
     ).program
 
 
@@ -216,6 +244,8 @@ def sparsify_with_report(
     *,
     calibration: Calibration | None = None,
     algorithm: str | None = None,
+    exclude: Iterable[str] = (),
+    overrides: Mapping[str, Mapping[str, object] | None] | None = None,
     on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
 ) -> SparsifyResult:
     """:func:`sparsify_weights`, also returning what happened to each candidate weight.
@@ -223,6 +253,79 @@ def sparsify_with_report(
     ``on_weight(done, total, outcome)`` is called after each candidate weight (for progress
     display); ``total`` is the number of candidates.
     """
+    settings = _settings(
+        coreai_program,
+        calibration,
+        exclude,
+        overrides,
+        target_sparsity=target_sparsity,
+        block_size=block_size,
+        n_m_ratio=n_m_ratio,
+        quantize_dtype=quantize_dtype,
+        palettize_nbits=palettize_nbits,
+        weight_num_threshold=weight_num_threshold,
+        algorithm=algorithm,
+    )
+    if not isinstance(in_place, bool):
+        msg = f"in_place must be a bool, got {in_place!r}"
+        raise TypeError(msg)
+    program = coreai_program if in_place else copy.deepcopy(coreai_program)
+    outcomes = sparsify_program(program, settings, on_weight)
+    return SparsifyResult(program, tuple(outcomes))
+
+
+def plan_sparsify(
+    coreai_program: AIProgram,
+    target_sparsity: float | None = 0.5,
+    block_size: int | None = None,
+    n_m_ratio: tuple[int, int] | None = None,
+    quantize_dtype: DType | None = None,
+    palettize_nbits: int | None = None,
+    weight_num_threshold: int = 1024,
+    *,
+    calibration: Calibration | None = None,
+    algorithm: str | None = None,
+    exclude: Iterable[str] = (),
+    overrides: Mapping[str, Mapping[str, object] | None] | None = None,
+) -> tuple[WeightPlan, ...]:
+    """The plan :func:`sparsify_weights` would follow, one record per candidate weight.
+
+    A dry run: the same validation, no weight data is read and nothing is changed. Each
+    plan has the weight's options (after ``exclude``/``overrides``), its mode or the reason
+    it stays dense, and its algorithm.
+    """
+    settings = _settings(
+        coreai_program,
+        calibration,
+        exclude,
+        overrides,
+        target_sparsity=target_sparsity,
+        block_size=block_size,
+        n_m_ratio=n_m_ratio,
+        quantize_dtype=quantize_dtype,
+        palettize_nbits=palettize_nbits,
+        weight_num_threshold=weight_num_threshold,
+        algorithm=algorithm,
+    )
+    return tuple(_plans(coreai_program._module._mlir_module, settings))  # noqa: SLF001
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated arguments of one call: the call's options, the control, the calibration."""
+
+    options: SparsifyOptions
+    control: Control
+    calibration: Calibration | None
+
+
+def _settings(
+    coreai_program: object,
+    calibration: object,
+    exclude: object,
+    overrides: object,
+    **arguments: object,
+) -> Settings:
     if not isinstance(coreai_program, AIProgram):
         kind = type(coreai_program).__name__
         msg = f"coreai_program must be a coreai.authoring.AIProgram, got {kind}"
@@ -232,39 +335,44 @@ def sparsify_with_report(
     if calibration is not None and not isinstance(calibration, Calibration):
         msg = f"calibration must be a Calibration or None, got {type(calibration).__name__}"
         raise TypeError(msg)
-    options = validate_options(
-        target_sparsity=target_sparsity,
-        block_size=block_size,
-        n_m_ratio=n_m_ratio,
-        quantize_dtype=quantize_dtype,
-        palettize_nbits=palettize_nbits,
-        weight_num_threshold=weight_num_threshold,
-        algorithm=algorithm,
-        calibrated=calibration is not None,
-    )
-    if not isinstance(in_place, bool):
-        msg = f"in_place must be a bool, got {in_place!r}"
-        raise TypeError(msg)
-    program = coreai_program if in_place else copy.deepcopy(coreai_program)
-    outcomes = sparsify_program(program, options, on_weight, calibration)
-    return SparsifyResult(program, tuple(outcomes))
+    calibrated = calibration is not None
+    options = validate_options(calibrated=calibrated, **arguments)
+    control = validate_control(exclude, overrides, arguments, calibrated=calibrated)
+    return Settings(options, control, calibration)
+
+
+def _plans(module: Module, settings: Settings) -> list[WeightPlan]:
+    """One plan per candidate weight (read-only); warns about patterns matching nothing."""
+    sites = find_weights(module)
+    for unused in unmatched(settings.control, sites):
+        _log.warning("pattern %r (exclude/overrides) matches no weight", unused)
+    plans = []
+    for site in sites:
+        options, pattern = resolve(site, settings.control, settings.options)
+        if options is None:
+            excluded = pattern in settings.control.exclude
+            reason = f"excluded by {pattern}" if excluded else f"left dense by override {pattern}"
+            plans.append(WeightPlan(site, None, reason, rule=pattern))
+        else:
+            plan = plan_weight(site, options, settings.calibration)
+            plans.append(replace(plan, rule=pattern))
+    return plans
 
 
 def sparsify_program(
     program: AIProgram,
-    options: SparsifyOptions,
+    settings: Settings,
     on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
-    calibration: Calibration | None = None,
 ) -> list[WeightOutcome]:
-    """Apply ``options`` to ``program`` in place; one outcome per candidate weight."""
+    """Apply ``settings`` to ``program`` in place; one outcome per candidate weight."""
     module = program._module._mlir_module  # noqa: SLF001
-    plans = [plan_weight(site, options, calibration) for site in find_weights(module)]
+    plans = _plans(module, settings)
     outcomes: list[WeightOutcome] = []
     with module.context:
         for plan in plans:
             if plan.warn:
                 _warn(plan, plan.reason)
-            outcome = _outcome(plan, None) if plan.mode is None else _apply(plan, options)
+            outcome = _outcome(plan, None) if plan.mode is None else _apply(plan)
             outcomes.append(outcome)
             if on_weight is not None:
                 on_weight(len(outcomes), len(plans), outcome)
@@ -272,17 +380,11 @@ def sparsify_program(
     return outcomes
 
 
-@dataclass(frozen=True)
-class _Compressed:
-    """The numeric result for one weight, ready to be written into the IR."""
-
-    sparse: SparseWeight
-    joint: Quantized | Palette | None
-    note: str | None
-
-
-def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
-    site = plan.site
+def _apply(plan: WeightPlan) -> WeightOutcome:
+    site, options = plan.site, plan.options
+    if options is None:
+        msg = "a plan to compress carries its options"
+        raise ValueError(msg)
     try:
         weight = read_constant(site.op, site.dtype)
     except ValueError as error:
@@ -292,7 +394,7 @@ def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
     try:
         sparse = prune(weight, plan, options)
         del weight  # the copy read from the IR: free it before the joint step
-        compressed = _joint(sparse, plan, options)
+        compressed = compress_values(sparse, plan, options)
     except (ArithmeticError, MemoryError, ValueError) as error:
         return _skip(plan, f"could not compress: {type(error).__name__}: {error}")
     if compressed.note:
@@ -315,28 +417,12 @@ def _apply(plan: WeightPlan, options: SparsifyOptions) -> WeightOutcome:
     return _outcome(plan, sparse, compressed.note, joint=joint_name, bytes_after=stored)
 
 
-def _joint(sparse: SparseWeight, plan: WeightPlan, options: SparsifyOptions) -> _Compressed:
-    """Quantize or palettize the kept values of ``sparse`` as configured (pure numpy)."""
-    wanted = options.quantize_dtype or (
-        f"palettize{options.palettize_nbits}" if options.palettize_nbits else None
-    )
-    if wanted is None:
-        return _Compressed(sparse, None, None)
-    if sparse.values.size == 0:
-        note = f"no non-zero values left; {wanted} skipped, stored as plain sparse"
-        return _Compressed(sparse, None, note)
-    if options.quantize_dtype is not None:
-        return _Compressed(
-            sparse, quantize(sparse, options.quantize_dtype, plan.site.out_axis), None
-        )
-    return _Compressed(sparse, palettize(sparse.values, options.palettize_nbits or 8), None)
-
-
 def _warn(plan: WeightPlan, message: str | None) -> None:
     site = plan.site
+    label = site.name if site.path == site.id else f"{site.path} ({site.name})"
     _log.warning(
         "weight %s (%s -> %s): %s",
-        site.name,
+        label,
         "x".join(map(str, site.shape)),
         ", ".join(site.consumers),
         message,
@@ -361,6 +447,8 @@ def _outcome(
     return WeightOutcome(
         name=site.name,
         id=site.id,
+        path=site.path,
+        source=site.source,
         shape=site.shape,
         dtype=str(site.dtype),
         consumers=site.consumers,
@@ -373,40 +461,3 @@ def _outcome(
         bytes_after=before if bytes_after is None else bytes_after,
         algorithm=plan.algorithm.value if sparse is not None else None,
     )
-
-
-def prune(weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions) -> SparseWeight:
-    """The sparse form of ``weight`` under ``plan`` (pure numpy, on the fast path)."""
-    site = plan.site
-    if plan.algorithm is not Algorithm.MAGNITUDE and plan.stats is not None:
-        return _prune_calibrated(weight, plan, options)
-    if plan.mode is Mode.N_M and options.n_m_ratio is not None and site.in_axis is not None:
-        return prune_nm(weight, *options.n_m_ratio, axis=site.in_axis)
-    sparsity = options.target_sparsity if options.target_sparsity is not None else 0.0
-    if plan.mode is Mode.BLOCK and options.block_size is not None and site.out_axis is not None:
-        return prune_block(weight, sparsity, options.block_size, axis=site.out_axis)
-    return prune_magnitude(weight, sparsity)
-
-
-def _prune_calibrated(
-    weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions
-) -> SparseWeight:
-    """Wanda or SparseGPT for a weight whose statistics fit it (checked by the plan)."""
-    site, stats = plan.site, plan.stats
-    if stats is None or site.out_axis is None or site.in_axis is None:
-        msg = "calibrated pruning needs statistics and channel axes"
-        raise ValueError(msg)
-    sparsity = options.target_sparsity if options.target_sparsity is not None else 0.0
-    n_m = options.n_m_ratio if plan.mode is Mode.N_M else None
-    if plan.algorithm is Algorithm.SPARSEGPT:
-        if n_m is not None:
-            return sparsegpt_weight(weight, stats, site.out_axis, site.in_axis, n_m=n_m)
-        return sparsegpt_weight(weight, stats, site.out_axis, site.in_axis, sparsity=sparsity)
-    norms = input_norms(stats, site.shape, site.out_axis, site.in_axis)
-    if n_m is not None:
-        keep = wanda_nm_mask(weight, norms, *n_m, axis=site.in_axis)
-    elif plan.mode is Mode.BLOCK and options.block_size is not None:
-        keep = wanda_block_mask(weight, norms, sparsity, options.block_size, site.out_axis)
-    else:
-        keep = wanda_mask(weight, norms, sparsity, site.out_axis)
-    return to_sparse(weight, keep)

@@ -1,0 +1,94 @@
+"""``--config FILE.toml``: options, exclude patterns and overrides for the command.
+
+    target_sparsity = 0.5            # any option of the library (top level)
+    algorithm = "wanda"
+    exclude = ["kind:embedding"]     # patterns, added to --exclude
+
+    [[override]]                     # in order; the first matching one wins
+    match = "*/BertSelfAttention*"
+    target_sparsity = 0.3
+
+    [[override]]
+    match = "*/BertOutput*"
+    dense = true                     # leave the matching weights dense
+
+Values: ``n_m_ratio`` as ``"2:4"`` or ``[2, 4]``; ``quantize_dtype`` as its name
+(``"int8"``). Unknown keys and malformed TOML are errors naming the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coreai_opt.cli.flags import CliError, parse_n_m
+from coreai_opt.coreai_utils.passes.control import OVERRIDABLE
+
+__all__ = ["Config", "load_config"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """The file's options, exclude patterns, and overrides (pattern -> options or None)."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    exclude: tuple[str, ...] = ()
+    overrides: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+
+def _options(path: Path, table: dict[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(table) - set(OVERRIDABLE))
+    if unknown:
+        msg = (
+            f"--config {path}: {where}: unknown key {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(OVERRIDABLE)}"
+        )
+        raise CliError(msg)
+    options = dict(table)
+    ratio = options.get("n_m_ratio")
+    if isinstance(ratio, str):
+        try:
+            options["n_m_ratio"] = parse_n_m(ratio)
+        except ValueError as error:
+            raise CliError(f"--config {path}: {where}: n_m_ratio {error}") from None
+    elif isinstance(ratio, list):
+        options["n_m_ratio"] = tuple(ratio)
+    return options
+
+
+def load_config(path: Path) -> Config:
+    """Read and check ``path``; ``CliError`` (one line naming the file) on any problem."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise CliError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CliError(f"--config {path}: cannot be read ({error})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise CliError(f"--config {path}: not valid TOML ({error})") from None
+    exclude = data.pop("exclude", [])
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    if not isinstance(exclude, list) or not all(isinstance(p, str) for p in exclude):
+        raise CliError(f"--config {path}: exclude must be a list of pattern strings")
+    tables = data.pop("override", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise CliError(f"--config {path}: override must be [[override]] tables")
+    overrides: dict[str, dict[str, Any] | None] = {}
+    for number, table in enumerate(tables, start=1):
+        where = f"override {number}"
+        pattern = table.pop("match", None)
+        if not isinstance(pattern, str) or not pattern:
+            raise CliError(f'--config {path}: {where} needs match = "PATTERN"')
+        dense = table.pop("dense", False)
+        if not isinstance(dense, bool):
+            raise CliError(f"--config {path}: {where}: dense must be true or false")
+        if dense and table:
+            msg = f"--config {path}: {where} ({pattern}): dense = true takes no other options"
+            raise CliError(msg)
+        if pattern in overrides:
+            raise CliError(f"--config {path}: {where}: pattern {pattern!r} appears twice")
+        overrides[pattern] = None if dense else _options(path, table, f"{where} ({pattern})")
+    return Config(_options(path, data, "top level"), tuple(exclude), overrides)

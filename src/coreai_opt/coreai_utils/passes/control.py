@@ -1,0 +1,179 @@
+"""Per-weight control: ``exclude`` patterns and ``overrides``, resolved before any weight is read.
+
+A pattern is an ``fnmatch`` glob (case-sensitive) matched against a weight's id
+(``@main/w3``) and its readable path (``BertModel$1/.../Linear$2``), or a kind selector
+``kind:linear``, ``kind:conv``, ``kind:embedding`` (``kind:other`` too). ``exclude`` wins over
+``overrides``; among overrides the first matching pattern, in the mapping's order, wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from coreai_opt.coreai_utils.ir.weights import LayerKind, WeightSite
+from coreai_opt.coreai_utils.passes.options import (
+    ArgumentTypeError,
+    SparsifyOptions,
+    validate_options,
+)
+
+__all__ = [
+    "OVERRIDABLE",
+    "Control",
+    "Rule",
+    "apply_values",
+    "matches",
+    "resolve",
+    "unmatched",
+    "validate_control",
+]
+
+OVERRIDABLE = (
+    "target_sparsity",
+    "n_m_ratio",
+    "block_size",
+    "quantize_dtype",
+    "palettize_nbits",
+    "weight_num_threshold",
+    "algorithm",
+)
+# setting one of these in an override clears the others unless the override sets them too
+_CLEARS = {
+    "target_sparsity": ("n_m_ratio",),
+    "n_m_ratio": ("target_sparsity", "block_size"),
+    "block_size": ("n_m_ratio",),
+    "quantize_dtype": ("palettize_nbits",),
+    "palettize_nbits": ("quantize_dtype",),
+}
+_KIND = "kind:"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One override: the weights matching ``pattern`` get ``options``, or stay dense (None)."""
+
+    pattern: str
+    options: SparsifyOptions | None
+
+
+@dataclass(frozen=True)
+class Control:
+    """Validated ``exclude`` patterns and override rules (in order)."""
+
+    exclude: tuple[str, ...] = ()
+    rules: tuple[Rule, ...] = ()
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        return self.exclude + tuple(rule.pattern for rule in self.rules)
+
+
+def _check_pattern(pattern: object, where: str) -> str:
+    if not isinstance(pattern, str) or not pattern:
+        msg = f"{where} must be a non-empty string pattern, got {pattern!r}"
+        raise ArgumentTypeError(msg)
+    if pattern.startswith(_KIND):
+        kind = pattern[len(_KIND) :]
+        if kind not in LayerKind._value2member_map_:
+            allowed = ", ".join(f"{_KIND}{k.value}" for k in LayerKind)
+            msg = f"{where}: unknown selector {pattern!r}; use one of {allowed}"
+            raise ValueError(msg)
+    return pattern
+
+
+def matches(pattern: str, site: WeightSite) -> bool:
+    """Whether ``pattern`` selects ``site`` (by kind, or by glob on its id or path)."""
+    if pattern.startswith(_KIND):
+        return site.kind.value == pattern[len(_KIND) :]
+    return fnmatchcase(site.id, pattern) or fnmatchcase(site.path, pattern)
+
+
+def _merged(
+    base: Mapping[str, object], values: Mapping[object, object], pattern: str
+) -> dict[str, object]:
+    unknown = sorted(str(k) for k in values if k not in OVERRIDABLE)
+    if unknown:
+        msg = (
+            f"overrides[{pattern!r}]: unknown option {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(OVERRIDABLE)}"
+        )
+        raise ValueError(msg)
+    return apply_values(base, {str(k): v for k, v in values.items()})
+
+
+def apply_values(base: Mapping[str, object], values: Mapping[str, object]) -> dict[str, object]:
+    """``base`` with ``values`` replacing its entries; a value for one of a mutually exclusive
+    pair clears the other unless ``values`` sets both (``n_m_ratio`` clears
+    ``target_sparsity`` and ``block_size``; ``target_sparsity`` and ``block_size`` clear
+    ``n_m_ratio``; ``quantize_dtype`` and ``palettize_nbits`` clear each other)."""
+    merged = dict(base)
+    for key in values:
+        for cleared in _CLEARS.get(key, ()):
+            if cleared not in values:
+                merged[cleared] = None
+    merged.update(values)
+    return merged
+
+
+def validate_control(
+    exclude: object,
+    overrides: object,
+    base: Mapping[str, object],
+    *,
+    calibrated: bool,
+) -> Control:
+    """Check ``exclude`` and ``overrides`` against the call's arguments ``base``.
+
+    Each override's merged options are validated exactly like the top-level arguments; the
+    error names the pattern. Raises ``TypeError`` (also a ``ValueError``) or ``ValueError``.
+    """
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    if not isinstance(exclude, Iterable):
+        msg = f"exclude must be an iterable of patterns, got {exclude!r}"
+        raise ArgumentTypeError(msg)
+    excluded = tuple(_check_pattern(p, "exclude pattern") for p in exclude)
+    if overrides is None:
+        return Control(excluded, ())
+    if not isinstance(overrides, Mapping):
+        msg = f"overrides must be a mapping of pattern -> options or None, got {overrides!r}"
+        raise ArgumentTypeError(msg)
+    rules = []
+    for pattern, values in overrides.items():
+        _check_pattern(pattern, "overrides key")
+        if values is None:
+            rules.append(Rule(pattern, None))
+            continue
+        if not isinstance(values, Mapping):
+            msg = f"overrides[{pattern!r}] must be a mapping of options or None, got {values!r}"
+            raise ArgumentTypeError(msg)
+        merged = _merged(base, values, pattern)
+        try:
+            options = validate_options(calibrated=calibrated, **merged)
+        except ArgumentTypeError as error:
+            raise ArgumentTypeError(f"overrides[{pattern!r}]: {error}") from None
+        except ValueError as error:
+            raise ValueError(f"overrides[{pattern!r}]: {error}") from None
+        rules.append(Rule(pattern, options))
+    return Control(excluded, tuple(rules))
+
+
+def resolve(
+    site: WeightSite, control: Control, options: SparsifyOptions
+) -> tuple[SparsifyOptions | None, str | None]:
+    """``(options, pattern)``: the options for ``site`` (None: leave it dense) and the pattern
+    that decided them (None when the call's own options apply)."""
+    for pattern in control.exclude:
+        if matches(pattern, site):
+            return None, pattern
+    for rule in control.rules:
+        if matches(rule.pattern, site):
+            return rule.options, rule.pattern
+    return options, None
+
+
+def unmatched(control: Control, sites: list[WeightSite]) -> list[str]:
+    """The patterns of ``control`` that select no weight, in order."""
+    return [p for p in control.patterns if not any(matches(p, s) for s in sites)]
