@@ -63,10 +63,21 @@ class TinyTransformer(nn.Module):
         return self.lm_head(h)
 
 
-def convert(model: nn.Module, inputs: dict[str, torch.Tensor], output: str = "y") -> AIProgram:
-    """Convert ``model`` (eval mode) to an AIProgram with the given named inputs."""
+def convert(
+    model: nn.Module, inputs: dict[str, torch.Tensor], output: str = "y", *, debug: bool = False
+) -> AIProgram:
+    """Convert ``model`` (eval mode) to an AIProgram with the given named inputs.
+
+    ``debug`` keeps coreai-torch's debug metadata (module call stacks, source locations), as
+    its default mode does; the tests otherwise convert in release mode.
+    """
     args = tuple(inputs.values())
-    converter = coreai_torch.TorchConverter(mode=coreai_torch.TorchConverter.Mode.RELEASE)
+    mode = (
+        coreai_torch.TorchConverter.Mode.DEBUG
+        if debug
+        else coreai_torch.TorchConverter.Mode.RELEASE
+    )
+    converter = coreai_torch.TorchConverter(mode=mode)
     converter.add_pytorch_module(
         model,
         export_fn=lambda m: torch.export.export(m, args=args).run_decompositions(

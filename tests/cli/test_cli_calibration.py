@@ -44,7 +44,7 @@ def test_calibrated_wanda_with_report(source_asset: Path, tmp_path: Path) -> Non
     expected = ref_wanda(WEIGHT, input_norms(stats, WEIGHT.shape, 0, 1), 0.5, 0)
     got = run_asset(out, {"x": np.eye(IN, dtype=np.float32)})["y"].T
     assert np.array_equal(got, expected)
-    assert "wanda magnitude" in run.out
+    assert "wanda unstructured" in run.out
 
 
 def test_sparsegpt_and_validate_with(source_asset: Path, tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def _config(flags: Flags) -> Config | None:
 def _library_error(error: ValueError, flags: Flags) -> CliError:
     """A library error as a one-line CLI error (an override's error names the config)."""
     text = str(error)
-    if text.startswith("overrides[") and flags.config is not None:
+    if text.startswith("overrides") and flags.config is not None:
         return CliError(f"--config {flags.config}: {text}")
     return CliError(reword(error))
 

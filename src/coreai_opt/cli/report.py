@@ -156,12 +156,11 @@ def print_plan(plans: tuple[WeightPlan, ...], console: Console, *, calibrated: b
             joint = "-"
         else:
             pattern = plan.mode.value
-            if options is not None and options.target_sparsity is not None:
-                pattern += f" {options.target_sparsity:g}"
-            elif options is not None and options.n_m_ratio is not None:
+            if options is not None and options.n_m_ratio is not None:
                 pattern = f"{options.n_m_ratio[0]}:{options.n_m_ratio[1]}"
-            algorithm = plan.algorithm.value
-            mode = f"{algorithm} {pattern}" if algorithm != "magnitude" else pattern
+            elif options is not None and options.target_sparsity is not None:
+                pattern += f" {options.target_sparsity:g}"
+            mode = f"{plan.algorithm.value} {pattern}"
             if plan.rule:
                 mode += f" [dim](override {escape(plan.rule)})[/dim]"
             if plan.reason:
@@ -213,9 +212,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         if row["mode"] is None:
             mode = f"[dim]dense: {row['reason']}[/dim]"
         else:
-            mode = row["mode"] + (f" + {row['joint']}" if row["joint"] else "")
-            if row["algorithm"] not in (None, "magnitude"):
-                mode = f"{row['algorithm']} {mode}"
+            mode = f"{row['algorithm']} {row['mode']}"
+            mode += f" + {row['joint']}" if row["joint"] else ""
             if row["reason"]:
                 mode += f" [yellow]({row['reason']})[/yellow]"
         sparsity = "-" if row["sparsity"] is None else f"{row['sparsity']:.3f}"

@@ -20,9 +20,9 @@ _STRUCTURED_KINDS = (LayerKind.LINEAR, LayerKind.CONV)
 
 
 class Mode(StrEnum):
-    """The pruning applied to a weight."""
+    """The sparsity pattern applied to a weight (how its zeros are chosen is the algorithm)."""
 
-    MAGNITUDE = "magnitude"
+    UNSTRUCTURED = "unstructured"
     BLOCK = "block"
     N_M = "n:m"
 
@@ -114,7 +114,7 @@ def _plan_mode(site: WeightSite, options: SparsifyOptions) -> WeightPlan:
         return _plan_n_m(site, options.n_m_ratio[1])
     if options.block_size is not None:
         return _plan_block(site, options.block_size)
-    return WeightPlan(site, Mode.MAGNITUDE)
+    return WeightPlan(site, Mode.UNSTRUCTURED)
 
 
 def _plan_n_m(site: WeightSite, m: int) -> WeightPlan:
@@ -134,7 +134,7 @@ def _plan_block(site: WeightSite, block_size: int) -> WeightPlan:
             "block sparsity applies to linear and conv weights only; "
             f"{site.kind.value} weight pruned unstructured"
         )
-        return WeightPlan(site, Mode.MAGNITUDE, reason, warn=True)
+        return WeightPlan(site, Mode.UNSTRUCTURED, reason, warn=True)
     channels = site.shape[site.out_axis]
     if block_size > channels:
         reason = (
