@@ -54,7 +54,7 @@ def minilm() -> tuple[Any, list[dict[str, np.ndarray]], list[dict[str, np.ndarra
     tokenizer = AutoTokenizer.from_pretrained(path)
     bert = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
 
-    class Embedding(torch.nn.Module):
+    class SentenceEmbedder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.bert = bert
@@ -83,7 +83,7 @@ def minilm() -> tuple[Any, list[dict[str, np.ndarray]], list[dict[str, np.ndarra
 
     calibration, evaluation = encode(CALIBRATION), encode(EVALUATION)
     example = {k: torch.from_numpy(v) for k, v in calibration[0].items()}
-    program = convert(Embedding().eval(), example, output="embedding")
+    program = convert(SentenceEmbedder().eval(), example, output="embedding")
     return program, calibration, evaluation
 
 

@@ -144,7 +144,8 @@ def print_plan(plans: tuple[WeightPlan, ...], console: Console, *, calibrated: b
         ("joint", "left"),
         ("bytes (expected)", "right"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        overflow = "fold" if column == "weight" else "ellipsis"
+        table.add_column(column, justify=justify, overflow=overflow)  # type: ignore[arg-type]
     before = after = 0
     for plan in plans:
         site, options = plan.site, plan.options
@@ -203,7 +204,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         ("sparsity", "right"),
         ("bytes", "right"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        overflow = "fold" if column == "weight" else "ellipsis"
+        table.add_column(column, justify=justify, overflow=overflow)  # type: ignore[arg-type]
     for row in report["weights"]:
         weight = _weight_label(row["path"], row["id"], row["name"], row["source"])
         consumers = ", ".join(
