@@ -125,6 +125,18 @@ def _size(count: int) -> str:
     return str(count)
 
 
+_RIGHT = {"shape", "sparsity", "bytes", "bytes (expected)"}
+
+
+def _weights_table(title: str, columns: tuple[str, ...]) -> Table:
+    """A table with a "weight" column (long paths fold) followed by ``columns``."""
+    table = Table(title=title)
+    table.add_column("weight", overflow="fold")
+    for column in columns:
+        table.add_column(column, justify="right" if column in _RIGHT else "left")
+    return table
+
+
 def _weight_label(path: str, weight_id: str, name: str, source: str | None) -> str:
     """The readable path with its id and source dimmed; the plain name without a path."""
     if path == weight_id:
@@ -135,17 +147,10 @@ def _weight_label(path: str, weight_id: str, name: str, source: str | None) -> s
 
 def print_plan(plans: tuple[WeightPlan, ...], console: Console, *, calibrated: bool) -> None:
     """The --plan table: what would happen to each weight, and the expected sizes."""
-    table = Table(title="coreai-sparsify --plan (dry run: nothing read or written)")
-    for column, justify in (
-        ("weight", "left"),
-        ("shape", "right"),
-        ("kind", "left"),
-        ("mode", "left"),
-        ("joint", "left"),
-        ("bytes (expected)", "right"),
-    ):
-        overflow = "fold" if column == "weight" else "ellipsis"
-        table.add_column(column, justify=justify, overflow=overflow)  # type: ignore[arg-type]
+    table = _weights_table(
+        "coreai-sparsify --plan (dry run: nothing read or written)",
+        ("shape", "kind", "mode", "joint", "bytes (expected)"),
+    )
     before = after = 0
     for plan in plans:
         site, options = plan.site, plan.options
@@ -194,18 +199,9 @@ def print_plan(plans: tuple[WeightPlan, ...], console: Console, *, calibrated: b
 
 def print_report(report: dict[str, Any], console: Console) -> None:
     """Render the summary table, totals and validation results."""
-    table = Table(title="coreai-sparsify", show_lines=False)
-    for column, justify in (
-        ("weight", "left"),
-        ("shape", "right"),
-        ("dtype", "left"),
-        ("consumers", "left"),
-        ("mode", "left"),
-        ("sparsity", "right"),
-        ("bytes", "right"),
-    ):
-        overflow = "fold" if column == "weight" else "ellipsis"
-        table.add_column(column, justify=justify, overflow=overflow)  # type: ignore[arg-type]
+    table = _weights_table(
+        "coreai-sparsify", ("shape", "dtype", "consumers", "mode", "sparsity", "bytes")
+    )
     for row in report["weights"]:
         weight = _weight_label(row["path"], row["id"], row["name"], row["source"])
         consumers = ", ".join(

@@ -253,19 +253,7 @@ def sparsify_with_report(
     ``on_weight(done, total, outcome)`` is called after each candidate weight (for progress
     display); ``total`` is the number of candidates.
     """
-    settings = _settings(
-        coreai_program,
-        calibration,
-        exclude,
-        overrides,
-        target_sparsity=target_sparsity,
-        block_size=block_size,
-        n_m_ratio=n_m_ratio,
-        quantize_dtype=quantize_dtype,
-        palettize_nbits=palettize_nbits,
-        weight_num_threshold=weight_num_threshold,
-        algorithm=algorithm,
-    )
+    settings = _settings(coreai_program, calibration, exclude, overrides, locals())
     if not isinstance(in_place, bool):
         msg = f"in_place must be a bool, got {in_place!r}"
         raise TypeError(msg)
@@ -294,19 +282,7 @@ def plan_sparsify(
     plan has the weight's options (after ``exclude``/``overrides``), its mode or the reason
     it stays dense, and its algorithm.
     """
-    settings = _settings(
-        coreai_program,
-        calibration,
-        exclude,
-        overrides,
-        target_sparsity=target_sparsity,
-        block_size=block_size,
-        n_m_ratio=n_m_ratio,
-        quantize_dtype=quantize_dtype,
-        palettize_nbits=palettize_nbits,
-        weight_num_threshold=weight_num_threshold,
-        algorithm=algorithm,
-    )
+    settings = _settings(coreai_program, calibration, exclude, overrides, locals())
     return tuple(_plans(coreai_program._module._mlir_module, settings))  # noqa: SLF001
 
 
@@ -319,13 +295,26 @@ class Settings:
     calibration: Calibration | None
 
 
+_OPTION_ARGUMENTS = (
+    "target_sparsity",
+    "block_size",
+    "n_m_ratio",
+    "quantize_dtype",
+    "palettize_nbits",
+    "weight_num_threshold",
+    "algorithm",
+)
+
+
 def _settings(
     coreai_program: object,
     calibration: object,
     exclude: object,
     overrides: object,
-    **arguments: object,
+    call: Mapping[str, object],
 ) -> Settings:
+    """Validate a call's arguments (``call``: its ``locals()``, holding the options)."""
+    arguments = {name: call[name] for name in _OPTION_ARGUMENTS}
     if not isinstance(coreai_program, AIProgram):
         kind = type(coreai_program).__name__
         msg = f"coreai_program must be a coreai.authoring.AIProgram, got {kind}"
