@@ -33,6 +33,7 @@ class DType(StrEnum):
     FP8_E4M3FN = "fp8_e4m3fn"
     FP8_E5M2 = "fp8_e5m2"
     FP8_E8M0FNU = "fp8_e8m0fnu"
+    FP4_E2M1FN = "fp4_e2m1fn"
 
 
 _NUMPY: dict[DType, np.dtype] = {
@@ -52,6 +53,7 @@ _NUMPY: dict[DType, np.dtype] = {
     DType.FP8_E4M3FN: np.dtype(ml_dtypes.float8_e4m3fn),
     DType.FP8_E5M2: np.dtype(ml_dtypes.float8_e5m2),
     DType.FP8_E8M0FNU: np.dtype(ml_dtypes.float8_e8m0fnu),
+    DType.FP4_E2M1FN: np.dtype(ml_dtypes.float4_e2m1fn),
 }
 
 

@@ -15,8 +15,10 @@ from coreai._compiler.ir import (
     DenseResourceElementsAttr,
     F16Type,
     F32Type,
+    Float4E2M1FNType,
     Float8E4M3FNType,
     Float8E5M2Type,
+    Float8E8M0FNUType,
     FloatAttr,
     InsertionPoint,
     IntegerAttr,
@@ -172,10 +174,17 @@ def mask_type() -> IntegerType:
 def storage_type(dtype: DType) -> Type:
     """The MLIR element type that stores ``dtype``."""
     factories: dict[DType, Any] = {
+        DType.INT4: lambda: IntegerType.get_signed(4),
+        DType.UINT4: lambda: IntegerType.get_unsigned(4),
         DType.INT8: lambda: IntegerType.get_signed(8),
         DType.UINT8: lambda: IntegerType.get_unsigned(8),
         DType.FP8_E4M3FN: Float8E4M3FNType.get,
         DType.FP8_E5M2: Float8E5M2Type.get,
+        DType.FP8_E8M0FNU: Float8E8M0FNUType.get,
+        DType.FP4_E2M1FN: Float4E2M1FNType.get,
+        DType.FP32: F32Type.get,
+        DType.FP16: F16Type.get,
+        DType.BF16: BF16Type.get,
     }
     return factories[dtype]()
 

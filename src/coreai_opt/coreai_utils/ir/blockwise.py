@@ -1,0 +1,125 @@
+"""Replace a dense weight constant with its blockwise-quantized decompression chain.
+
+    codes (storage type) -> blockwise_shift_scale(scale, offset1 = 0, offset2 = 0)
+
+Asymmetric codes first lose their zero point exactly, in the weight's float type, then are
+scaled, so the runtime rounds once, like the reference:
+
+    codes -> blockwise_shift_scale(1, zero point, 0) -> blockwise_shift_scale(scale, 0, 0)
+
+Sub-byte codes (int4, uint4, fp4) are packed as a little-endian bit stream. A block that
+does not divide the weight along some axis (a partial last block) is expressed by splitting
+the weight there: the whole blocks and the remainder each get a chain, joined by
+``coreai.concat``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from coreai._compiler.dialects import _coreai_ops_gen as ops
+from coreai._compiler.ir import InsertionPoint, IntegerType, Operation, Type, Value
+
+from coreai_opt.coreai_utils.dtypes import DType
+from coreai_opt.coreai_utils.ir.constants import (
+    make_constant,
+    make_splat,
+    storage_type,
+    tensor_type,
+)
+from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized
+from coreai_opt.coreai_utils.numerics.sparse import pack_bits
+
+__all__ = ["emit_blockwise_chain", "scale_storage"]
+
+_SUB_BYTE = (DType.INT4, DType.UINT4, DType.FP4_E2M1FN)
+_SCALE_TYPES = {
+    np.dtype(np.float32): DType.FP32,
+    np.dtype(np.float16): DType.FP16,
+}
+
+
+def scale_storage(dtype: np.dtype) -> DType:
+    """The storage DType of a numpy scale dtype (f32, f16, bf16, e8m0)."""
+    import ml_dtypes  # noqa: PLC0415
+
+    table = {
+        **_SCALE_TYPES,
+        np.dtype(ml_dtypes.bfloat16): DType.BF16,
+        np.dtype(ml_dtypes.float8_e8m0fnu): DType.FP8_E8M0FNU,
+    }
+    return table[np.dtype(dtype)]
+
+
+def _code_data(codes: np.ndarray, dtype: DType) -> np.ndarray:
+    if dtype in _SUB_BYTE:
+        nibbles = np.ascontiguousarray(codes).view(np.uint8) & np.uint8(0xF)
+        return pack_bits(nibbles.reshape(-1), 4)
+    return np.ascontiguousarray(codes)
+
+
+def _chain(
+    codes: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, dtype: DType, element: Type
+) -> Value:
+    """The decompression chain for one part (blocks that divide it)."""
+    stored = storage_type(dtype)
+    shape = tuple(codes.shape)
+    grid = tuple(scale.shape)
+    data = make_constant(_code_data(codes, dtype), shape, stored)
+    if zero_point is not None:
+        offsets = make_constant(_code_data(zero_point, dtype), grid, stored)
+        data = ops.blockwise_shift_scale(
+            data, make_splat(1.0, grid, element), offsets, make_splat(0.0, grid, element)
+        )
+        offset_type = element
+    else:
+        offset_type = stored
+    scales = make_constant(scale, grid, storage_type(scale_storage(scale.dtype)))
+    return ops.blockwise_shift_scale(
+        data, scales, make_splat(0.0, grid, offset_type), make_splat(0.0, grid, element)
+    )
+
+
+def _parts(q: BlockQuantized) -> tuple[int, int] | None:
+    """``(axis, split)`` where a partial last block needs a split, else None."""
+    for axis, (size, block) in enumerate(zip(q.shape, q.block, strict=True)):
+        if size % block:
+            return axis, size - size % block
+    return None
+
+
+def emit_blockwise_chain(const_op: Operation, q: BlockQuantized) -> Value:
+    """Insert the chain for ``q`` before ``const_op``; returns the dense result."""
+    ranked = tensor_type(const_op.results[0].type)
+    if ranked is None:
+        msg = "a decompression chain needs a statically shaped tensor constant"
+        raise ValueError(msg)
+    element = ranked.element_type
+    with const_op.location, InsertionPoint(const_op):
+        split = _parts(q)
+        if split is None:
+            return _chain(q.codes, q.scale, q.zero_point, q.dtype, element)
+        axis, at = split
+        whole = at // q.block[axis]
+
+        def cut(array: np.ndarray, start: int | None, stop: int | None) -> np.ndarray:
+            index = [slice(None)] * array.ndim
+            index[axis] = slice(start, stop)
+            return np.ascontiguousarray(array[tuple(index)])
+
+        zp = q.zero_point
+        head = _chain(
+            cut(q.codes, 0, at),
+            cut(q.scale, 0, whole),
+            None if zp is None else cut(zp, 0, whole),
+            q.dtype,
+            element,
+        )
+        tail = _chain(
+            cut(q.codes, at, None),
+            cut(q.scale, whole, None),
+            None if zp is None else cut(zp, whole, None),
+            q.dtype,
+            element,
+        )
+        dimension = make_splat(axis, (), IntegerType.get_signed(32))
+        return ops.concat(dimension, [head, tail])

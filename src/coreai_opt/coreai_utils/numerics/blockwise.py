@@ -1,0 +1,223 @@
+"""Blockwise quantization of dense weights (per tensor, per channel, per block), pure numpy.
+
+Granularity has one internal form: a block shape, the block's extent along every axis of
+the weight (:func:`block_shape`). Each block gets a scale (and, asymmetric, a zero point):
+
+    w ~= scale * (q - zero_point)
+
+* integer, symmetric: ``scale = absmax / qmax`` with ``qmax = 2**(bits-1) - 1``; signed codes
+  in ``[-qmax, qmax]``, zero point 0; unsigned codes around the fixed zero point
+  ``2**(bits-1)`` (codes in ``[1, 2**bits - 1]``).
+* integer, asymmetric: the block's range ``[min(w, 0), max(w, 0)]`` is mapped onto the full
+  code range ``[qmin, qmax]``: ``scale = (hi - lo) / (qmax - qmin)``, ``zero_point =
+  clip(rint(qmin - lo / scale), qmin, qmax)`` (so 0.0 is exactly representable).
+* fp8 (e4m3fn, e5m2), symmetric: per block the scale is chosen among ``absmax / fp8_max *
+  2**(k/32)``, k = 0..31, for the least squared error on a strided sample of the block (at
+  most 256 values), as in joint sparse quantization; with ``FP8_E8M0FNU`` scales, among the
+  powers of two ``2**e0`` (the smallest that does not saturate) and ``2**(e0 - 1)``.
+* fp4 (e2m1fn), symmetric: powers of two as above (MXFP4: blocks of 32, E8M0 scales).
+
+Codes are ``rint`` (round half to even) for integers, and the round-to-nearest-even cast of
+``w / scale`` (saturating) for floats. Scales are stored in ``scale_dtype`` (the weight's
+float type by default) and the codes are computed with the stored scale. A block of zeros
+gets scale 1. :meth:`BlockQuantized.dequantize` is the Core AI runtime's arithmetic: the
+code minus the zero point is exact, and its product with the scale is rounded once to the
+weight's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
+
+__all__ = ["INTEGER_BITS", "BlockQuantized", "block_shape", "quantize_blocks"]
+
+INTEGER_BITS = {DType.INT4: 4, DType.INT8: 8, DType.UINT4: 4, DType.UINT8: 8}
+_FLOATS = (DType.FP8_E4M3FN, DType.FP8_E5M2, DType.FP4_E2M1FN)
+_FACTORS = 2.0 ** (np.arange(32) / 32)
+_SAMPLE = 256
+
+
+@dataclass(frozen=True)
+class BlockQuantized:
+    """A weight of ``shape`` as ``codes`` (same shape; int8/uint8 for integer types, the
+    ml_dtypes float for fp8/fp4) with ``scale`` and ``zero_point`` (None when symmetric with
+    a zero zero point) of shape ``ceil(shape / block)``."""
+
+    dtype: DType
+    codes: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray | None
+    block: tuple[int, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.codes.shape)
+
+    def expand(self, per_block: np.ndarray) -> np.ndarray:
+        """A per-block array repeated over each block, cut to the weight's shape."""
+        out = per_block
+        for axis, size in enumerate(self.block):
+            out = np.repeat(out, size, axis=axis)
+        return out[tuple(slice(0, n) for n in self.shape)]
+
+    def dequantize(self, out: np.dtype) -> np.ndarray:
+        """The weight as the runtime rebuilds it, in dtype ``out``."""
+        values = self.codes.astype(np.float32)
+        if self.zero_point is not None:
+            values = values - self.expand(self.zero_point).astype(np.float32)
+        result: np.ndarray = (values * self.expand(self.scale).astype(np.float32)).astype(out)
+        return result
+
+
+def block_shape(
+    shape: tuple[int, ...],
+    granularity: str,
+    out_axis: int | None,
+    in_axis: int | None,
+    block_size: int,
+) -> tuple[int, ...]:
+    """The block of a granularity: ``per_tensor`` the whole weight; ``per_channel`` one
+    output channel (``out_axis``); ``per_block`` one output channel by ``block_size``
+    consecutive input channels (``in_axis``; a partial last block when it does not
+    divide). Raises ``ValueError`` when the needed axis is unknown."""
+    if granularity == "per_tensor":
+        return tuple(shape)
+    if out_axis is None:
+        msg = f"{granularity} needs the weight's output channel axis"
+        raise ValueError(msg)
+    block = list(shape)
+    block[out_axis] = 1
+    if granularity == "per_block":
+        if in_axis is None:
+            msg = "per_block needs the weight's input channel axis"
+            raise ValueError(msg)
+        block[in_axis] = min(block_size, shape[in_axis])
+    elif granularity != "per_channel":
+        msg = f"unsupported granularity {granularity!r}"
+        raise ValueError(msg)
+    return tuple(block)
+
+
+def _as_rows(weight: np.ndarray, block: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``[blocks, block elements]`` float32 (zero-padded to whole blocks) and the grid."""
+    grid = tuple(-(-n // b) for n, b in zip(weight.shape, block, strict=True))
+    padded = np.zeros([g * b for g, b in zip(grid, block, strict=True)], dtype=np.float32)
+    padded[tuple(slice(0, n) for n in weight.shape)] = weight
+    interleaved = padded.reshape([x for pair in zip(grid, block, strict=True) for x in pair])
+    rank = weight.ndim
+    order = [*range(0, 2 * rank, 2), *range(1, 2 * rank, 2)]
+    rows = interleaved.transpose(order).reshape(math.prod(grid), math.prod(block))
+    return rows, grid
+
+
+def _from_rows(
+    rows: np.ndarray, grid: tuple[int, ...], block: tuple[int, ...], shape: tuple[int, ...]
+) -> np.ndarray:
+    rank = len(shape)
+    blocked = rows.reshape([*grid, *block])
+    order = [x for axis in range(rank) for x in (axis, rank + axis)]
+    full = blocked.transpose(order).reshape([g * b for g, b in zip(grid, block, strict=True)])
+    return full[tuple(slice(0, n) for n in shape)]
+
+
+def _stored(raw: np.ndarray, scale_dtype: np.dtype) -> np.ndarray:
+    """Scales rounded to their storage type; zero (an all-zero block) or underflow fixed."""
+    scale = raw.astype(scale_dtype)
+    tiny = float(ml_dtypes.finfo(scale_dtype).smallest_subnormal)
+    usable = np.where(raw > 0, np.maximum(scale.astype(np.float64), tiny), 1.0)
+    result: np.ndarray = usable.astype(scale_dtype)
+    return result
+
+
+def _encode_float(scaled: np.ndarray, storage: np.dtype) -> np.ndarray:
+    """Saturating round-to-nearest-even cast; a value that rounds to zero is stored as +0
+    (a -0 code would decode to -0.0)."""
+    limit = float(ml_dtypes.finfo(storage).max)
+    codes = np.clip(scaled, -limit, limit).astype(storage)
+    result: np.ndarray = np.where(codes == 0, np.zeros((), dtype=storage), codes)
+    return result
+
+
+def _float_scales(
+    rows: np.ndarray, absmax: np.ndarray, storage: np.dtype, scale_dtype: np.dtype, out: np.dtype
+) -> np.ndarray:
+    """Per-row scale with the least squared error among the candidates (ties: the first)."""
+    limit = float(ml_dtypes.finfo(storage).max)
+    stride = max(1, rows.shape[1] // _SAMPLE)
+    sample = rows[:, ::stride]
+    if scale_dtype == np.dtype(ml_dtypes.float8_e8m0fnu):
+        with np.errstate(divide="ignore"):
+            e0 = np.ceil(np.log2(np.where(absmax > 0, absmax / limit, 1.0)))
+        candidates = [2.0**e0, 2.0 ** (e0 - 1)]
+    else:
+        candidates = [absmax / limit * factor for factor in _FACTORS]
+    errors = []
+    stored = []
+    for candidate in candidates:
+        scale = _stored(candidate, scale_dtype)
+        per_row = scale.astype(np.float32)[:, None]
+        codes = _encode_float(sample / per_row, storage).astype(np.float32)
+        rebuilt = (codes * per_row).astype(out).astype(np.float32)
+        errors.append(((rebuilt - sample) ** 2).sum(axis=1))
+        stored.append(scale)
+    best = np.argmin(np.stack(errors), axis=0)
+    result: np.ndarray = np.stack(stored)[best, np.arange(rows.shape[0])]
+    return result
+
+
+def quantize_blocks(
+    weight: np.ndarray,
+    block: tuple[int, ...],
+    dtype: DType,
+    *,
+    symmetric: bool = True,
+    scale_dtype: np.dtype | None = None,
+) -> BlockQuantized:
+    """Quantize ``weight`` with one scale (and zero point) per ``block`` (module docstring).
+
+    ``scale_dtype`` defaults to the weight's dtype. Floating-point ``dtype`` are symmetric
+    only; the caller validates the combination.
+    """
+    out = weight.dtype
+    scales_in = np.dtype(scale_dtype) if scale_dtype is not None else out
+    rows, grid = _as_rows(weight, block)
+    zero_point = None
+    if dtype in _FLOATS:
+        storage = numpy_dtype(dtype)
+        absmax = np.abs(rows).max(axis=1).astype(np.float64)
+        scale = _float_scales(rows, absmax, storage, scales_in, out)
+        codes = _encode_float(rows / scale.astype(np.float32)[:, None], storage)
+    else:
+        bits = INTEGER_BITS[dtype]
+        signed = dtype in (DType.INT4, DType.INT8)
+        code_type = np.int8 if signed else np.uint8
+        qmin, qmax = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        if symmetric:
+            half = (1 << (bits - 1)) - 1
+            scale = _stored(np.abs(rows).max(axis=1).astype(np.float64) / half, scales_in)
+            offset = 0 if signed else 1 << (bits - 1)
+            zp = np.full(rows.shape[0], offset, dtype=np.float64)
+            low, high = (-half, half) if signed else (1, (1 << bits) - 1)
+        else:
+            lo = np.minimum(rows.min(axis=1), 0.0).astype(np.float64)
+            hi = np.maximum(rows.max(axis=1), 0.0).astype(np.float64)
+            scale = _stored((hi - lo) / (qmax - qmin), scales_in)
+            zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
+            low, high = qmin, qmax
+        per_row = scale.astype(np.float32)[:, None]
+        codes = np.clip(np.rint(rows / per_row) + zp[:, None], low, high).astype(code_type)
+        if not symmetric or not signed:
+            zero_point = zp.astype(code_type).reshape(grid)
+    return BlockQuantized(
+        dtype=dtype,
+        codes=_from_rows(codes, grid, block, weight.shape),
+        scale=scale.reshape(grid),
+        zero_point=zero_point,
+        block=block,
+    )
