@@ -6,6 +6,7 @@ from typing import Annotated, Any
 import coreai.authoring as ca
 import numpy as np
 from coreai.authoring import AIProgram, Module, TensorType, Value, graph
+from coreai.authoring.constant import constant
 
 from coreai_opt.coreai_utils.runtime import run_asset
 
@@ -63,5 +64,21 @@ def nested_program(weight: np.ndarray) -> AIProgram:
             x: Annotated[Value, TensorType((in_features, in_features), dtype, name="x")],
         ) -> Annotated[Value, TensorType((in_features, out_features), dtype, name="y")]:
             return inner(x)[0]
+
+    return AIProgram(module)
+
+
+def both_sides_program(weight: np.ndarray) -> AIProgram:
+    """``W @ x + x @ W`` for a square ``W``: the consumers disagree on its channel axes."""
+    size = weight.shape[0]
+    module = Module.create()
+    with module:
+
+        @graph
+        def main(
+            x: Annotated[Value, TensorType((size, size), weight.dtype, name="x")],
+        ) -> Annotated[Value, TensorType((size, size), weight.dtype, name="y")]:
+            w = constant(weight)
+            return ca.add(ca.batch_matmul(w, x), ca.batch_matmul(x, w))
 
     return AIProgram(module)

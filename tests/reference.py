@@ -190,3 +190,99 @@ def ref_conv_patches(
                                 col += 1
                     row += 1
     return out
+
+
+def _ref_stored(raw: float, scales_in: np.dtype) -> float:
+    """A scale as stored: rounded to its type, at least its smallest subnormal; 1 for 0."""
+    import ml_dtypes
+
+    if raw <= 0:
+        return 1.0
+    value = float(np.array(raw).astype(scales_in).astype(np.float64))
+    tiny = float(ml_dtypes.finfo(scales_in).smallest_subnormal)
+    return float(np.array(max(value, tiny)).astype(scales_in).astype(np.float64))
+
+
+def _ref_float_block(
+    values: np.ndarray, flat: np.ndarray, storage: np.dtype, scales_in: np.dtype, out: np.dtype
+) -> np.ndarray:
+    import ml_dtypes
+
+    limit = float(ml_dtypes.finfo(storage).max)
+    absmax = float(np.abs(flat).max())
+
+    def encode(x: np.ndarray, s: float) -> np.ndarray:
+        codes = np.clip(x / np.float32(s), -limit, limit).astype(np.float32).astype(storage)
+        codes = codes.astype(np.float32)
+        return np.where(codes == 0, np.float32(0), codes)  # zero is stored as +0
+
+    sample = flat.astype(np.float32)[:: max(1, flat.size // 256)]
+    if scales_in == np.dtype(ml_dtypes.float8_e8m0fnu):
+        e0 = math.ceil(math.log2(absmax / limit)) if absmax > 0 else 0
+        candidates = [2.0**e0, 2.0 ** (e0 - 1)]
+    else:
+        candidates = [absmax / limit * 2.0 ** (k / 32) for k in range(32)]
+    best, best_error = 1.0, math.inf
+    for candidate in candidates:
+        s = _ref_stored(candidate, scales_in)
+        rebuilt = (encode(sample, s) * np.float32(s)).astype(out)
+        error = float(((rebuilt.astype(np.float64) - sample) ** 2).sum())
+        if error < best_error:
+            best, best_error = s, error
+    return encode(values.astype(np.float32), best) * np.float32(best)
+
+
+def _ref_int_block(
+    values: np.ndarray, flat: np.ndarray, dtype: str, symmetric: bool, scales_in: np.dtype
+) -> np.ndarray:
+    bits = int(dtype.removeprefix("u").removeprefix("int"))
+    signed = not dtype.startswith("u")
+    qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    if symmetric:
+        half = 2 ** (bits - 1) - 1
+        s = _ref_stored(float(np.abs(flat).max()) / half, scales_in)
+        zp = 0 if signed else 2 ** (bits - 1)
+        low, high = (-half, half) if signed else (1, 2**bits - 1)
+    else:
+        lo, hi = min(float(flat.min()), 0.0), max(float(flat.max()), 0.0)
+        s = _ref_stored((hi - lo) / (qmax - qmin), scales_in)
+        zp = int(np.clip(np.rint(qmin - lo / s), qmin, qmax))
+        low, high = qmin, qmax
+    q = np.clip(np.rint(values.astype(np.float32) / np.float32(s)) + zp, low, high)
+    return (q - zp).astype(np.float32) * np.float32(s)
+
+
+def ref_block_quantize(
+    weight: np.ndarray,
+    block: tuple[int, ...],
+    dtype: str,
+    symmetric: bool,
+    scale_dtype: object = None,
+) -> np.ndarray:
+    """The weight as the runtime should rebuild it after blockwise quantization, computed
+    block by block with plain scalar formulas (see numerics/blockwise.py for the rules)."""
+    import itertools
+
+    import ml_dtypes
+
+    floats = {
+        "fp8_e4m3fn": ml_dtypes.float8_e4m3fn,
+        "fp8_e5m2": ml_dtypes.float8_e5m2,
+        "fp4_e2m1fn": ml_dtypes.float4_e2m1fn,
+    }
+    out = weight.dtype
+    scales_in = np.dtype(scale_dtype) if scale_dtype is not None else out
+    result = np.zeros(weight.shape, dtype=out)
+    grid = [range(0, n, b) for n, b in zip(weight.shape, block, strict=True)]
+    for corner in itertools.product(*grid):
+        index = tuple(slice(c, c + b) for c, b in zip(corner, block, strict=True))
+        values = weight[index].astype(np.float64)
+        full = np.zeros(block)  # a partial block is zero-padded (the sample's stride)
+        full[tuple(slice(0, n) for n in values.shape)] = values
+        flat = full.reshape(-1)
+        if dtype in floats:
+            rebuilt = _ref_float_block(values, flat, np.dtype(floats[dtype]), scales_in, out)
+        else:
+            rebuilt = _ref_int_block(values, flat, dtype, symmetric, scales_in)
+        result[index] = rebuilt.astype(out)
+    return result

@@ -8,6 +8,8 @@ Public surface:
     returns a ``SparsifyResult``: the program and one ``WeightOutcome`` per candidate);
   * ``collect_calibration`` and ``Calibration``: activation statistics from the runtime for
     calibration-aware pruning (``algorithm="wanda"`` or ``"sparsegpt"``);
+  * ``quantize_weights`` (and ``quantize_with_report``): blockwise quantization of dense
+    weights; ``QScheme`` and ``CompressionGranularity``;
   * ``DType``;
   * modules ``runtime`` (run a saved asset) and ``validation`` (seeded example inputs,
     output comparison).
@@ -18,9 +20,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from coreai_opt.coreai_utils.dtypes import DType
+from coreai_opt.coreai_utils.schemes import CompressionGranularity, QScheme
 
 if TYPE_CHECKING:
     from coreai_opt.coreai_utils.calibration import Calibration, collect_calibration
+    from coreai_opt.coreai_utils.passes.quantize import quantize_weights, quantize_with_report
     from coreai_opt.coreai_utils.passes.sparsify import (
         SparsifyResult,
         WeightOutcome,
@@ -30,19 +34,28 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Calibration",
+    "CompressionGranularity",
     "DType",
+    "QScheme",
     "SparsifyResult",
     "WeightOutcome",
     "collect_calibration",
+    "quantize_weights",
+    "quantize_with_report",
     "sparsify_weights",
     "sparsify_with_report",
 ]
 
 _LAZY = {"SparsifyResult", "WeightOutcome", "sparsify_weights", "sparsify_with_report"}
 _CALIBRATION = {"Calibration", "collect_calibration"}
+_QUANTIZE = {"quantize_weights", "quantize_with_report"}
 
 
 def __getattr__(name: str) -> Any:
+    if name in _QUANTIZE:
+        from coreai_opt.coreai_utils.passes import quantize  # noqa: PLC0415
+
+        return getattr(quantize, name)
     if name in _CALIBRATION:
         from coreai_opt.coreai_utils import calibration  # noqa: PLC0415
 

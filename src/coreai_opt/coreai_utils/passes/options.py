@@ -17,6 +17,7 @@ __all__ = [
     "ArgumentTypeError",
     "SparsifyOptions",
     "check_algorithm",
+    "check_int",
     "validate_options",
 ]
 
@@ -76,7 +77,7 @@ def _check_target_sparsity(value: object) -> float | None:
     return number
 
 
-def _check_int(name: str, value: object, minimum: int, requirement: str) -> int:
+def check_int(name: str, value: object, minimum: int, requirement: str) -> int:
     """``value`` as an int of at least ``minimum``; wrong type or range names ``name``."""
     number = _as_int(value)
     if number is None:
@@ -89,7 +90,7 @@ def _check_int(name: str, value: object, minimum: int, requirement: str) -> int:
 
 
 def _check_block_size(value: object) -> int | None:
-    return None if value is None else _check_int("block_size", value, 2, "greater than 1")
+    return None if value is None else check_int("block_size", value, 2, "greater than 1")
 
 
 def _check_n_m_ratio(value: object) -> tuple[int, int] | None:
@@ -141,7 +142,7 @@ def _check_palettize_nbits(value: object) -> int | None:
 
 
 def _check_threshold(value: object) -> int:
-    return _check_int("weight_num_threshold", value, 0, "non-negative")
+    return check_int("weight_num_threshold", value, 0, "non-negative")
 
 
 def check_algorithm(value: object, *, calibrated: bool) -> Algorithm:

@@ -27,6 +27,12 @@ from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
 from coreai_opt.coreai_utils.passes.compress import compress_values, prune
 from coreai_opt.coreai_utils.passes.control import Control, resolve, unmatched, validate_control
 from coreai_opt.coreai_utils.passes.options import SparsifyOptions, validate_options
+from coreai_opt.coreai_utils.passes.outcomes import (
+    SparsifyResult,
+    WeightOutcome,
+    check_program,
+    warn_weight,
+)
 from coreai_opt.coreai_utils.passes.plan import WeightPlan, plan_weight
 
 if TYPE_CHECKING:
@@ -43,50 +49,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WeightOutcome:
-    """What happened to one candidate weight (a report row).
-
-    ``name`` is the weight's id with its source location, ``id`` the stable ``@graph/wK``,
-    ``path`` its readable name (module call stack, else the id), ``source`` the innermost
-    user-source ``file.py:line`` (None when the program records none).
-
-    ``mode`` (the pruning) is None when the weight stayed dense, and ``reason`` then says why;
-    ``joint`` names the storage of the kept values (``int8``..., ``palettize4``), None when
-    they keep the weight's dtype; a
-    compressed weight may still carry a ``reason`` noting a downgrade (block -> unstructured).
-    ``sparsity`` is the achieved fraction of zeros, None for weights left dense (not read).
-    ``bytes_after`` counts the stored data (values, mask, and any quantization metadata).
-    ``algorithm`` is how the pruned elements were chosen (``magnitude``, ``wanda``,
-    ``sparsegpt``), None for weights left dense; a fallback from the requested algorithm
-    is explained in ``reason``.
-    """
-
-    name: str
-    id: str
-    path: str
-    source: str | None
-    shape: tuple[int, ...]
-    dtype: str
-    consumers: tuple[str, ...]
-    kind: str
-    mode: str | None
-    joint: str | None
-    reason: str | None
-    sparsity: float | None
-    bytes_before: int
-    bytes_after: int
-    algorithm: str | None = None
-
-
-@dataclass(frozen=True)
-class SparsifyResult:
-    """The sparsified program and one outcome per candidate weight, in IR order."""
-
-    program: AIProgram
-    weights: tuple[WeightOutcome, ...]
 
 
 def sparsify_weights(
@@ -315,10 +277,7 @@ def _settings(
 ) -> Settings:
     """Validate a call's arguments (``call``: its ``locals()``, holding the options)."""
     arguments = {name: call[name] for name in _OPTION_ARGUMENTS}
-    if not isinstance(coreai_program, AIProgram):
-        kind = type(coreai_program).__name__
-        msg = f"coreai_program must be a coreai.authoring.AIProgram, got {kind}"
-        raise TypeError(msg)
+    check_program(coreai_program)
     from coreai_opt.coreai_utils.calibration import Calibration  # noqa: PLC0415
 
     if calibration is not None and not isinstance(calibration, Calibration):
@@ -407,15 +366,7 @@ def _apply(plan: WeightPlan) -> WeightOutcome:
 
 
 def _warn(plan: WeightPlan, message: str | None) -> None:
-    site = plan.site
-    label = site.name if site.path == site.id else f"{site.path} ({site.name})"
-    _log.warning(
-        "weight %s (%s -> %s): %s",
-        label,
-        "x".join(map(str, site.shape)),
-        ", ".join(site.consumers),
-        message,
-    )
+    warn_weight(plan.site, message)
 
 
 def _skip(plan: WeightPlan, reason: str) -> WeightOutcome:

@@ -1,0 +1,118 @@
+"""Validation of ``quantize_weights`` arguments into one immutable options record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
+
+from coreai_opt.coreai_utils.dtypes import DType
+from coreai_opt.coreai_utils.passes.options import check_int
+from coreai_opt.coreai_utils.schemes import CompressionGranularity, QScheme
+
+__all__ = [
+    "QUANTIZE_WEIGHT_DTYPES",
+    "QuantizeOptions",
+    "member",
+    "validate_quantize_options",
+]
+
+QUANTIZE_WEIGHT_DTYPES = (
+    DType.INT4,
+    DType.UINT4,
+    DType.INT8,
+    DType.UINT8,
+    DType.FP8_E4M3FN,
+    DType.FP8_E5M2,
+    DType.FP4_E2M1FN,
+)
+_FLOATS = (DType.FP8_E4M3FN, DType.FP8_E5M2, DType.FP4_E2M1FN)
+MX_BLOCK = 32
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """Validated configuration of :func:`quantize_weights`. ``scale_dtype`` None means the
+    weight's own float type (FP4 always has E8M0 scales)."""
+
+    dtype: DType
+    qscheme: QScheme
+    granularity: CompressionGranularity
+    block_size: int
+    scale_dtype: DType | None
+    weight_num_threshold: int
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def member(enum: type[E], name: str, value: object) -> E:
+    """``value`` as a member of ``enum`` (a member or its string value); ``ValueError``
+    naming ``name`` otherwise."""
+    if isinstance(value, enum):
+        return value
+    if isinstance(value, str) and value in enum._value2member_map_:
+        return enum(value)
+    allowed = ", ".join(f"{enum.__name__}.{m.name}" for m in enum)
+    msg = f"{name} must be one of {allowed}; got {value!r}"
+    raise ValueError(msg)
+
+
+def validate_quantize_options(
+    *,
+    dtype: object,
+    qscheme: object,
+    granularity: object,
+    block_size: object,
+    scale_dtype: object,
+    weight_num_threshold: object,
+) -> QuantizeOptions:
+    """Check every argument; raise ``ValueError`` (``TypeError`` for wrong types) naming it."""
+    target = member(DType, "dtype", dtype)
+    if target not in QUANTIZE_WEIGHT_DTYPES:
+        allowed = ", ".join(f"DType.{d.name}" for d in QUANTIZE_WEIGHT_DTYPES)
+        msg = f"dtype must be one of {allowed}; got {dtype!r}"
+        raise ValueError(msg)
+    scheme = member(QScheme, "qscheme", qscheme)
+    grain = member(CompressionGranularity, "granularity", granularity)
+    if grain is CompressionGranularity.PER_GROUPED_CHANNEL:
+        msg = (
+            "granularity=per_grouped_channel is for palettize_weights; quantize_weights takes "
+            "per_tensor, per_channel or per_block"
+        )
+        raise ValueError(msg)
+    block = check_int("block_size", block_size, 1, "a positive int")
+    floating = target in _FLOATS
+    if floating and scheme is QScheme.ASYMMETRIC:
+        msg = f"qscheme=asymmetric needs an integer dtype; {target.value} is symmetric only"
+        raise ValueError(msg)
+    scales: DType | None = None
+    if scale_dtype is not None:
+        scales = member(DType, "scale_dtype", scale_dtype)
+        if not floating:
+            msg = (
+                f"scale_dtype is for floating-point dtypes; {target.value} scales use the "
+                f"weight's float type (got scale_dtype={scale_dtype!r})"
+            )
+            raise ValueError(msg)
+        if scales is not DType.FP8_E8M0FNU:
+            msg = f"scale_dtype must be None or DType.FP8_E8M0FNU; got {scale_dtype!r}"
+            raise ValueError(msg)
+    if target is DType.FP4_E2M1FN:
+        if grain is not CompressionGranularity.PER_BLOCK or block != MX_BLOCK:
+            msg = (
+                "dtype=fp4_e2m1fn (MXFP4) needs granularity=per_block with block_size=32; "
+                f"got granularity={grain.value}, block_size={block}"
+            )
+            raise ValueError(msg)
+        scales = DType.FP8_E8M0FNU
+    return QuantizeOptions(
+        dtype=target,
+        qscheme=scheme,
+        granularity=grain,
+        block_size=block,
+        scale_dtype=scales,
+        weight_num_threshold=check_int(
+            "weight_num_threshold", weight_num_threshold, 0, "non-negative"
+        ),
+    )

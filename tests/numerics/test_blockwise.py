@@ -1,0 +1,74 @@
+"""Blockwise quantization against the brute-force reference, on many shapes and blocks."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coreai_opt.coreai_utils.dtypes import DType
+from coreai_opt.coreai_utils.numerics.blockwise import block_shape, quantize_blocks
+from tests.reference import ref_block_quantize
+
+DTYPES = [DType.INT4, DType.UINT4, DType.INT8, DType.UINT8, DType.FP8_E4M3FN, DType.FP8_E5M2]
+WEIGHT_DTYPES = [np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[np.ndarray, tuple[int, ...], DType, bool]:
+    rank = draw(st.integers(1, 4))
+    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=rank, max_size=rank)))
+    weight_dtype = draw(st.sampled_from(WEIGHT_DTYPES))
+    scale = draw(st.sampled_from([1e-3, 1.0, 50.0]))
+    seed = draw(st.integers(0, 2**16))
+    weight = (np.random.default_rng(seed).standard_normal(shape) * scale).astype(weight_dtype)
+    if draw(st.booleans()):
+        weight[..., 0] = 0  # zero blocks and exact zeros
+    granularity = draw(st.sampled_from(["per_tensor", "per_channel", "per_block"]))
+    out_axis = draw(st.integers(0, rank - 1))
+    in_axis = (out_axis + 1) % rank if rank > 1 else out_axis
+    block = block_shape(shape, granularity, out_axis, in_axis, draw(st.integers(1, 5)))
+    dtype = draw(st.sampled_from(DTYPES))
+    symmetric = draw(st.booleans()) or dtype.value.startswith("fp")
+    return weight, block, dtype, symmetric
+
+
+@given(case=cases())
+def test_matches_reference(case: tuple[np.ndarray, tuple[int, ...], DType, bool]) -> None:
+    weight, block, dtype, symmetric = case
+    quantized = quantize_blocks(weight, block, dtype, symmetric=symmetric)
+    got = quantized.dequantize(weight.dtype)
+    expected = ref_block_quantize(weight, block, dtype.value, symmetric)
+    assert np.array_equal(got.view(np.uint8), expected.view(np.uint8))
+    assert np.all(got[weight == 0] == 0), "zero is exact in every scheme"
+
+
+@given(seed=st.integers(0, 2**16), rows=st.integers(1, 6), blocks=st.integers(1, 4))
+def test_mxfp4_matches_reference(seed: int, rows: int, blocks: int) -> None:
+    weight = np.random.default_rng(seed).standard_normal((rows, 32 * blocks)).astype(np.float32)
+    e8m0 = np.dtype(ml_dtypes.float8_e8m0fnu)
+    quantized = quantize_blocks(weight, (1, 32), DType.FP4_E2M1FN, scale_dtype=e8m0)
+    assert quantized.scale.dtype == e8m0
+    expected = ref_block_quantize(weight, (1, 32), "fp4_e2m1fn", True, e8m0)
+    assert np.array_equal(quantized.dequantize(weight.dtype), expected)
+
+
+@pytest.mark.parametrize("dtype", [DType.INT8, DType.UINT8])
+def test_hand_computed_asymmetric(dtype: DType) -> None:
+    weight = np.array([[0.0, 1.0, 2.0, 5.1]], dtype=np.float32)
+    quantized = quantize_blocks(weight, (1, 4), dtype, symmetric=False)
+    assert quantized.scale[0, 0] == np.float32(5.1 / 255)
+    low = -128 if dtype is DType.INT8 else 0
+    assert quantized.zero_point is not None and quantized.zero_point[0, 0] == low
+    assert quantized.codes[0, 0] == low and quantized.codes[0, -1] == low + 255
+
+
+def test_block_shape() -> None:
+    assert block_shape((8, 6, 3, 3), "per_tensor", 0, 1, 4) == (8, 6, 3, 3)
+    assert block_shape((8, 6, 3, 3), "per_channel", 0, 1, 4) == (1, 6, 3, 3)
+    assert block_shape((8, 6, 3, 3), "per_block", 0, 1, 4) == (1, 4, 3, 3)
+    assert block_shape((6, 8), "per_block", 1, 0, 32) == (6, 1)
+    with pytest.raises(ValueError, match="output channel axis"):
+        block_shape((6, 8), "per_channel", None, None, 4)
