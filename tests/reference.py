@@ -286,3 +286,52 @@ def ref_block_quantize(
             rebuilt = _ref_int_block(values, flat, dtype, symmetric, scales_in)
         result[index] = rebuilt.astype(out)
     return result
+
+
+def ref_lut_decode(palette: object, out: np.dtype) -> np.ndarray:
+    """Decode a GroupedPalette element by element (loops over output channels and vectors)."""
+    p = palette
+    lut = p.lut.astype(np.float32)  # type: ignore[attr-defined]
+    quantized = p.lut_quantized  # type: ignore[attr-defined]
+    if quantized is not None:
+        codes = quantized.codes.astype(np.float32)
+        zp = 0.0 if quantized.zero_point is None else quantized.zero_point.astype(np.float32)
+        lut = ((codes - zp) * quantized.scale.astype(np.float32)).astype(out).astype(np.float32)
+    indices = np.moveaxis(p.indices, (p.out_axis, p.in_axis), (0, -1))  # type: ignore[attr-defined]
+    dims = p.cluster_dim  # type: ignore[attr-defined]
+    dense = np.zeros((*indices.shape[:-1], indices.shape[-1] * dims), dtype=np.float32)
+    for channel in range(indices.shape[0]):
+        group = channel // p.group_size  # type: ignore[attr-defined]
+        for position in np.ndindex(*indices.shape[1:]):
+            entry = lut[group, indices[(channel, *position)]]
+            start = position[-1] * dims
+            dense[(channel, *position[:-1], slice(start, start + dims))] = entry
+    result = dense.astype(out)
+    if p.channel_scale is not None:  # type: ignore[attr-defined]
+        scale = p.channel_scale.astype(np.float32)  # type: ignore[attr-defined]
+        result = (dense * scale.reshape(-1, *([1] * (dense.ndim - 1)))).astype(out)
+    return np.moveaxis(result, (0, -1), (p.out_axis, p.in_axis))  # type: ignore[attr-defined]
+
+
+def ref_kmeans_vectors(points: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Plain k-means++ seeding (numpy Generator ``seed``) and Lloyd to convergence."""
+    rng = np.random.default_rng(seed)
+    x = points.astype(np.float64)
+    centroids = [x[rng.integers(x.shape[0])]]
+    for _ in range(1, k):
+        d = np.min([((x - c) ** 2).sum(1) for c in centroids], axis=0)
+        centroids.append(x[rng.choice(x.shape[0], p=d / d.sum())])
+    c = np.array(centroids)
+    for _ in range(1000):
+        labels = np.argmin(((x[:, None, :] - c[None]) ** 2).sum(-1), axis=1)
+        new = np.array([x[labels == j].mean(0) if np.any(labels == j) else c[j] for j in range(k)])
+        if np.allclose(new, c):
+            break
+        c = new
+    return c
+
+
+def vector_mse(points: np.ndarray, centroids: np.ndarray) -> float:
+    x = points.astype(np.float64)
+    d = ((x[:, None, :] - centroids[None].astype(np.float64)) ** 2).sum(-1)
+    return float(d.min(axis=1).mean())

@@ -8,8 +8,8 @@ Public surface:
     returns a ``SparsifyResult``: the program and one ``WeightOutcome`` per candidate);
   * ``collect_calibration`` and ``Calibration``: activation statistics from the runtime for
     calibration-aware pruning (``algorithm="wanda"`` or ``"sparsegpt"``);
-  * ``quantize_weights`` (and ``quantize_with_report``): blockwise quantization of dense
-    weights; ``QScheme`` and ``CompressionGranularity``;
+  * ``quantize_weights`` and ``palettize_weights`` (and their ``*_with_report``): the
+    sibling passes for dense weights; ``QScheme`` and ``CompressionGranularity``;
   * ``DType``;
   * modules ``runtime`` (run a saved asset) and ``validation`` (seeded example inputs,
     output comparison).
@@ -24,6 +24,7 @@ from coreai_opt.coreai_utils.schemes import CompressionGranularity, QScheme
 
 if TYPE_CHECKING:
     from coreai_opt.coreai_utils.calibration import Calibration, collect_calibration
+    from coreai_opt.coreai_utils.passes.palettize import palettize_weights, palettize_with_report
     from coreai_opt.coreai_utils.passes.quantize import quantize_weights, quantize_with_report
     from coreai_opt.coreai_utils.passes.sparsify import (
         SparsifyResult,
@@ -40,6 +41,8 @@ __all__ = [
     "SparsifyResult",
     "WeightOutcome",
     "collect_calibration",
+    "palettize_weights",
+    "palettize_with_report",
     "quantize_weights",
     "quantize_with_report",
     "sparsify_weights",
@@ -49,9 +52,14 @@ __all__ = [
 _LAZY = {"SparsifyResult", "WeightOutcome", "sparsify_weights", "sparsify_with_report"}
 _CALIBRATION = {"Calibration", "collect_calibration"}
 _QUANTIZE = {"quantize_weights", "quantize_with_report"}
+_PALETTIZE = {"palettize_weights", "palettize_with_report"}
 
 
 def __getattr__(name: str) -> Any:
+    if name in _PALETTIZE:
+        from coreai_opt.coreai_utils.passes import palettize  # noqa: PLC0415
+
+        return getattr(palettize, name)
     if name in _QUANTIZE:
         from coreai_opt.coreai_utils.passes import quantize  # noqa: PLC0415
 

@@ -29,7 +29,7 @@ from coreai_opt.coreai_utils.ir.constants import (
 from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized
 from coreai_opt.coreai_utils.numerics.sparse import pack_bits
 
-__all__ = ["emit_blockwise_chain", "scale_storage"]
+__all__ = ["code_data", "emit_blockwise_chain", "scale_storage"]
 
 _SUB_BYTE = (DType.INT4, DType.UINT4, DType.FP4_E2M1FN)
 _SCALE_TYPES = {
@@ -50,7 +50,7 @@ def scale_storage(dtype: np.dtype) -> DType:
     return table[np.dtype(dtype)]
 
 
-def _code_data(codes: np.ndarray, dtype: DType) -> np.ndarray:
+def code_data(codes: np.ndarray, dtype: DType) -> np.ndarray:
     if dtype in _SUB_BYTE:
         nibbles = np.ascontiguousarray(codes).view(np.uint8) & np.uint8(0xF)
         return pack_bits(nibbles.reshape(-1), 4)
@@ -64,9 +64,9 @@ def _chain(
     stored = storage_type(dtype)
     shape = tuple(codes.shape)
     grid = tuple(scale.shape)
-    data = make_constant(_code_data(codes, dtype), shape, stored)
+    data = make_constant(code_data(codes, dtype), shape, stored)
     if zero_point is not None:
-        offsets = make_constant(_code_data(zero_point, dtype), grid, stored)
+        offsets = make_constant(code_data(zero_point, dtype), grid, stored)
         data = ops.blockwise_shift_scale(
             data, make_splat(1.0, grid, element), offsets, make_splat(0.0, grid, element)
         )

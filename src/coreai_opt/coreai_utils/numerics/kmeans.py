@@ -94,8 +94,11 @@ def histogram(values: np.ndarray) -> Histogram:
     )
 
 
-def lloyd_weighted(points: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
-    """Sorted centroids of a weighted 1-D k-means on sorted ``points``, from quantile starts.
+def lloyd_weighted(
+    points: np.ndarray, weights: np.ndarray, k: int, starts: np.ndarray | None = None
+) -> np.ndarray:
+    """Sorted centroids of a weighted 1-D k-means on sorted ``points``, from quantile starts
+    (or the given sorted ``starts``).
 
     Iterates until the assignment is stable (or a fixed cap); an empty cluster keeps its
     centroid. Returns at most ``k`` distinct centroids; with no more than ``k`` points, the
@@ -104,8 +107,9 @@ def lloyd_weighted(points: np.ndarray, weights: np.ndarray, k: int) -> np.ndarra
     if points.size <= k:
         return points.copy()
     cumulative = np.cumsum(weights)
-    targets = (np.arange(k) + 0.5) / k * cumulative[-1]
-    starts = points[np.minimum(np.searchsorted(cumulative, targets), points.size - 1)]
+    if starts is None:
+        targets = (np.arange(k) + 0.5) / k * cumulative[-1]
+        starts = points[np.minimum(np.searchsorted(cumulative, targets), points.size - 1)]
     centroids = np.unique(starts)
     prefix_w = np.concatenate(([0.0], cumulative))
     prefix_x = np.concatenate(([0.0], np.cumsum(weights * points)))

@@ -2,48 +2,28 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
 from coreai_opt.coreai_utils.ir.blockwise import emit_blockwise_chain
-from coreai_opt.coreai_utils.ir.constants import read_constant
-from coreai_opt.coreai_utils.ir.rewrite import replace_constant
-from coreai_opt.coreai_utils.ir.weights import WeightSite, find_weights
+from coreai_opt.coreai_utils.ir.weights import WeightSite
 from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized, block_shape, quantize_blocks
-from coreai_opt.coreai_utils.numerics.masks import all_finite
-from coreai_opt.coreai_utils.passes.outcomes import (
-    SparsifyResult,
-    WeightOutcome,
-    check_program,
-    warn_weight,
-)
+from coreai_opt.coreai_utils.passes.outcomes import SparsifyResult, WeightOutcome, check_program
 from coreai_opt.coreai_utils.passes.quantize_options import (
     QuantizeOptions,
     validate_quantize_options,
 )
+from coreai_opt.coreai_utils.passes.runner import Decision, Encoded, run_weight_pass
 from coreai_opt.coreai_utils.schemes import CompressionGranularity, QScheme
 
-__all__ = ["QuantizePlan", "plan_quantize", "quantize_weights", "quantize_with_report"]
+__all__ = ["decide_quantize", "quantize_weight", "quantize_weights", "quantize_with_report"]
 
 _PER_TENSOR = CompressionGranularity.PER_TENSOR
 _PER_CHANNEL = CompressionGranularity.PER_CHANNEL
 _PER_BLOCK = CompressionGranularity.PER_BLOCK
-
-
-@dataclass(frozen=True)
-class QuantizePlan:
-    """What to do with one weight: its ``granularity`` (None: left dense, ``reason`` says
-    why; a fallback to a coarser granularity is noted in ``reason`` with ``warn``)."""
-
-    site: WeightSite
-    granularity: CompressionGranularity | None
-    reason: str | None = None
-    warn: bool = False
 
 
 def quantize_weights(
@@ -122,61 +102,37 @@ def quantize_with_report(
         scale_dtype=scale_dtype,
         weight_num_threshold=weight_num_threshold,
     )
-    if not isinstance(in_place, bool):
-        msg = f"in_place must be a bool, got {in_place!r}"
-        raise TypeError(msg)
-    program = coreai_program if in_place else copy.deepcopy(coreai_program)
-    module = program._module._mlir_module  # noqa: SLF001
-    plans = [_plan(site, options) for site in find_weights(module)]
-    outcomes: list[WeightOutcome] = []
-    with module.context:
-        for plan in plans:
-            if plan.warn:
-                warn_weight(plan.site, plan.reason)
-            outcome = _outcome(plan, options) if plan.granularity is None else _apply(plan, options)
-            outcomes.append(outcome)
-            if on_weight is not None:
-                on_weight(len(outcomes), len(plans), outcome)
-        module.operation.verify()
-    return SparsifyResult(program, tuple(outcomes))
+    return run_weight_pass(
+        coreai_program,
+        in_place=in_place,
+        threshold=options.weight_num_threshold,
+        decide=lambda site: decide_quantize(site, options),
+        encode=lambda weight, decision: _encode(weight, decision, options),
+        on_weight=on_weight,
+    )
 
 
-def plan_quantize(coreai_program: AIProgram, options: QuantizeOptions) -> list[QuantizePlan]:
-    """The plan per candidate weight (read-only; no weight data)."""
-    module = coreai_program._module._mlir_module  # noqa: SLF001
-    return [_plan(site, options) for site in find_weights(module)]
-
-
-def _plan(site: WeightSite, options: QuantizeOptions) -> QuantizePlan:
-    if site.size < options.weight_num_threshold:
-        threshold = options.weight_num_threshold
-        reason = f"{site.size} elements, below weight_num_threshold={threshold}"
-        return QuantizePlan(site, None, reason)
+def decide_quantize(site: WeightSite, options: QuantizeOptions) -> Decision:
+    """The granularity for ``site`` (coarser when its axes are unknown), read-only."""
     wanted = options.granularity
     if wanted is _PER_BLOCK and site.in_axis is None:
         if options.dtype is DType.FP4_E2M1FN:
-            reason = (
-                "MXFP4 needs the weight's input channel axis, which its consumers leave unknown"
-            )
-            return QuantizePlan(site, None, reason, warn=True)
+            reason = "MXFP4 needs the input channel axis; the consumers leave it unknown"
+            return Decision(site, None, reason, warn=True)
         coarser = _PER_CHANNEL if site.out_axis is not None else _PER_TENSOR
         reason = f"input channel axis unknown; quantized {coarser.value}"
-        return QuantizePlan(site, coarser, reason, warn=True)
+        return Decision(site, coarser.value, reason, warn=True)
     if wanted is _PER_CHANNEL and site.out_axis is None:
         reason = "output channel axis unknown; quantized per_tensor"
-        return QuantizePlan(site, _PER_TENSOR, reason, warn=True)
-    return QuantizePlan(site, wanted)
+        return Decision(site, _PER_TENSOR.value, reason, warn=True)
+    return Decision(site, wanted.value)
 
 
 def quantize_weight(
-    weight: np.ndarray, plan: QuantizePlan, options: QuantizeOptions
+    weight: np.ndarray, site: WeightSite, granularity: str, options: QuantizeOptions
 ) -> BlockQuantized:
-    """The numbers for one weight under ``plan`` (pure numpy)."""
-    site = plan.site
-    granularity = plan.granularity or _PER_TENSOR
-    block = block_shape(
-        site.shape, granularity.value, site.out_axis, site.in_axis, options.block_size
-    )
+    """The numbers for one weight at ``granularity`` (pure numpy)."""
+    block = block_shape(site.shape, granularity, site.out_axis, site.in_axis, options.block_size)
     scales = numpy_dtype(options.scale_dtype) if options.scale_dtype is not None else None
     return quantize_blocks(
         weight,
@@ -187,56 +143,15 @@ def quantize_weight(
     )
 
 
-def _apply(plan: QuantizePlan, options: QuantizeOptions) -> WeightOutcome:
-    site = plan.site
-    try:
-        weight = read_constant(site.op, site.dtype)
-    except ValueError as error:
-        return _skip(plan, options, f"could not read the constant: {error}")
-    if not all_finite(weight):
-        return _skip(plan, options, "contains NaN or Inf")
-    try:
-        quantized = quantize_weight(weight, plan, options)
-    except (ArithmeticError, MemoryError, ValueError) as error:
-        return _skip(plan, options, f"could not compress: {type(error).__name__}: {error}")
-    del weight
-    replace_constant(site.op, emit_blockwise_chain(site.op, quantized))
+def _encode(weight: np.ndarray, decision: Decision, options: QuantizeOptions) -> Encoded:
+    site = decision.site
+    quantized = quantize_weight(weight, site, decision.mode or _PER_TENSOR.value, options)
     bits = 4 if options.dtype in (DType.INT4, DType.UINT4, DType.FP4_E2M1FN) else 8
     stored = -(-site.size * bits // 8) + quantized.scale.nbytes
     if quantized.zero_point is not None:
         stored += -(-quantized.zero_point.size * bits // 8)
-    return _outcome(plan, options, compressed=True, bytes_after=stored)
-
-
-def _skip(plan: QuantizePlan, options: QuantizeOptions, reason: str) -> WeightOutcome:
-    warn_weight(plan.site, f"{reason}; left dense")
-    return _outcome(QuantizePlan(plan.site, None, reason), options)
-
-
-def _outcome(
-    plan: QuantizePlan,
-    options: QuantizeOptions,
-    *,
-    compressed: bool = False,
-    bytes_after: int | None = None,
-) -> WeightOutcome:
-    site = plan.site
-    before = site.size * site.dtype.itemsize
-    granularity = plan.granularity.value if compressed and plan.granularity else None
-    return WeightOutcome(
-        name=site.name,
-        id=site.id,
-        path=site.path,
-        source=site.source,
-        shape=site.shape,
-        dtype=str(site.dtype),
-        consumers=site.consumers,
-        kind=site.kind.value,
-        mode=granularity,
-        joint=options.dtype.value if compressed else None,
-        reason=plan.reason,
-        sparsity=None,
-        bytes_before=before,
-        bytes_after=before if bytes_after is None else bytes_after,
-        algorithm=None,
+    return Encoded(
+        emit=lambda op: emit_blockwise_chain(op, quantized),
+        joint=options.dtype.value,
+        bytes_after=stored,
     )

@@ -1,0 +1,263 @@
+"""Palettization of dense weights: look-up tables per tensor, channel or group, pure numpy.
+
+A weight is split into LUT groups along its output axis (``block``: one group is the whole
+tensor, one output channel, or ``group_size`` consecutive output channels; a partial last
+group allowed). Each group gets a LUT of ``2**nbits`` entries, each entry a vector of
+``cluster_dim`` consecutive values along the input axis (scalars when 1), and every element
+(vector) its nearest entry's index.
+
+* scalar LUTs: the exact 1-D k-means of :mod:`kmeans` (Lloyd to convergence from quantile
+  starts; lossless with at most ``2**nbits`` distinct values; groups of at most 2**16 values
+  also try Lloyd from the values' interpolated quantiles and keep the better), entries
+  rounded to the weight's dtype.
+* vector LUTs: k-means in ``cluster_dim`` dimensions: k-means++ seeding (seed 0) and Lloyd
+  to convergence on a sample of at most 2**16 vectors per group, then up to 3 Lloyd
+  iterations on all of them; indices are the nearest entries (ties: the lower index).
+* per-channel scale: each output channel is divided by its largest magnitude before
+  clustering and multiplied back by the decoder (scalar LUTs only).
+* LUT quantization (``lut_dtype``): each LUT is quantized symmetrically with one scale
+  (:func:`blockwise.quantize_blocks`), and indices are assigned to the nearest entries of
+  the LUT as the runtime decodes it.
+
+:meth:`GroupedPalette.decode` is the runtime's arithmetic: the LUT is dequantized (one
+rounding to the weight dtype), looked up, then scaled per channel (one rounding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from coreai_opt.coreai_utils.dtypes import DType
+from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized, quantize_blocks
+from coreai_opt.coreai_utils.numerics.kmeans import histogram, kmeans_1d, lloyd_weighted, nearest
+from coreai_opt.coreai_utils.numerics.parallel import parallel_map
+
+__all__ = ["GroupedPalette", "kmeans_vectors", "palettize_groups"]
+
+_SAMPLE = 1 << 16
+_FULL_ITERATIONS = 3
+_MAX_ITERATIONS = 300
+
+
+@dataclass(frozen=True)
+class GroupedPalette:
+    """``indices`` (uint8; the weight's shape, its ``axis`` divided by ``cluster_dim``) into
+    ``lut`` (``[groups, 2**nbits, cluster_dim]`` in the weight dtype, or the LUT's codes with
+    ``lut_quantized``); ``channel_scale`` (``[C_out]``) or None. Groups run along ``axis``
+    0 of the moved weight: ``group_size`` output channels each (the last may be partial)."""
+
+    indices: np.ndarray
+    lut: np.ndarray
+    lut_quantized: BlockQuantized | None
+    channel_scale: np.ndarray | None
+    nbits: int
+    cluster_dim: int
+    group_size: int
+    out_axis: int
+    in_axis: int
+
+    def lut_values(self, out: np.dtype) -> np.ndarray:
+        """The LUT as the runtime holds it after dequantizing (``[groups, P, V]``)."""
+        if self.lut_quantized is None:
+            return self.lut
+        return self.lut_quantized.dequantize(out)
+
+    def decode(self, out: np.dtype) -> np.ndarray:
+        """The dense weight as the runtime rebuilds it."""
+        lut = self.lut_values(out)
+        moved = np.moveaxis(self.indices, (self.out_axis, self.in_axis), (0, -1))
+        channels = moved.shape[0]
+        group_of = np.arange(channels) // self.group_size
+        shape = moved.shape
+        flat = moved.reshape(channels, -1)
+        values = lut[group_of[:, None], flat]  # [C, n, V]
+        dense = values.reshape(*shape[:-1], shape[-1] * self.cluster_dim)
+        if self.channel_scale is not None:
+            scale = self.channel_scale.astype(np.float32).reshape(-1, *([1] * (dense.ndim - 1)))
+            dense = (dense.astype(np.float32) * scale).astype(out)
+        result: np.ndarray = np.moveaxis(dense, (0, -1), (self.out_axis, self.in_axis))
+        return np.ascontiguousarray(result)
+
+
+def _sse(points: np.ndarray, weights: np.ndarray, centroids: np.ndarray) -> float:
+    boundaries = (centroids[1:] + centroids[:-1]) / 2
+    nearest_centroid = centroids[np.searchsorted(boundaries, points)]
+    return float(np.sum(weights * (points - nearest_centroid) ** 2))
+
+
+def _scalar_lut(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(lut [k] in values' dtype, indices)`` for 1-D ``values``.
+
+    Small groups (at most 2**16 values) also run Lloyd from the interpolated quantiles of
+    the values and keep the better of the two solutions: with few points the start decides
+    which local optimum Lloyd reaches.
+    """
+    hist = histogram(values)
+    centroids = kmeans_1d(values, k, hist)
+    if k < values.size <= _SAMPLE:
+        points, counts = np.unique(values.astype(np.float64), return_counts=True)
+        if points.size > k:
+            weights = counts.astype(np.float64)
+            starts = np.quantile(values.astype(np.float64), (np.arange(k) + 0.5) / k)
+            other = lloyd_weighted(points, weights, k, np.unique(starts))
+            if _sse(points, weights, other) < _sse(points, weights, centroids):
+                centroids = other
+    rounded = np.unique(centroids.astype(values.dtype).astype(np.float64))
+    lut = np.concatenate((rounded, np.repeat(rounded[-1:], k - rounded.size)))
+    return lut.astype(values.dtype), nearest(values, hist, rounded).astype(np.uint8)
+
+
+def _nearest_vectors(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the nearest centroid for each point (ties: the lower index), chunked."""
+    out = np.empty(points.shape[0], dtype=np.intp)
+    squared = (centroids**2).sum(axis=1)
+    step = max(1, (1 << 22) // max(centroids.shape[0], 1))
+    for start in range(0, points.shape[0], step):
+        chunk = points[start : start + step]
+        distance = squared[None, :] - 2.0 * chunk @ centroids.T
+        out[start : start + step] = np.argmin(distance, axis=1)
+    return out
+
+
+def _lloyd(points: np.ndarray, centroids: np.ndarray, iterations: int) -> np.ndarray:
+    """Lloyd iterations (until the assignment is stable, at most ``iterations``); an
+    empty cluster keeps its centroid."""
+    labels: np.ndarray | None = None
+    for _ in range(iterations):
+        new = _nearest_vectors(points, centroids)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        counts = np.bincount(labels, minlength=centroids.shape[0]).astype(np.float64)
+        sums = np.stack(
+            [
+                np.bincount(labels, weights=points[:, d], minlength=centroids.shape[0])
+                for d in range(points.shape[1])
+            ],
+            axis=1,
+        )
+        filled = counts > 0
+        centroids = centroids.copy()
+        centroids[filled] = sums[filled] / counts[filled, None]
+    return centroids
+
+
+def kmeans_vectors(points: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """``k`` centroids (float64 ``[k, dims]``) of ``points`` ``[n, dims]``: k-means++
+    seeding and Lloyd on a sample, then a few Lloyd iterations on all points. With at most
+    ``k`` distinct points, those points (padded by repeating the last)."""
+    data = np.asarray(points, dtype=np.float64)
+    distinct = np.unique(data, axis=0)
+    if distinct.shape[0] <= k:
+        pad = np.repeat(distinct[-1:], k - distinct.shape[0], axis=0)
+        return np.concatenate((distinct, pad))
+    rng = np.random.default_rng(seed)
+    sample = (
+        data
+        if data.shape[0] <= _SAMPLE
+        else data[rng.choice(data.shape[0], _SAMPLE, replace=False)]
+    )
+    centroids = np.empty((k, data.shape[1]))
+    centroids[0] = sample[rng.integers(sample.shape[0])]
+    closest = ((sample - centroids[0]) ** 2).sum(axis=1)
+    for i in range(1, k):
+        total = closest.sum()
+        pick = (
+            rng.choice(sample.shape[0], p=closest / total)
+            if total > 0
+            else rng.integers(sample.shape[0])
+        )
+        centroids[i] = sample[pick]
+        closest = np.minimum(closest, ((sample - centroids[i]) ** 2).sum(axis=1))
+    centroids = _lloyd(sample, centroids, _MAX_ITERATIONS)
+    if sample is not data:
+        centroids = _lloyd(data, centroids, _FULL_ITERATIONS)
+    return centroids
+
+
+def _vector_lut(values: np.ndarray, k: int, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    points = values.reshape(-1, dims)
+    centroids = kmeans_vectors(points.astype(np.float64), k)
+    lut = centroids.astype(values.dtype)
+    indices = _nearest_vectors(points.astype(np.float64), lut.astype(np.float64))
+    return lut, indices.astype(np.uint8)
+
+
+def palettize_groups(
+    weight: np.ndarray,
+    nbits: int,
+    *,
+    out_axis: int,
+    in_axis: int,
+    group_size: int,
+    cluster_dim: int = 1,
+    per_channel_scale: bool = False,
+    lut_dtype: DType | None = None,
+) -> GroupedPalette:
+    """Palettize ``weight`` with one LUT per ``group_size`` output channels (module doc).
+
+    ``group_size`` at least the output channel count means one LUT for the tensor; 1 means
+    one per channel. ``cluster_dim`` must divide the input axis (checked by the caller).
+    """
+    out = weight.dtype
+    k = 1 << nbits
+    moved = np.moveaxis(weight, (out_axis, in_axis), (0, -1))
+    channels = moved.shape[0]
+    group_size = min(group_size, channels)
+    channel_scale = None
+    work = moved
+    if per_channel_scale:
+        absmax = np.abs(moved.reshape(channels, -1).astype(np.float64)).max(axis=1)
+        channel_scale = np.where(absmax > 0, absmax, 1.0).astype(out)
+        safe = np.where(channel_scale.astype(np.float32) > 0, channel_scale.astype(np.float32), 1.0)
+        work = (moved.astype(np.float32) / safe.reshape(-1, *([1] * (moved.ndim - 1)))).astype(out)
+    groups = -(-channels // group_size)
+
+    def one(group: int) -> tuple[np.ndarray, np.ndarray]:
+        part = work[group * group_size : (group + 1) * group_size]
+        if cluster_dim == 1:
+            lut, idx = _scalar_lut(np.ascontiguousarray(part).reshape(-1), k)
+            return lut.reshape(k, 1), idx
+        return _vector_lut(np.ascontiguousarray(part), k, cluster_dim)
+
+    results = parallel_map(one, range(groups))
+    lut = np.stack([r[0] for r in results])  # [groups, k, V]
+    quantized = None
+    if lut_dtype is not None:
+        quantized = quantize_blocks(lut, (1, k, cluster_dim), lut_dtype, symmetric=True)
+        decoded = quantized.dequantize(out).astype(np.float64)
+        results = [
+            (decoded[g], _reassign(work, g, group_size, decoded[g], cluster_dim))
+            for g in range(groups)
+        ]
+    flat_shape = (*moved.shape[:-1], moved.shape[-1] // cluster_dim)
+    indices = np.concatenate([r[1] for r in results]).reshape(flat_shape)
+    return GroupedPalette(
+        indices=np.moveaxis(indices, (0, -1), (out_axis, in_axis)),
+        lut=lut if quantized is None else quantized.codes,
+        lut_quantized=quantized,
+        channel_scale=channel_scale,
+        nbits=nbits,
+        cluster_dim=cluster_dim,
+        group_size=group_size,
+        out_axis=out_axis,
+        in_axis=in_axis,
+    )
+
+
+def _reassign(
+    work: np.ndarray, group: int, group_size: int, lut: np.ndarray, cluster_dim: int
+) -> np.ndarray:
+    """Indices of the nearest entries of the decoded ``lut`` ``[k, V]`` for one group."""
+    part = np.ascontiguousarray(work[group * group_size : (group + 1) * group_size])
+    if cluster_dim == 1:
+        values = part.reshape(-1)
+        order = np.argsort(lut[:, 0], kind="stable")
+        sorted_lut = lut[order, 0]
+        labels = nearest(values, histogram(values), sorted_lut)
+        chosen: np.ndarray = order[labels].astype(np.uint8)
+        return chosen
+    points = part.reshape(-1, cluster_dim).astype(np.float64)
+    return _nearest_vectors(points, lut).astype(np.uint8)

@@ -1,0 +1,128 @@
+"""The skeleton the dense-weight passes share: decide per weight (read-only), then compress
+and rewrite each one (the only mutation), with warnings and one outcome per weight."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from coreai._compiler.ir import Operation, Value
+from coreai.authoring import AIProgram
+
+from coreai_opt.coreai_utils.ir.constants import read_constant
+from coreai_opt.coreai_utils.ir.rewrite import replace_constant
+from coreai_opt.coreai_utils.ir.weights import WeightSite, find_weights
+from coreai_opt.coreai_utils.numerics.masks import all_finite
+from coreai_opt.coreai_utils.passes.outcomes import SparsifyResult, WeightOutcome, warn_weight
+
+__all__ = ["Decision", "Encoded", "decide_all", "run_weight_pass"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one weight: ``mode`` (the granularity used), or None to leave it
+    dense with ``reason``; ``reason`` with ``warn`` also notes a fallback."""
+
+    site: WeightSite
+    mode: str | None
+    reason: str | None = None
+    warn: bool = False
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A compressed weight: how to emit its chain, its storage name, its stored bytes."""
+
+    emit: Callable[[Operation], Value]
+    joint: str
+    bytes_after: int
+
+
+def decide_all(
+    program: AIProgram, threshold: int, decide: Callable[[WeightSite], Decision]
+) -> list[Decision]:
+    """One decision per candidate weight (read-only): below ``threshold`` stays dense."""
+    module = program._module._mlir_module  # noqa: SLF001
+    decisions = []
+    for site in find_weights(module):
+        if site.size < threshold:
+            reason = f"{site.size} elements, below weight_num_threshold={threshold}"
+            decisions.append(Decision(site, None, reason))
+        else:
+            decisions.append(decide(site))
+    return decisions
+
+
+def run_weight_pass(
+    program: AIProgram,
+    *,
+    in_place: object,
+    threshold: int,
+    decide: Callable[[WeightSite], Decision],
+    encode: Callable[[np.ndarray, Decision], Encoded],
+    on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
+) -> SparsifyResult:
+    """Copy ``program`` unless ``in_place``, then decide and encode every candidate weight."""
+    if not isinstance(in_place, bool):
+        msg = f"in_place must be a bool, got {in_place!r}"
+        raise TypeError(msg)
+    target = program if in_place else copy.deepcopy(program)
+    module = target._module._mlir_module  # noqa: SLF001
+    decisions = decide_all(target, threshold, decide)
+    outcomes: list[WeightOutcome] = []
+    with module.context:
+        for decision in decisions:
+            if decision.warn:
+                warn_weight(decision.site, decision.reason)
+            outcome = _apply(decision, encode) if decision.mode else _outcome(decision)
+            outcomes.append(outcome)
+            if on_weight is not None:
+                on_weight(len(outcomes), len(decisions), outcome)
+        module.operation.verify()
+    return SparsifyResult(target, tuple(outcomes))
+
+
+def _apply(decision: Decision, encode: Callable[[np.ndarray, Decision], Encoded]) -> WeightOutcome:
+    site = decision.site
+    try:
+        weight = read_constant(site.op, site.dtype)
+    except ValueError as error:
+        return _skip(decision, f"could not read the constant: {error}")
+    if not all_finite(weight):
+        return _skip(decision, "contains NaN or Inf")
+    try:
+        encoded = encode(weight, decision)
+    except (ArithmeticError, MemoryError, ValueError) as error:
+        return _skip(decision, f"could not compress: {type(error).__name__}: {error}")
+    del weight
+    replace_constant(site.op, encoded.emit(site.op))
+    return _outcome(decision, encoded)
+
+
+def _skip(decision: Decision, reason: str) -> WeightOutcome:
+    warn_weight(decision.site, f"{reason}; left dense")
+    return _outcome(Decision(decision.site, None, reason))
+
+
+def _outcome(decision: Decision, encoded: Encoded | None = None) -> WeightOutcome:
+    site = decision.site
+    before = site.size * site.dtype.itemsize
+    return WeightOutcome(
+        name=site.name,
+        id=site.id,
+        path=site.path,
+        source=site.source,
+        shape=site.shape,
+        dtype=str(site.dtype),
+        consumers=site.consumers,
+        kind=site.kind.value,
+        mode=decision.mode if encoded is not None else None,
+        joint=encoded.joint if encoded is not None else None,
+        reason=decision.reason,
+        sparsity=None,
+        bytes_before=before,
+        bytes_after=encoded.bytes_after if encoded is not None else before,
+        algorithm=None,
+    )
