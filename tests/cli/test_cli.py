@@ -16,6 +16,7 @@ from tests.reference import ref_magnitude, ref_nm
 
 REPORT_KEYS = {
     "version",
+    "command",
     "input",
     "output",
     "options",

@@ -1,4 +1,5 @@
-"""``coreai-sparsify``: compress an ``.aimodel`` asset, optionally validate it, and report."""
+"""``coreai-sparsify`` and ``coreai-compress``: compress an ``.aimodel`` asset, optionally
+validate it, and report."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from coreai_opt.cli.assets import check_paths, load_program, write_atomically
 from coreai_opt.cli.checks import MAIN, SEED, main_samples, validate, validate_with
 from coreai_opt.cli.config import Config, load_config
 from coreai_opt.cli.flags import (
+    COMPRESS,
     LIBRARY_DEFAULTS,
     PROG,
     CliError,
@@ -26,7 +28,12 @@ from coreai_opt.cli.flags import (
 from coreai_opt.cli.native_output import NativeStderr
 from coreai_opt.cli.progress import progress
 from coreai_opt.cli.report import build_report, print_plan, print_report, write_json
-from coreai_opt.coreai_utils import WeightOutcome, sparsify_with_report
+from coreai_opt.coreai_utils import (
+    WeightOutcome,
+    palettize_with_report,
+    quantize_with_report,
+    sparsify_with_report,
+)
 from coreai_opt.coreai_utils.assets import asset_bytes
 from coreai_opt.coreai_utils.calibration import (
     Calibration,
@@ -116,9 +123,11 @@ def _plan(flags: Flags, kwargs: dict[str, Any], program: Any, out: Console) -> N
 
 
 def _run(flags: Flags, out: Console, err: Console) -> None:
-    config = _config(flags)
-    kwargs = library_kwargs(flags, config)
-    _requested_algorithm(kwargs, flags)
+    if flags.command == "sparsify":
+        kwargs = library_kwargs(flags, _config(flags))
+        _requested_algorithm(kwargs, flags)
+    else:
+        kwargs = dict(flags.pass_options)
     if not flags.plan:
         assert flags.output is not None  # noqa: S101 - parse_flags guarantees it
         check_paths(flags.input, flags.output, force=flags.force, report=flags.report)
@@ -134,16 +143,18 @@ def _run(flags: Flags, out: Console, err: Console) -> None:
             if flags.validate_with
             else None
         )
-        calibration = _calibrate(flags, kwargs, program, err)
-        with progress("sparsifying", quiet=flags.quiet, err=err) as update:
+        calibration = (
+            _calibrate(flags, kwargs, program, err) if flags.command == "sparsify" else None
+        )
+        with progress(_LABELS[flags.command], quiet=flags.quiet, err=err) as update:
 
             def on_weight(done: int, total: int, _: WeightOutcome) -> None:
                 update(done, total)
 
+            compress = _PASSES[flags.command]
+            extra = {"calibration": calibration} if flags.command == "sparsify" else {}
             try:
-                result = sparsify_with_report(
-                    program, in_place=True, on_weight=on_weight, calibration=calibration, **kwargs
-                )
+                result = compress(program, in_place=True, on_weight=on_weight, **extra, **kwargs)
             except ValueError as error:
                 raise _library_error(error, flags) from None
         write_atomically(result.program, output)
@@ -158,12 +169,8 @@ def _run(flags: Flags, out: Console, err: Console) -> None:
         report = build_report(
             source="<demo>" if flags.demo else str(source),
             output=str(output),
-            options={
-                **kwargs,
-                "algorithm": check_algorithm(
-                    kwargs["algorithm"], calibrated=calibration is not None
-                ).value,
-            },
+            command=flags.command,
+            options=_report_options(flags, kwargs, calibration),
             weights=result.weights,
             asset_bytes_before=asset_bytes(source),
             asset_bytes_after=asset_bytes(output),
@@ -185,6 +192,24 @@ def _run(flags: Flags, out: Console, err: Console) -> None:
         print_report(report, out)
 
 
+def _report_options(
+    flags: Flags, kwargs: dict[str, Any], calibration: Calibration | None
+) -> dict[str, Any]:
+    """The options as the report records them (sparsify: the resolved algorithm)."""
+    if flags.command != "sparsify":
+        return kwargs
+    resolved = check_algorithm(kwargs["algorithm"], calibrated=calibration is not None)
+    return {**kwargs, "algorithm": resolved.value}
+
+
+_LABELS = {"sparsify": "sparsifying", "quantize": "quantizing", "palettize": "palettizing"}
+_PASSES: dict[str, Any] = {
+    "sparsify": sparsify_with_report,
+    "quantize": quantize_with_report,
+    "palettize": palettize_with_report,
+}
+
+
 def _calibrate(
     flags: Flags, kwargs: dict[str, Any], program: Any, err: Console
 ) -> Calibration | None:
@@ -202,24 +227,25 @@ def _calibrate(
         return collect_calibration(program, samples, function=MAIN, on_sample=update)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command; returns the exit status (0 ok, 2 user error, 1 unexpected failure)."""
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run ``prog`` (``coreai-sparsify``, or ``coreai-compress`` with a command); returns
+    the exit status (0 ok, 2 user error, 1 unexpected failure)."""
     with NativeStderr() as native:
         err = Console(file=native.console_stream, soft_wrap=True)
-        code, quiet = _main(argv, err)
+        code, quiet = _main(argv, prog, err)
         native.finish(show=code != 0 or not quiet, console=err)
     return code
 
 
-def _main(argv: list[str] | None, err: Console) -> tuple[int, bool]:
+def _main(argv: list[str] | None, prog: str, err: Console) -> tuple[int, bool]:
     """The command with ``err`` as its stderr console; ``(exit status, quiet)``."""
     out = Console()
     if not out.is_terminal:
         out = Console(width=200)  # files and pipes: no wrapping at 80 columns
     try:
-        flags = parse_flags(argv)
+        flags = parse_flags(argv, prog)
     except CliError as error:
-        err.print(f"{PROG}: error: {error}", highlight=False, markup=False)
+        err.print(f"{prog}: error: {error}", highlight=False, markup=False)
         return 2, False
     library_log = logging.getLogger("coreai_opt")
     handler = _ConsoleHandler(err)
@@ -230,13 +256,13 @@ def _main(argv: list[str] | None, err: Console) -> tuple[int, bool]:
     try:
         _run(flags, out, err)
     except CliError as error:
-        err.print(f"{PROG}: error: {error}", highlight=False, markup=False)
+        err.print(f"{prog}: error: {error}", highlight=False, markup=False)
         return 2, flags.quiet
     except KeyboardInterrupt:
-        err.print(f"{PROG}: interrupted", highlight=False, markup=False)
+        err.print(f"{prog}: interrupted", highlight=False, markup=False)
         return 130, flags.quiet
     except Exception as error:
-        err.print(f"{PROG}: failed: {type(error).__name__}: {error}", highlight=False, markup=False)
+        err.print(f"{prog}: failed: {type(error).__name__}: {error}", highlight=False, markup=False)
         return 1, flags.quiet
     finally:
         library_log.removeHandler(handler)
@@ -245,8 +271,13 @@ def _main(argv: list[str] | None, err: Console) -> tuple[int, bool]:
 
 
 def entry() -> None:
-    """Console-script entry point."""
+    """Console-script entry point of ``coreai-sparsify``."""
     sys.exit(main())
+
+
+def compress_entry() -> None:
+    """Console-script entry point of ``coreai-compress``."""
+    sys.exit(main(prog=COMPRESS))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 JSON schema (``version`` 2; keys are stable):
 
-    {"version": 2, "input": str, "output": str,
+    {"version": 2, "command": "sparsify" | "quantize" | "palettize",
+     "input": str, "output": str,
      "options": {"target_sparsity", "n_m_ratio", "block_size", "quantize_dtype",
                  "palettize_nbits", "weight_num_threshold", "algorithm",
                  "exclude": [pattern], "overrides": null | {pattern: {option: value} | null}},
@@ -23,8 +24,11 @@ in its ``reason``. ``mode`` is null for weights left dense (``reason`` says why)
 the ``--validate-with`` file (``seed`` is then null), or null for seeded random inputs.
 A weight's ``path`` is its readable name (the module call stack recorded by coreai-torch,
 else its id) and ``source`` the model's own ``file.py:line`` (null when not recorded).
-Version 2 added ``calibration``, ``options.algorithm``/``exclude``/``overrides``, the
-weights' ``id``, ``path``, ``source`` and ``algorithm``, and ``validation.inputs``.
+For quantize and palettize, ``options`` are that pass's arguments, a weight's ``mode`` is
+the granularity used, ``joint`` its storage (``int4``, ``palettize4``...), ``sparsity`` and
+``algorithm`` are null. Version 2 added ``command``, ``calibration``,
+``options.algorithm``/``exclude``/``overrides``, the weights' ``id``, ``path``, ``source``
+and ``algorithm``, and ``validation.inputs``.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ def build_report(
     validation: dict[str, list[OutputComparison]] | None,
     skipped: dict[str, str],
     seed: int | None,
+    command: str = "sparsify",
     validation_inputs: str | None = None,
     calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -69,6 +74,7 @@ def build_report(
     compressed = [w for w in weights if w.mode is not None]
     return {
         "version": REPORT_VERSION,
+        "command": command,
         "input": source,
         "output": output,
         "options": json.loads(json.dumps(options, default=str)),
@@ -199,9 +205,9 @@ def print_plan(plans: tuple[WeightPlan, ...], console: Console, *, calibrated: b
 
 def print_report(report: dict[str, Any], console: Console) -> None:
     """Render the summary table, totals and validation results."""
-    table = _weights_table(
-        "coreai-sparsify", ("shape", "dtype", "consumers", "mode", "sparsity", "bytes")
-    )
+    command = report["command"]
+    title = "coreai-sparsify" if command == "sparsify" else f"coreai-compress {command}"
+    table = _weights_table(title, ("shape", "dtype", "consumers", "mode", "sparsity", "bytes"))
     for row in report["weights"]:
         weight = _weight_label(row["path"], row["id"], row["name"], row["source"])
         consumers = ", ".join(
@@ -210,7 +216,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         if row["mode"] is None:
             mode = f"[dim]dense: {row['reason']}[/dim]"
         else:
-            mode = f"{row['algorithm']} {row['mode']}"
+            mode = f"{row['algorithm']} {row['mode']}" if row["algorithm"] else row["mode"]
             mode += f" + {row['joint']}" if row["joint"] else ""
             if row["reason"]:
                 mode += f" [yellow]({row['reason']})[/yellow]"
