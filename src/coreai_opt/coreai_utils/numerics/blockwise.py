@@ -34,6 +34,7 @@ import ml_dtypes
 import numpy as np
 
 from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
+from coreai_opt.coreai_utils.numerics.quantize import fp8_round
 
 __all__ = ["INTEGER_BITS", "BlockQuantized", "block_shape", "quantize_blocks"]
 
@@ -41,6 +42,7 @@ INTEGER_BITS = {DType.INT4: 4, DType.INT8: 8, DType.UINT4: 4, DType.UINT8: 8}
 _FLOATS = (DType.FP8_E4M3FN, DType.FP8_E5M2, DType.FP4_E2M1FN)
 _FACTORS = 2.0 ** (np.arange(32) / 32)
 _SAMPLE = 256
+_FP8_EMULATED = (np.dtype(ml_dtypes.float8_e4m3fn), np.dtype(ml_dtypes.float8_e5m2))
 
 
 @dataclass(frozen=True)
@@ -139,9 +141,21 @@ def _encode_float(scaled: np.ndarray, storage: np.dtype) -> np.ndarray:
     """Saturating round-to-nearest-even cast; a value that rounds to zero is stored as +0
     (a -0 code would decode to -0.0)."""
     limit = float(ml_dtypes.finfo(storage).max)
-    codes = np.clip(scaled, -limit, limit).astype(storage)
-    result: np.ndarray = np.where(codes == 0, np.zeros((), dtype=storage), codes)
-    return result
+    codes: np.ndarray = np.clip(scaled, -limit, limit).astype(storage)
+    bits = codes.view(np.uint8)  # one byte per code; the sign is the top bit of the value
+    magnitude = np.uint8(0x07 if storage == np.dtype(ml_dtypes.float4_e2m1fn) else 0x7F)
+    bits[(bits & magnitude) == 0] = 0
+    return codes
+
+
+def _round_codes(scaled: np.ndarray, storage: np.dtype, limit: float) -> np.ndarray:
+    """``scaled`` saturated and rounded to the code type, as float32 (the fast exact fp8
+    emulation where it applies)."""
+    clipped = np.clip(scaled, -limit, limit).astype(np.float32)
+    if storage in _FP8_EMULATED:  # fp8_round works on flat arrays
+        return fp8_round(clipped.reshape(-1), storage).reshape(clipped.shape)
+    rounded: np.ndarray = clipped.astype(storage).astype(np.float32)
+    return rounded
 
 
 def _float_scales(
@@ -162,7 +176,7 @@ def _float_scales(
     for candidate in candidates:
         scale = _stored(candidate, scale_dtype)
         per_row = scale.astype(np.float32)[:, None]
-        codes = _encode_float(sample / per_row, storage).astype(np.float32)
+        codes = _round_codes(sample / per_row, storage, limit)
         rebuilt = (codes * per_row).astype(out).astype(np.float32)
         errors.append(((rebuilt - sample) ** 2).sum(axis=1))
         stored.append(scale)

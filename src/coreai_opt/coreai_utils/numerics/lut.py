@@ -7,12 +7,12 @@ group allowed). Each group gets a LUT of ``2**nbits`` entries, each entry a vect
 (vector) its nearest entry's index.
 
 * scalar LUTs: the exact 1-D k-means of :mod:`kmeans` (Lloyd to convergence from quantile
-  starts; lossless with at most ``2**nbits`` distinct values; groups of at most 2**16 values
+  starts; lossless with at most ``2**nbits`` distinct values; groups of at most 2**12 values
   also try Lloyd from the values' interpolated quantiles and keep the better), entries
   rounded to the weight's dtype.
 * vector LUTs: k-means in ``cluster_dim`` dimensions: k-means++ seeding (seed 0) and Lloyd
-  to convergence on a sample of at most 2**16 vectors per group, then up to 3 Lloyd
-  iterations on all of them; indices are the nearest entries (ties: the lower index).
+  to convergence on a sample of at most 2**16 vectors per group, then one Lloyd
+  iteration on all of them; indices are the nearest entries (ties: the lower index).
 * per-channel scale: each output channel is divided by its largest magnitude before
   clustering and multiplied back by the decoder (scalar LUTs only).
 * LUT quantization (``lut_dtype``): each LUT is quantized symmetrically with one scale
@@ -37,7 +37,8 @@ from coreai_opt.coreai_utils.numerics.parallel import parallel_map
 __all__ = ["GroupedPalette", "kmeans_vectors", "palettize_groups"]
 
 _SAMPLE = 1 << 16
-_FULL_ITERATIONS = 3
+_EXACT_GROUP = 1 << 12
+_FULL_ITERATIONS = 1
 _MAX_ITERATIONS = 300
 
 
@@ -90,34 +91,52 @@ def _sse(points: np.ndarray, weights: np.ndarray, centroids: np.ndarray) -> floa
 def _scalar_lut(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``(lut [k] in values' dtype, indices)`` for 1-D ``values``.
 
-    Small groups (at most 2**16 values) also run Lloyd from the interpolated quantiles of
-    the values and keep the better of the two solutions: with few points the start decides
-    which local optimum Lloyd reaches.
+    Groups of more than 2**12 values go through the histogram k-means of :mod:`kmeans`.
+    Smaller ones run Lloyd on their exact distinct values, from the weighted quantiles and
+    from the values' interpolated quantiles, keeping the better: with few points the start
+    decides which local optimum Lloyd reaches.
     """
-    hist = histogram(values)
-    centroids = kmeans_1d(values, k, hist)
-    if k < values.size <= _SAMPLE:
-        points, counts = np.unique(values.astype(np.float64), return_counts=True)
-        if points.size > k:
-            weights = counts.astype(np.float64)
-            starts = np.quantile(values.astype(np.float64), (np.arange(k) + 0.5) / k)
-            other = lloyd_weighted(points, weights, k, np.unique(starts))
-            if _sse(points, weights, other) < _sse(points, weights, centroids):
-                centroids = other
+    if values.size > _EXACT_GROUP:
+        hist = histogram(values)
+        centroids = kmeans_1d(values, k, hist)
+        rounded = np.unique(centroids.astype(values.dtype).astype(np.float64))
+        lut = np.concatenate((rounded, np.repeat(rounded[-1:], k - rounded.size)))
+        return lut.astype(values.dtype), nearest(values, hist, rounded).astype(np.uint8)
+    wide = values.astype(np.float64)
+    points, counts = np.unique(wide, return_counts=True)
+    weights = counts.astype(np.float64)
+    centroids = lloyd_weighted(points, weights, k)
+    if points.size > k:
+        starts = np.unique(np.quantile(wide, (np.arange(k) + 0.5) / k))
+        other = lloyd_weighted(points, weights, k, starts)
+        if _sse(points, weights, other) < _sse(points, weights, centroids):
+            centroids = other
     rounded = np.unique(centroids.astype(values.dtype).astype(np.float64))
     lut = np.concatenate((rounded, np.repeat(rounded[-1:], k - rounded.size)))
-    return lut.astype(values.dtype), nearest(values, hist, rounded).astype(np.uint8)
+    return lut.astype(values.dtype), _nearest_sorted(wide, rounded)
+
+
+def _nearest_sorted(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Index of the nearest entry of sorted ``lut`` for each value (ties to the lower)."""
+    boundaries = (lut[1:] + lut[:-1]) / 2
+    indices: np.ndarray = np.searchsorted(boundaries, values, side="left").astype(np.uint8)
+    return indices
 
 
 def _nearest_vectors(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Index of the nearest centroid for each point (ties: the lower index), chunked."""
+    """Index of the nearest centroid for each point (ties: the lower index), in chunks on
+    the thread pool."""
     out = np.empty(points.shape[0], dtype=np.intp)
-    squared = (centroids**2).sum(axis=1)
-    step = max(1, (1 << 22) // max(centroids.shape[0], 1))
-    for start in range(0, points.shape[0], step):
-        chunk = points[start : start + step]
-        distance = squared[None, :] - 2.0 * chunk @ centroids.T
+    step = max(1, (1 << 20) // max(centroids.shape[0], 1))
+
+    def chunk(start: int) -> None:
+        part = points[start : start + step]
+        distance = np.zeros((part.shape[0], centroids.shape[0]))
+        for d in range(points.shape[1]):
+            distance += (part[:, d : d + 1] - centroids[None, :, d]) ** 2
         out[start : start + step] = np.argmin(distance, axis=1)
+
+    parallel_map(chunk, range(0, points.shape[0], step))
     return out
 
 
@@ -146,13 +165,15 @@ def _lloyd(points: np.ndarray, centroids: np.ndarray, iterations: int) -> np.nda
 
 def kmeans_vectors(points: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """``k`` centroids (float64 ``[k, dims]``) of ``points`` ``[n, dims]``: k-means++
-    seeding and Lloyd on a sample, then a few Lloyd iterations on all points. With at most
+    seeding and Lloyd on a sample, then one Lloyd iteration on all points. With at most
     ``k`` distinct points, those points (padded by repeating the last)."""
     data = np.asarray(points, dtype=np.float64)
-    distinct = np.unique(data, axis=0)
-    if distinct.shape[0] <= k:
-        pad = np.repeat(distinct[-1:], k - distinct.shape[0], axis=0)
-        return np.concatenate((distinct, pad))
+    # few distinct vectors: exactly those (a sample rules it out cheaply in the usual case)
+    if np.unique(data[:: max(1, data.shape[0] // _SAMPLE)], axis=0).shape[0] <= k:
+        distinct = np.unique(data, axis=0)
+        if distinct.shape[0] <= k:
+            pad = np.repeat(distinct[-1:], k - distinct.shape[0], axis=0)
+            return np.concatenate((distinct, pad))
     rng = np.random.default_rng(seed)
     sample = (
         data
@@ -253,11 +274,9 @@ def _reassign(
     """Indices of the nearest entries of the decoded ``lut`` ``[k, V]`` for one group."""
     part = np.ascontiguousarray(work[group * group_size : (group + 1) * group_size])
     if cluster_dim == 1:
-        values = part.reshape(-1)
+        values = part.reshape(-1).astype(np.float64)
         order = np.argsort(lut[:, 0], kind="stable")
-        sorted_lut = lut[order, 0]
-        labels = nearest(values, histogram(values), sorted_lut)
-        chosen: np.ndarray = order[labels].astype(np.uint8)
+        chosen: np.ndarray = order[_nearest_sorted(values, lut[order, 0])].astype(np.uint8)
         return chosen
     points = part.reshape(-1, cluster_dim).astype(np.float64)
     return _nearest_vectors(points, lut).astype(np.uint8)
