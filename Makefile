@@ -43,6 +43,7 @@ lint: $(DEV)
 
 bench: $(BENCH)
 	$(PY) -m bench
+	$(PY) -m bench.siblings
 	$(PY) -m bench.calibration
 
 clean:
