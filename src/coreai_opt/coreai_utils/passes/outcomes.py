@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from coreai.authoring import AIProgram
 
@@ -48,6 +49,22 @@ class WeightOutcome:
     bytes_before: int
     bytes_after: int
     algorithm: str | None = None
+
+    @classmethod
+    def of(cls, site: WeightSite, **result: Any) -> WeightOutcome:
+        """The outcome for ``site``: its identity and shape fields, plus ``result`` (mode,
+        joint, reason, sparsity, bytes, algorithm)."""
+        return cls(
+            name=site.name,
+            id=site.id,
+            path=site.path,
+            source=site.source,
+            shape=site.shape,
+            dtype=str(site.dtype),
+            consumers=site.consumers,
+            kind=site.kind.value,
+            **result,
+        )
 
 
 @dataclass(frozen=True)

@@ -109,15 +109,8 @@ def _skip(decision: Decision, reason: str) -> WeightOutcome:
 def _outcome(decision: Decision, encoded: Encoded | None = None) -> WeightOutcome:
     site = decision.site
     before = site.size * site.dtype.itemsize
-    return WeightOutcome(
-        name=site.name,
-        id=site.id,
-        path=site.path,
-        source=site.source,
-        shape=site.shape,
-        dtype=str(site.dtype),
-        consumers=site.consumers,
-        kind=site.kind.value,
+    return WeightOutcome.of(
+        site,
         mode=decision.mode if encoded is not None else None,
         joint=encoded.joint if encoded is not None else None,
         reason=decision.reason,

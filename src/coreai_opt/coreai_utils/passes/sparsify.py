@@ -384,15 +384,8 @@ def _outcome(
 ) -> WeightOutcome:
     site = plan.site
     before = site.size * site.dtype.itemsize
-    return WeightOutcome(
-        name=site.name,
-        id=site.id,
-        path=site.path,
-        source=site.source,
-        shape=site.shape,
-        dtype=str(site.dtype),
-        consumers=site.consumers,
-        kind=site.kind.value,
+    return WeightOutcome.of(
+        site,
         mode=plan.mode.value if sparse is not None and plan.mode is not None else None,
         joint=joint,
         reason=reason or plan.reason,
