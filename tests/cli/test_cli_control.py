@@ -162,3 +162,20 @@ def test_bad_config_is_a_one_line_error(
 def test_missing_config(transformer_asset: Path, tmp_path: Path) -> None:
     run = run_cli(transformer_asset, "-o", tmp_path / "o.aimodel", "--config", tmp_path / "no.toml")
     assert run.code == 2 and "no such file" in run.err
+
+
+def test_brackets_in_patterns_survive_the_console(transformer_asset: Path, tmp_path: Path) -> None:
+    run = run_cli(
+        transformer_asset,
+        "-o",
+        tmp_path / "o.aimodel",
+        "--exclude",
+        "*/Linear$[89]",
+        "--exclude",
+        "*/Linear$[12]",
+        "--weight-num-threshold",
+        "512",
+    )
+    assert run.code == 0, run.err
+    assert "pattern '*/Linear$[89]' (exclude/overrides) matches no weight" in run.err
+    assert "excluded by */Linear$[12]" in run.out

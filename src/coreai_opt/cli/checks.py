@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 
 from coreai_opt.cli.flags import CliError
 from coreai_opt.cli.samples import load_samples
@@ -44,7 +45,7 @@ def validate(
             skipped[function] = f"{type(error).__name__}: {error}"
             if err is not None:
                 message = f"not validated: {function}: {skipped[function]}"
-                err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+                err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
             continue
         results[function] = compare_outputs(reference, compressed)
     return results, skipped

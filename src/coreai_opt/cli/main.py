@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from coreai_opt.cli.assets import check_paths, load_program, write_atomically
 from coreai_opt.cli.checks import MAIN, SEED, main_samples, validate, validate_with
@@ -56,7 +57,8 @@ class _ConsoleHandler(logging.Handler):
         self.console = console
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {record.getMessage()}", highlight=False)
+        message = escape(record.getMessage())
+        self.console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
 
 
 def _config(flags: Flags) -> Config | None:

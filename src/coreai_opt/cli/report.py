@@ -214,12 +214,12 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             c.removeprefix("coreai.").removeprefix("decomposable.") for c in row["consumers"]
         )
         if row["mode"] is None:
-            mode = f"[dim]dense: {row['reason']}[/dim]"
+            mode = f"[dim]dense: {escape(row['reason'] or '')}[/dim]"
         else:
             mode = f"{row['algorithm']} {row['mode']}" if row["algorithm"] else row["mode"]
             mode += f" + {row['joint']}" if row["joint"] else ""
             if row["reason"]:
-                mode += f" [yellow]({row['reason']})[/yellow]"
+                mode += f" [yellow]({escape(row['reason'])})[/yellow]"
         sparsity = "-" if row["sparsity"] is None else f"{row['sparsity']:.3f}"
         size = f"{_size(row['bytes_before'])} -> {_size(row['bytes_after'])}"
         table.add_row(
