@@ -82,12 +82,20 @@ def _library_error(error: ValueError, flags: Flags) -> CliError:
     return CliError(reword(error))
 
 
+def _algorithms(kwargs: dict[str, Any]) -> set[str | None]:
+    """The algorithms asked for: the call's (None: the default) and every override's."""
+    overrides = (kwargs["overrides"] or {}).values()
+    return {kwargs["algorithm"]} | {values.get("algorithm") for values in overrides if values}
+
+
+def _needs_statistics(kwargs: dict[str, Any]) -> list[str]:
+    """The calibrated algorithms asked for explicitly (by a flag, the config, an override)."""
+    return sorted(a for a in _algorithms(kwargs) if a in ("wanda", "sparsegpt"))
+
+
 def _requested_algorithm(kwargs: dict[str, Any], flags: Flags) -> None:
     """Refuse wanda/sparsegpt (from a flag, the config or an override) without calibration."""
-    wanted = [kwargs["algorithm"]] + [
-        values.get("algorithm") for values in (kwargs["overrides"] or {}).values() if values
-    ]
-    needing = sorted({a for a in wanted if a in ("wanda", "sparsegpt")})
+    needing = _needs_statistics(kwargs)
     if needing and flags.calibration is None and not flags.plan:
         source = "--algorithm" if flags.algorithm else f"--config {flags.config}:"
         msg = f"{source} {needing[0]} needs --calibration FILE.npz"
@@ -114,7 +122,7 @@ def _plan(flags: Flags, kwargs: dict[str, Any], program: Any, out: Console) -> N
     if flags.calibration is not None:
         main_samples(program, flags.calibration, "--calibration")  # checked, not run
         outline = calibration_outline(program, function=MAIN)
-    elif kwargs["algorithm"] in ("wanda", "sparsegpt"):
+    elif _needs_statistics(kwargs):
         outline = calibration_outline(program, function=MAIN)
     try:
         plans = plan_sparsify(program, calibration=outline, **kwargs)
@@ -220,10 +228,7 @@ def _calibrate(
     if flags.calibration is None:
         return None
     samples = main_samples(program, flags.calibration, "--calibration")
-    wanted = {kwargs["algorithm"]} | {
-        values.get("algorithm") for values in (kwargs["overrides"] or {}).values() if values
-    }
-    if wanted <= {"magnitude"}:
+    if _algorithms(kwargs) <= {"magnitude"}:
         return None
     with progress("calibrating", quiet=flags.quiet, err=err) as update:
         return collect_calibration(program, samples, function=MAIN, on_sample=update)
