@@ -190,10 +190,9 @@ def _terminator(graph: Operation) -> Operation:
     return list(block.operations)[-1].operation
 
 
-def _add_outputs(graph: Operation, values: list[Value], names: list[str]) -> int:
-    """Append ``values`` to ``graph``'s results; returns the index of the first new one."""
+def _add_outputs(graph: Operation, values: list[Value], names: list[str]) -> None:
+    """Append ``values`` to ``graph``'s results, named ``names``."""
     output = _terminator(graph)
-    first = len(output.operands)
     with graph.context, output.location, InsertionPoint(output):
         Operation.create(output.name, operands=[*output.operands, *values])
     output.erase()
@@ -208,7 +207,6 @@ def _add_outputs(graph: Operation, values: list[Value], names: list[str]) -> int
             DictAttr.get({"coreai.name": StringAttr.get(n)}, context=graph.context) for n in names
         ]
         graph.attributes["res_attrs"] = ArrayAttr.get(old + extra, context=graph.context)
-    return first
 
 
 def _callee(invoke: Operation) -> str:
@@ -249,9 +247,9 @@ def expose_taps(module: Module, taps: list[Tap], entry: str) -> dict[int, list[s
     pending: dict[str, list[tuple[int, Value]]] = {}
     for index, tap in enumerate(taps):
         pending.setdefault(tap.graph, []).append((index, tap.value))
-    visited_depth = 0
-    while pending and visited_depth < len(graphs) + 1:
-        visited_depth += 1
+    rounds = 0  # one round per level of invocation; more than the graph count means a cycle
+    while pending and rounds <= len(graphs):
+        rounds += 1
         next_pending: dict[str, list[tuple[int, Value]]] = {}
         for path, items in pending.items():
             graph = graphs.get(path)
@@ -263,12 +261,10 @@ def expose_taps(module: Module, taps: list[Tap], entry: str) -> dict[int, list[s
                 for (index, _), name in zip(items, names, strict=True):
                     carried.setdefault(index, []).append(name)
                 continue
-            for op, scope in list(walk(module.operation)):
+            for op, caller in list(walk(module.operation)):
                 if op.name != "coreai.invoke" or _callee(op) != path:
                     continue
-                caller = graph_path_of(op)
                 new_values = _extend_invoke(op, [v for _, v in items])
-                del scope
                 next_pending.setdefault(caller, []).extend(
                     (index, value) for (index, _), value in zip(items, new_values, strict=True)
                 )

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import PurePath
 
 from coreai._compiler.ir import Operation
 
-__all__ = ["call_stack", "module_path", "source_location", "unique_paths", "user_source"]
+__all__ = ["SourceInfo", "source_info", "unique_paths"]
 
 _FILE_LOC = re.compile(r'loc\("([^"]+)":(\d+):(\d+)\)')
 _CALL_STACK = re.compile(r'"call_stack":\s*(\[[^\]]*\])')
@@ -23,37 +24,41 @@ _CALL_STACK = re.compile(r'"call_stack":\s*(\[[^\]]*\])')
 _LIBRARY = re.compile(r"[/\\](?:site|dist)-packages[/\\](?:torch|coreai_torch|coreai)[/\\]")
 
 
-def _locations(op: Operation) -> list[tuple[str, int, int]]:
-    return [
+@dataclass(frozen=True)
+class SourceInfo:
+    """What an op's location says about it.
+
+    ``location``: ``file:line:col`` of its user source (its first location outside torch and
+    Core AI's own packages, else its first file location); ``path``: the module call stack
+    outermost first, joined with ``/`` (``BertModel$1/.../Linear$2``); ``source``: the user
+    source as ``file.py:line`` (base name). Each is None when the location has none.
+    """
+
+    location: str | None
+    path: str | None
+    source: str | None
+
+
+def source_info(op: Operation) -> SourceInfo:
+    """The :class:`SourceInfo` of ``op``, from one reading of its location text."""
+    text = str(op.location)
+    locations = [
         (path, int(line), int(col))
-        for path, line, col in _FILE_LOC.findall(str(op.location))
+        for path, line, col in _FILE_LOC.findall(text)
         if path not in {"-", ""}
     ]
-
-
-def source_location(op: Operation) -> str | None:
-    """``file:line:col`` of the op's user source (its first location outside torch and
-    Core AI's own packages, else its first file location); None without a file location."""
-    locations = _locations(op)
-    if not locations:
-        return None
     user = [loc for loc in locations if not _LIBRARY.search(loc[0])]
-    path, line, col = (user or locations)[0]
-    return f"{path}:{line}:{col}"
+    first = (user or locations)[0] if locations else None
+    return SourceInfo(
+        location=None if first is None else f"{first[0]}:{first[1]}:{first[2]}",
+        path="/".join(_call_stack(text)) or None,
+        source=f"{PurePath(user[0][0]).name}:{user[0][1]}" if user else None,
+    )
 
 
-def user_source(op: Operation) -> str | None:
-    """``file.py:line`` (base name) of the op's user source location, or None."""
-    user = [loc for loc in _locations(op) if not _LIBRARY.search(loc[0])]
-    if not user:
-        return None
-    path, line, _ = user[0]
-    return f"{PurePath(path).name}:{line}"
-
-
-def call_stack(op: Operation) -> list[str]:
-    """The module call stack recorded on the op, outermost first (empty when absent)."""
-    match = _CALL_STACK.search(str(op.location))
+def _call_stack(text: str) -> list[str]:
+    """The module call stack in a location text, outermost first (empty when absent)."""
+    match = _CALL_STACK.search(text)
     if match is None:
         return []
     try:
@@ -61,12 +66,6 @@ def call_stack(op: Operation) -> list[str]:
     except json.JSONDecodeError:
         return []
     return [str(frame) for frame in reversed(frames)]
-
-
-def module_path(op: Operation) -> str | None:
-    """The call stack joined with ``/`` (``BertModel$1/.../Linear$2``), or None."""
-    frames = call_stack(op)
-    return "/".join(frames) if frames else None
 
 
 def unique_paths(paths: list[str]) -> list[str]:

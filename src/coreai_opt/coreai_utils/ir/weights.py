@@ -10,7 +10,7 @@ import numpy as np
 from coreai._compiler.ir import Module, Operation, Value
 
 from coreai_opt.coreai_utils.ir.constants import float_dtype, int_operand, tensor_type
-from coreai_opt.coreai_utils.ir.names import module_path, source_location, unique_paths, user_source
+from coreai_opt.coreai_utils.ir.names import source_info, unique_paths
 
 __all__ = [
     "CONVS",
@@ -176,15 +176,15 @@ def find_weights(module: Module) -> list[WeightSite]:
         merged = _merge(uses)
         ordinal = ordinals[scope] = ordinals.get(scope, -1) + 1
         name = f"@{scope or 'module'}/w{ordinal}"
-        source = source_location(op)
+        info = source_info(op)
         consumers = tuple(sorted({operand.owner.operation.name for operand in result.uses}))
         sites.append(
             WeightSite(
                 op=op,
                 id=name,
-                name=f"{name} at {source}" if source else name,
-                path=module_path(op) or name,
-                source=user_source(op),
+                name=f"{name} at {info.location}" if info.location else name,
+                path=info.path or name,
+                source=info.source,
                 shape=tuple(ranked.shape),
                 dtype=dtype,
                 consumers=consumers,
