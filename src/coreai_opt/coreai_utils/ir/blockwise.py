@@ -26,12 +26,11 @@ from coreai_opt.coreai_utils.ir.constants import (
     storage_type,
     tensor_type,
 )
-from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized
+from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized, code_bits
 from coreai_opt.coreai_utils.numerics.sparse import pack_bits
 
 __all__ = ["code_data", "emit_blockwise_chain", "scale_storage"]
 
-_SUB_BYTE = (DType.INT4, DType.UINT4, DType.FP4_E2M1FN)
 _SCALE_TYPES = {
     np.dtype(np.float32): DType.FP32,
     np.dtype(np.float16): DType.FP16,
@@ -51,7 +50,7 @@ def scale_storage(dtype: np.dtype) -> DType:
 
 
 def code_data(codes: np.ndarray, dtype: DType) -> np.ndarray:
-    if dtype in _SUB_BYTE:
+    if code_bits(dtype) < 8:
         nibbles = np.ascontiguousarray(codes).view(np.uint8) & np.uint8(0xF)
         return pack_bits(nibbles.reshape(-1), 4)
     return np.ascontiguousarray(codes)

@@ -34,15 +34,20 @@ import ml_dtypes
 import numpy as np
 
 from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
-from coreai_opt.coreai_utils.numerics.quantize import fp8_round
+from coreai_opt.coreai_utils.numerics.quantize import fp8_round, stored_scale
 
-__all__ = ["INTEGER_BITS", "BlockQuantized", "block_shape", "quantize_blocks"]
+__all__ = ["INTEGER_BITS", "BlockQuantized", "block_shape", "code_bits", "quantize_blocks"]
 
 INTEGER_BITS = {DType.INT4: 4, DType.INT8: 8, DType.UINT4: 4, DType.UINT8: 8}
 _FLOATS = (DType.FP8_E4M3FN, DType.FP8_E5M2, DType.FP4_E2M1FN)
 _FACTORS = 2.0 ** (np.arange(32) / 32)
 _SAMPLE = 256
 _FP8_EMULATED = (np.dtype(ml_dtypes.float8_e4m3fn), np.dtype(ml_dtypes.float8_e5m2))
+
+
+def code_bits(dtype: DType) -> int:
+    """Bits per stored code: 4 for int4, uint4 and fp4, else 8."""
+    return 4 if dtype in (DType.INT4, DType.UINT4, DType.FP4_E2M1FN) else 8
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,15 @@ class BlockQuantized:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.codes.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes stored: the codes (packed when sub-byte), scales and zero points."""
+        bits = code_bits(self.dtype)
+        stored = -(-self.codes.size * bits // 8) + self.scale.nbytes
+        if self.zero_point is not None:
+            stored += -(-self.zero_point.size * bits // 8)
+        return stored
 
     def expand(self, per_block: np.ndarray) -> np.ndarray:
         """A per-block array repeated over each block, cut to the weight's shape."""
@@ -128,15 +142,6 @@ def _from_rows(
     return full[tuple(slice(0, n) for n in shape)]
 
 
-def _stored(raw: np.ndarray, scale_dtype: np.dtype) -> np.ndarray:
-    """Scales rounded to their storage type; zero (an all-zero block) or underflow fixed."""
-    scale = raw.astype(scale_dtype)
-    tiny = float(ml_dtypes.finfo(scale_dtype).smallest_subnormal)
-    usable = np.where(raw > 0, np.maximum(scale.astype(np.float64), tiny), 1.0)
-    result: np.ndarray = usable.astype(scale_dtype)
-    return result
-
-
 def _encode_float(scaled: np.ndarray, storage: np.dtype) -> np.ndarray:
     """Saturating round-to-nearest-even cast; a value that rounds to zero is stored as +0
     (a -0 code would decode to -0.0)."""
@@ -174,7 +179,7 @@ def _float_scales(
     errors = []
     stored = []
     for candidate in candidates:
-        scale = _stored(candidate, scale_dtype)
+        scale = stored_scale(candidate, scale_dtype)
         per_row = scale.astype(np.float32)[:, None]
         codes = _round_codes(sample / per_row, storage, limit)
         rebuilt = (codes * per_row).astype(out).astype(np.float32)
@@ -214,14 +219,14 @@ def quantize_blocks(
         qmin, qmax = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
         if symmetric:
             half = (1 << (bits - 1)) - 1
-            scale = _stored(np.abs(rows).max(axis=1).astype(np.float64) / half, scales_in)
+            scale = stored_scale(np.abs(rows).max(axis=1).astype(np.float64) / half, scales_in)
             offset = 0 if signed else 1 << (bits - 1)
             zp = np.full(rows.shape[0], offset, dtype=np.float64)
             low, high = (-half, half) if signed else (1, (1 << bits) - 1)
         else:
             lo = np.minimum(rows.min(axis=1), 0.0).astype(np.float64)
             hi = np.maximum(rows.max(axis=1), 0.0).astype(np.float64)
-            scale = _stored((hi - lo) / (qmax - qmin), scales_in)
+            scale = stored_scale((hi - lo) / (qmax - qmin), scales_in)
             zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
             low, high = qmin, qmax
         per_row = scale.astype(np.float32)[:, None]

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Histogram", "Palette", "histogram", "kmeans_1d", "lloyd_weighted", "palettize"]
+__all__ = [
+    "Histogram",
+    "Palette",
+    "histogram",
+    "kmeans_1d",
+    "lloyd_weighted",
+    "padded_lut",
+    "palettize",
+]
 
 _MAX_ITERATIONS = 100_000  # an iteration costs O(k log n): converging is cheap
 _WIDE_BIN_BITS = 22
@@ -181,8 +189,13 @@ def palettize(values: np.ndarray, nbits: int) -> Palette:
     if values.size == 0:
         return Palette(np.zeros(k, dtype=values.dtype), np.zeros(0, dtype=np.uint8), nbits)
     hist = histogram(values)
-    centroids = kmeans_1d(values, k, hist)
-    rounded = np.unique(centroids.astype(values.dtype).astype(np.float64))
+    lut, rounded = padded_lut(kmeans_1d(values, k, hist), k, values.dtype)
+    return Palette(lut=lut, indices=nearest(values, hist, rounded), nbits=nbits)
+
+
+def padded_lut(centroids: np.ndarray, k: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``(lut, rounded)``: the centroids rounded to ``dtype`` (``rounded``: sorted, distinct,
+    float64) and padded to ``k`` entries by repeating the last (``lut``, in ``dtype``)."""
+    rounded = np.unique(centroids.astype(dtype).astype(np.float64))
     lut = np.concatenate((rounded, np.repeat(rounded[-1:], k - rounded.size)))
-    indices = nearest(values, hist, rounded)
-    return Palette(lut=lut.astype(values.dtype), indices=indices, nbits=nbits)
+    return lut.astype(dtype), rounded

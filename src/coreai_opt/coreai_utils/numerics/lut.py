@@ -31,7 +31,7 @@ import numpy as np
 
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized, quantize_blocks
-from coreai_opt.coreai_utils.numerics.kmeans import histogram, kmeans_1d, lloyd_weighted, nearest
+from coreai_opt.coreai_utils.numerics.kmeans import lloyd_weighted, padded_lut, palettize
 from coreai_opt.coreai_utils.numerics.parallel import parallel_map
 
 __all__ = ["GroupedPalette", "kmeans_vectors", "palettize_groups"]
@@ -58,6 +58,17 @@ class GroupedPalette:
     group_size: int
     out_axis: int
     in_axis: int
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes stored: packed indices, the LUTs (their codes and scales when quantized) and
+        the channel scales."""
+        stored = -(-self.indices.size * self.nbits // 8) + self.lut.nbytes
+        if self.lut_quantized is not None:
+            stored += self.lut_quantized.scale.nbytes
+        if self.channel_scale is not None:
+            stored += self.channel_scale.nbytes
+        return stored
 
     def lut_values(self, out: np.dtype) -> np.ndarray:
         """The LUT as the runtime holds it after dequantizing (``[groups, P, V]``)."""
@@ -88,20 +99,18 @@ def _sse(points: np.ndarray, weights: np.ndarray, centroids: np.ndarray) -> floa
     return float(np.sum(weights * (points - nearest_centroid) ** 2))
 
 
-def _scalar_lut(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(lut [k] in values' dtype, indices)`` for 1-D ``values``.
+def _scalar_lut(values: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(lut [2**nbits] in values' dtype, indices)`` for 1-D ``values``.
 
-    Groups of more than 2**12 values go through the histogram k-means of :mod:`kmeans`.
+    Groups of more than 2**12 values are :func:`kmeans.palettize`d (the histogram k-means).
     Smaller ones run Lloyd on their exact distinct values, from the weighted quantiles and
     from the values' interpolated quantiles, keeping the better: with few points the start
     decides which local optimum Lloyd reaches.
     """
     if values.size > _EXACT_GROUP:
-        hist = histogram(values)
-        centroids = kmeans_1d(values, k, hist)
-        rounded = np.unique(centroids.astype(values.dtype).astype(np.float64))
-        lut = np.concatenate((rounded, np.repeat(rounded[-1:], k - rounded.size)))
-        return lut.astype(values.dtype), nearest(values, hist, rounded).astype(np.uint8)
+        palette = palettize(values, nbits)
+        return palette.lut, palette.indices
+    k = 1 << nbits
     wide = values.astype(np.float64)
     points, counts = np.unique(wide, return_counts=True)
     weights = counts.astype(np.float64)
@@ -111,9 +120,8 @@ def _scalar_lut(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         other = lloyd_weighted(points, weights, k, starts)
         if _sse(points, weights, other) < _sse(points, weights, centroids):
             centroids = other
-    rounded = np.unique(centroids.astype(values.dtype).astype(np.float64))
-    lut = np.concatenate((rounded, np.repeat(rounded[-1:], k - rounded.size)))
-    return lut.astype(values.dtype), _nearest_sorted(wide, rounded)
+    lut, rounded = padded_lut(centroids, k, values.dtype)
+    return lut, _nearest_sorted(wide, rounded)
 
 
 def _nearest_sorted(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
@@ -239,7 +247,7 @@ def palettize_groups(
     def one(group: int) -> tuple[np.ndarray, np.ndarray]:
         part = work[group * group_size : (group + 1) * group_size]
         if cluster_dim == 1:
-            lut, idx = _scalar_lut(np.ascontiguousarray(part).reshape(-1), k)
+            lut, idx = _scalar_lut(np.ascontiguousarray(part).reshape(-1), nbits)
             return lut.reshape(k, 1), idx
         return _vector_lut(np.ascontiguousarray(part), k, cluster_dim)
 

@@ -38,7 +38,7 @@ from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
 from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, to_sparse, unpack_mask
 
-__all__ = ["Quantized", "fp8_round", "quantize"]
+__all__ = ["Quantized", "fp8_round", "quantize", "stored_scale"]
 
 _FP8_FACTORS = 2.0 ** (np.arange(32) / 32)
 _SAMPLE = 256  # values per channel for the fp8 scale search...
@@ -154,7 +154,7 @@ def _absmax(weight: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.nd
     return result
 
 
-def _as_scale(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def stored_scale(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Scales rounded to the weight dtype; zero (empty channel) or underflow becomes usable."""
     scale = raw.astype(dtype)
     tiny = ml_dtypes.finfo(dtype).smallest_subnormal
@@ -172,7 +172,7 @@ def _quantize_runs(
     zero_point = 0
     if dtype is DType.INT8:
         absmax = _absmax(weight, starts, counts)
-        scale = _as_scale(absmax / 127.0, out)
+        scale = stored_scale(absmax / 127.0, out)
     elif dtype is DType.UINT8:
         lo = np.minimum(_run_reduce(weight, starts, counts, np.minimum, 0.0), 0.0)
         hi = np.maximum(_run_reduce(weight, starts, counts, np.maximum, 0.0), 0.0)
@@ -181,7 +181,7 @@ def _quantize_runs(
         raw = np.maximum(
             np.where(lo < 0, -lo / max(z, 1), 0.0), np.where(hi > 0, hi / max(255 - z, 1), 0.0)
         )
-        scale = _as_scale(raw, out)
+        scale = stored_scale(raw, out)
     else:
         absmax = _absmax(weight, starts, counts)
         scale = _fp8_scales(weight, starts, counts, absmax, numpy_dtype(dtype), out)
@@ -273,7 +273,7 @@ def _fp8_scales(
     sample = weight[starts[run_of] + within * strides[run_of]]
 
     def error(factor: float) -> np.ndarray:
-        scale = _as_scale(absmax / fp8_max * factor, out)
+        scale = stored_scale(absmax / fp8_max * factor, out)
         per_value = scale[run_of].astype(np.float32)
         codes = fp8_round(np.clip(sample / per_value, -fp8_max, fp8_max), storage)
         # code (<= 4 significant bits) x scale (<= 24) is exact in float32, so one rounding
@@ -287,7 +287,7 @@ def _fp8_scales(
 
     errors = np.stack(parallel_map(error, list(_FP8_FACTORS)))
     best = np.argmin(errors, axis=0)  # ties: the smallest factor
-    return _as_scale(absmax / fp8_max * _FP8_FACTORS[best], out)
+    return stored_scale(absmax / fp8_max * _FP8_FACTORS[best], out)
 
 
 def _uint8_zero_point(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray) -> int:

@@ -160,15 +160,11 @@ def palettize_weight(
 def _encode(weight: np.ndarray, decision: Decision, options: PalettizeOptions) -> Encoded:
     site = decision.site
     palette = palettize_weight(weight, site, decision.mode or _PER_TENSOR.value, options)
-    stored = -(-palette.indices.size * options.n_bits // 8)
-    stored += palette.lut.nbytes
-    if palette.lut_quantized is not None:
-        stored += palette.lut_quantized.scale.nbytes
-    if palette.channel_scale is not None:
-        stored += palette.channel_scale.nbytes
     joint = f"palettize{options.n_bits}"
     if options.cluster_dim > 1:
         joint += f"x{options.cluster_dim}"
     if options.lut_dtype is not None:
         joint += f" ({options.lut_dtype.value} LUT)"
-    return Encoded(emit=lambda op: emit_lut_chain(op, palette), joint=joint, bytes_after=stored)
+    return Encoded(
+        emit=lambda op: emit_lut_chain(op, palette), joint=joint, bytes_after=palette.nbytes
+    )

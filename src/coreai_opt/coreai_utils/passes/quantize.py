@@ -144,14 +144,9 @@ def quantize_weight(
 
 
 def _encode(weight: np.ndarray, decision: Decision, options: QuantizeOptions) -> Encoded:
-    site = decision.site
-    quantized = quantize_weight(weight, site, decision.mode or _PER_TENSOR.value, options)
-    bits = 4 if options.dtype in (DType.INT4, DType.UINT4, DType.FP4_E2M1FN) else 8
-    stored = -(-site.size * bits // 8) + quantized.scale.nbytes
-    if quantized.zero_point is not None:
-        stored += -(-quantized.zero_point.size * bits // 8)
+    quantized = quantize_weight(weight, decision.site, decision.mode or _PER_TENSOR.value, options)
     return Encoded(
         emit=lambda op: emit_blockwise_chain(op, quantized),
         joint=options.dtype.value,
-        bytes_after=stored,
+        bytes_after=quantized.nbytes,
     )
