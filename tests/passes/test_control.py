@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from coreai_opt.coreai_utils import collect_calibration, sparsify_with_report
-from coreai_opt.coreai_utils.passes import sparsify as sparsify_module
+from coreai_opt.coreai_utils.passes import outcomes
 from coreai_opt.coreai_utils.passes.sparsify import plan_sparsify
 from tests.helpers import run_program
 from tests.reference import ref_magnitude, ref_nm
@@ -223,7 +223,7 @@ def test_plan_reads_no_weight_data(program: object, monkeypatch: pytest.MonkeyPa
         weight_num_threshold=THRESHOLD,
         overrides={"kind:embedding": None},  # type: ignore[arg-type]
     )
-    monkeypatch.setattr(sparsify_module, "read_constant", no_reading)
+    monkeypatch.setattr(outcomes, "read_constant", no_reading)
     plans = plan_sparsify(
         program,
         weight_num_threshold=THRESHOLD,

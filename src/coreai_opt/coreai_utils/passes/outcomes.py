@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from coreai.authoring import AIProgram
 
+from coreai_opt.coreai_utils.ir.constants import read_constant
 from coreai_opt.coreai_utils.ir.weights import WeightSite
+from coreai_opt.coreai_utils.numerics.masks import all_finite
 
-__all__ = ["SparsifyResult", "WeightOutcome", "check_program", "warn_weight"]
+__all__ = [
+    "COMPRESS_ERRORS",
+    "SparsifyResult",
+    "WeightOutcome",
+    "below_threshold",
+    "check_program",
+    "read_weight",
+    "warn_weight",
+    "working_copy",
+]
+
+COMPRESS_ERRORS = (ArithmeticError, MemoryError, ValueError)
+"""What compressing one weight may raise: the weight is then left dense with a warning."""
 
 _log = logging.getLogger("coreai_opt.coreai_utils.passes")
 
@@ -81,6 +97,32 @@ def check_program(program: object) -> None:
         kind = type(program).__name__
         msg = f"coreai_program must be a coreai.authoring.AIProgram, got {kind}"
         raise TypeError(msg)
+
+
+def working_copy(program: AIProgram, in_place: object) -> AIProgram:
+    """``program`` itself when ``in_place``, else a deep copy; ``TypeError`` for a non-bool."""
+    if not isinstance(in_place, bool):
+        msg = f"in_place must be a bool, got {in_place!r}"
+        raise TypeError(msg)
+    return program if in_place else copy.deepcopy(program)
+
+
+def below_threshold(site: WeightSite, threshold: int) -> str | None:
+    """Why ``site`` stays dense under ``weight_num_threshold``, or None when it is large enough."""
+    if site.size < threshold:
+        return f"{site.size} elements, below weight_num_threshold={threshold}"
+    return None
+
+
+def read_weight(site: WeightSite) -> np.ndarray | str:
+    """The weight's data, or why it cannot be compressed (unreadable, NaN or Inf)."""
+    try:
+        weight = read_constant(site.op, site.dtype)
+    except ValueError as error:
+        return f"could not read the constant: {error}"
+    if not all_finite(weight):
+        return "contains NaN or Inf"
+    return weight
 
 
 def warn_weight(site: WeightSite, message: str | None) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from coreai_opt.coreai_utils.ir.weights import LayerKind, WeightSite
 from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsLayout
 from coreai_opt.coreai_utils.passes.options import Algorithm, SparsifyOptions
+from coreai_opt.coreai_utils.passes.outcomes import below_threshold
 
 if TYPE_CHECKING:
     from coreai_opt.coreai_utils.calibration import Calibration
@@ -105,11 +106,9 @@ def _plan_algorithm(
 
 def _plan_mode(site: WeightSite, options: SparsifyOptions) -> WeightPlan:
     """The mode for ``site`` under ``options`` (or why it stays dense)."""
-    if site.size < options.weight_num_threshold:
-        threshold = options.weight_num_threshold
-        return WeightPlan(
-            site, None, f"{site.size} elements, below weight_num_threshold={threshold}"
-        )
+    small = below_threshold(site, options.weight_num_threshold)
+    if small is not None:
+        return WeightPlan(site, None, small)
     if options.n_m_ratio is not None:
         return _plan_n_m(site, options.n_m_ratio[1])
     if options.block_size is not None:

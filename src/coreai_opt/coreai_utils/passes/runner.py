@@ -3,7 +3,6 @@ and rewrite each one (the only mutation), with warnings and one outcome per weig
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,11 +10,17 @@ import numpy as np
 from coreai._compiler.ir import Operation, Value
 from coreai.authoring import AIProgram
 
-from coreai_opt.coreai_utils.ir.constants import read_constant
 from coreai_opt.coreai_utils.ir.rewrite import replace_constant
 from coreai_opt.coreai_utils.ir.weights import WeightSite, find_weights
-from coreai_opt.coreai_utils.numerics.masks import all_finite
-from coreai_opt.coreai_utils.passes.outcomes import SparsifyResult, WeightOutcome, warn_weight
+from coreai_opt.coreai_utils.passes.outcomes import (
+    COMPRESS_ERRORS,
+    SparsifyResult,
+    WeightOutcome,
+    below_threshold,
+    read_weight,
+    warn_weight,
+    working_copy,
+)
 
 __all__ = ["Decision", "Encoded", "decide_all", "run_weight_pass"]
 
@@ -47,11 +52,8 @@ def decide_all(
     module = program._module._mlir_module  # noqa: SLF001
     decisions = []
     for site in find_weights(module):
-        if site.size < threshold:
-            reason = f"{site.size} elements, below weight_num_threshold={threshold}"
-            decisions.append(Decision(site, None, reason))
-        else:
-            decisions.append(decide(site))
+        reason = below_threshold(site, threshold)
+        decisions.append(decide(site) if reason is None else Decision(site, None, reason))
     return decisions
 
 
@@ -65,10 +67,7 @@ def run_weight_pass(
     on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
 ) -> SparsifyResult:
     """Copy ``program`` unless ``in_place``, then decide and encode every candidate weight."""
-    if not isinstance(in_place, bool):
-        msg = f"in_place must be a bool, got {in_place!r}"
-        raise TypeError(msg)
-    target = program if in_place else copy.deepcopy(program)
+    target = working_copy(program, in_place)
     module = target._module._mlir_module  # noqa: SLF001
     decisions = decide_all(target, threshold, decide)
     outcomes: list[WeightOutcome] = []
@@ -86,15 +85,12 @@ def run_weight_pass(
 
 def _apply(decision: Decision, encode: Callable[[np.ndarray, Decision], Encoded]) -> WeightOutcome:
     site = decision.site
-    try:
-        weight = read_constant(site.op, site.dtype)
-    except ValueError as error:
-        return _skip(decision, f"could not read the constant: {error}")
-    if not all_finite(weight):
-        return _skip(decision, "contains NaN or Inf")
+    weight = read_weight(site)
+    if isinstance(weight, str):
+        return _skip(decision, weight)
     try:
         encoded = encode(weight, decision)
-    except (ArithmeticError, MemoryError, ValueError) as error:
+    except COMPRESS_ERRORS as error:
         return _skip(decision, f"could not compress: {type(error).__name__}: {error}")
     del weight
     replace_constant(site.op, encoded.emit(site.op))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -12,7 +11,6 @@ from coreai._compiler.ir import Module
 from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.dtypes import DType
-from coreai_opt.coreai_utils.ir.constants import read_constant
 from coreai_opt.coreai_utils.ir.rewrite import (
     emit_palettized_chain,
     emit_quantized_chain,
@@ -21,17 +19,19 @@ from coreai_opt.coreai_utils.ir.rewrite import (
 )
 from coreai_opt.coreai_utils.ir.weights import find_weights
 from coreai_opt.coreai_utils.numerics.kmeans import Palette
-from coreai_opt.coreai_utils.numerics.masks import all_finite
 from coreai_opt.coreai_utils.numerics.quantize import Quantized
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
 from coreai_opt.coreai_utils.passes.compress import compress_values, prune
 from coreai_opt.coreai_utils.passes.control import Control, resolve, unmatched, validate_control
 from coreai_opt.coreai_utils.passes.options import SparsifyOptions, validate_options
 from coreai_opt.coreai_utils.passes.outcomes import (
+    COMPRESS_ERRORS,
     SparsifyResult,
     WeightOutcome,
     check_program,
+    read_weight,
     warn_weight,
+    working_copy,
 )
 from coreai_opt.coreai_utils.passes.plan import WeightPlan, plan_weight
 
@@ -216,10 +216,7 @@ def sparsify_with_report(
     display); ``total`` is the number of candidates.
     """
     settings = _settings(coreai_program, calibration, exclude, overrides, locals())
-    if not isinstance(in_place, bool):
-        msg = f"in_place must be a bool, got {in_place!r}"
-        raise TypeError(msg)
-    program = coreai_program if in_place else copy.deepcopy(coreai_program)
+    program = working_copy(coreai_program, in_place)
     outcomes = sparsify_program(program, settings, on_weight)
     return SparsifyResult(program, tuple(outcomes))
 
@@ -333,17 +330,14 @@ def _apply(plan: WeightPlan) -> WeightOutcome:
     if options is None:
         msg = "a plan to compress carries its options"
         raise ValueError(msg)
-    try:
-        weight = read_constant(site.op, site.dtype)
-    except ValueError as error:
-        return _skip(plan, f"could not read the constant: {error}")
-    if not all_finite(weight):
-        return _skip(plan, "contains NaN or Inf")
+    weight = read_weight(site)
+    if isinstance(weight, str):
+        return _skip(plan, weight)
     try:
         sparse = prune(weight, plan, options)
         del weight  # the copy read from the IR: free it before the joint step
         compressed = compress_values(sparse, plan, options)
-    except (ArithmeticError, MemoryError, ValueError) as error:
+    except COMPRESS_ERRORS as error:
         return _skip(plan, f"could not compress: {type(error).__name__}: {error}")
     if compressed.note:
         _warn(plan, compressed.note)
