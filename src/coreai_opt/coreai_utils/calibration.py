@@ -29,6 +29,7 @@ from coreai_opt.coreai_utils.numerics.activations import (
     empty_stats,
     linear_rows,
 )
+from coreai_opt.coreai_utils.passes.options import check_int
 from coreai_opt.coreai_utils.runtime import run_samples
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
 DEFAULT_MAX_GRAM_CHANNELS = 8192
 DEFAULT_MAX_CAPTURE_BYTES = 512 << 20
 _FORMAT = "coreai-opt-calibration/1"
+_NON_NEGATIVE = "a non-negative int"
 
 
 class CalibrationFileError(ValueError):
@@ -164,6 +166,13 @@ def check_samples(
     return checked
 
 
+def _empty_for(tap: Tap, max_gram_channels: int) -> ActivationStats:
+    """Zeroed statistics for ``tap``: with ``X^T X`` unless per-channel only or wider than
+    ``max_gram_channels`` columns."""
+    gram = tap.layout is not StatsLayout.CHANNELS and tap.columns <= max_gram_channels
+    return empty_stats(tap.layout, tap.groups, tap.columns, with_gram=gram)
+
+
 def _rows(tap: Tap, activation: np.ndarray) -> np.ndarray:
     if tap.layout is StatsLayout.CONV:
         return conv_patches(activation, tap.kernel, tap.stride, tap.dilation, tap.groups)
@@ -237,13 +246,8 @@ def collect_calibration(
     if not isinstance(program, AIProgram):
         msg = f"program must be a coreai.authoring.AIProgram, got {type(program).__name__}"
         raise TypeError(msg)
-    for name, value in (
-        ("max_gram_channels", max_gram_channels),
-        ("max_capture_bytes", max_capture_bytes),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            msg = f"{name} must be a non-negative int, got {value!r}"
-            raise ValueError(msg)
+    max_gram_channels = check_int("max_gram_channels", max_gram_channels, 0, _NON_NEGATIVE)
+    max_capture_bytes = check_int("max_capture_bytes", max_capture_bytes, 0, _NON_NEGATIVE)
     module = program._module._mlir_module  # noqa: SLF001
     try:
         specs = graph_inputs(module, function)
@@ -291,9 +295,7 @@ def calibration_outline(
     stats: dict[str, ActivationStats] = {}
     for plan in plans:
         if plan.reason is None:
-            tap = plan.taps[0]
-            gram = tap.layout is not StatsLayout.CHANNELS and tap.columns <= max_gram_channels
-            stats[plan.site.id] = empty_stats(tap.layout, tap.groups, tap.columns, with_gram=gram)
+            stats[plan.site.id] = _empty_for(plan.taps[0], max_gram_channels)
     missing = {p.site.id: p.reason for p in plans if p.reason is not None}
     return Calibration(function, 0, stats, missing)
 
@@ -321,15 +323,7 @@ def _capture(
     with module.context:
         carried = expose_taps(module, taps, function)
         module.operation.verify()
-    accumulators = [
-        empty_stats(
-            tap.layout,
-            tap.groups,
-            tap.columns,
-            with_gram=tap.layout is not StatsLayout.CHANNELS and tap.columns <= max_gram_channels,
-        )
-        for tap in taps
-    ]
+    accumulators = [_empty_for(tap, max_gram_channels) for tap in taps]
     with tempfile.TemporaryDirectory(prefix="coreai-calibration-") as scratch_dir:
         asset = Path(scratch_dir) / "capture.aimodel"
         scratch.save_asset(asset)

@@ -7,7 +7,7 @@ from enum import StrEnum
 import ml_dtypes
 import numpy as np
 
-__all__ = ["DType", "numpy_dtype"]
+__all__ = ["DType", "dtype_of", "numpy_dtype"]
 
 
 class DType(StrEnum):
@@ -60,3 +60,12 @@ _NUMPY: dict[DType, np.dtype] = {
 def numpy_dtype(dtype: DType) -> np.dtype:
     """The numpy (or ml_dtypes) dtype that holds one element of ``dtype``."""
     return _NUMPY[dtype]
+
+
+def dtype_of(dtype: np.dtype) -> DType:
+    """The DType whose elements ``dtype`` holds (the inverse of :func:`numpy_dtype`)."""
+    for member, held in _NUMPY.items():
+        if held == np.dtype(dtype):
+            return member
+    msg = f"no Core AI storage type for numpy dtype {dtype}"
+    raise ValueError(msg)

@@ -19,7 +19,7 @@ import numpy as np
 from coreai._compiler.dialects import _coreai_ops_gen as ops
 from coreai._compiler.ir import InsertionPoint, IntegerType, Operation, Type, Value
 
-from coreai_opt.coreai_utils.dtypes import DType
+from coreai_opt.coreai_utils.dtypes import DType, dtype_of
 from coreai_opt.coreai_utils.ir.constants import (
     make_constant,
     make_splat,
@@ -29,24 +29,7 @@ from coreai_opt.coreai_utils.ir.constants import (
 from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized, code_bits
 from coreai_opt.coreai_utils.numerics.sparse import pack_bits
 
-__all__ = ["code_data", "emit_blockwise_chain", "scale_storage"]
-
-_SCALE_TYPES = {
-    np.dtype(np.float32): DType.FP32,
-    np.dtype(np.float16): DType.FP16,
-}
-
-
-def scale_storage(dtype: np.dtype) -> DType:
-    """The storage DType of a numpy scale dtype (f32, f16, bf16, e8m0)."""
-    import ml_dtypes  # noqa: PLC0415
-
-    table = {
-        **_SCALE_TYPES,
-        np.dtype(ml_dtypes.bfloat16): DType.BF16,
-        np.dtype(ml_dtypes.float8_e8m0fnu): DType.FP8_E8M0FNU,
-    }
-    return table[np.dtype(dtype)]
+__all__ = ["code_data", "emit_blockwise_chain"]
 
 
 def code_data(codes: np.ndarray, dtype: DType) -> np.ndarray:
@@ -72,7 +55,7 @@ def _chain(
         offset_type = element
     else:
         offset_type = stored
-    scales = make_constant(scale, grid, storage_type(scale_storage(scale.dtype)))
+    scales = make_constant(scale, grid, storage_type(dtype_of(scale.dtype)))
     return ops.blockwise_shift_scale(
         data, scales, make_splat(0.0, grid, offset_type), make_splat(0.0, grid, element)
     )

@@ -15,7 +15,8 @@ import numpy as np
 from coreai._compiler.dialects import _coreai_ops_gen as ops
 from coreai._compiler.ir import InsertionPoint, IntegerType, Operation, Type, Value
 
-from coreai_opt.coreai_utils.ir.blockwise import code_data, scale_storage
+from coreai_opt.coreai_utils.dtypes import dtype_of
+from coreai_opt.coreai_utils.ir.blockwise import code_data
 from coreai_opt.coreai_utils.ir.constants import (
     index_type,
     make_constant,
@@ -64,7 +65,7 @@ def _part(palette: GroupedPalette, first: int, last: int, channels: slice, eleme
         )
         lut = ops.blockwise_shift_scale(
             codes,
-            make_constant(scale, grid, storage_type(scale_storage(scale.dtype))),
+            make_constant(scale, grid, storage_type(dtype_of(scale.dtype))),
             offset,
             make_splat(0.0, grid, element),
         )

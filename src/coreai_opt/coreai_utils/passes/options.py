@@ -18,6 +18,7 @@ __all__ = [
     "SparsifyOptions",
     "check_algorithm",
     "check_int",
+    "check_threshold",
     "validate_options",
 ]
 
@@ -141,7 +142,7 @@ def _check_palettize_nbits(value: object) -> int | None:
     return number
 
 
-def _check_threshold(value: object) -> int:
+def check_threshold(value: object) -> int:
     return check_int("weight_num_threshold", value, 0, "non-negative")
 
 
@@ -204,6 +205,6 @@ def validate_options(
         n_m_ratio=n_m,
         quantize_dtype=quantize,
         palettize_nbits=nbits,
-        weight_num_threshold=_check_threshold(weight_num_threshold),
+        weight_num_threshold=check_threshold(weight_num_threshold),
         algorithm=check_algorithm(algorithm, calibrated=calibrated),
     )

@@ -9,6 +9,7 @@ from coreai_opt.coreai_utils.passes.options import (
     PALETTIZE_NBITS,
     ArgumentTypeError,
     check_int,
+    check_threshold,
 )
 from coreai_opt.coreai_utils.passes.quantize_options import member
 from coreai_opt.coreai_utils.schemes import CompressionGranularity
@@ -74,7 +75,5 @@ def validate_palettize_options(
         group_size=check_int("group_size", group_size, 1, "a positive int"),
         cluster_dim=dims,
         enable_per_channel_scale=enable_per_channel_scale,
-        weight_num_threshold=check_int(
-            "weight_num_threshold", weight_num_threshold, 0, "non-negative"
-        ),
+        weight_num_threshold=check_threshold(weight_num_threshold),
     )

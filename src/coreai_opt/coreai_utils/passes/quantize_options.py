@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from coreai_opt.coreai_utils.dtypes import DType
-from coreai_opt.coreai_utils.passes.options import check_int
+from coreai_opt.coreai_utils.passes.options import check_int, check_threshold
 from coreai_opt.coreai_utils.schemes import CompressionGranularity, QScheme
 
 __all__ = [
@@ -112,7 +112,5 @@ def validate_quantize_options(
         granularity=grain,
         block_size=block,
         scale_dtype=scales,
-        weight_num_threshold=check_int(
-            "weight_num_threshold", weight_num_threshold, 0, "non-negative"
-        ),
+        weight_num_threshold=check_threshold(weight_num_threshold),
     )
