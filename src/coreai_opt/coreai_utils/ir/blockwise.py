@@ -24,8 +24,8 @@ from coreai_opt.coreai_utils.ir.constants import (
     make_constant,
     make_splat,
     storage_type,
-    tensor_type,
 )
+from coreai_opt.coreai_utils.ir.rewrite import chain_element_type
 from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized, code_bits
 from coreai_opt.coreai_utils.numerics.sparse import pack_bits
 
@@ -71,11 +71,7 @@ def _parts(q: BlockQuantized) -> tuple[int, int] | None:
 
 def emit_blockwise_chain(const_op: Operation, q: BlockQuantized) -> Value:
     """Insert the chain for ``q`` before ``const_op``; returns the dense result."""
-    ranked = tensor_type(const_op.results[0].type)
-    if ranked is None:
-        msg = "a decompression chain needs a statically shaped tensor constant"
-        raise ValueError(msg)
-    element = ranked.element_type
+    element = chain_element_type(const_op)
     with const_op.location, InsertionPoint(const_op):
         split = _parts(q)
         if split is None:

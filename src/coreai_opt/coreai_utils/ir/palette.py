@@ -22,8 +22,8 @@ from coreai_opt.coreai_utils.ir.constants import (
     make_constant,
     make_splat,
     storage_type,
-    tensor_type,
 )
+from coreai_opt.coreai_utils.ir.rewrite import chain_element_type
 from coreai_opt.coreai_utils.numerics.lut import GroupedPalette
 from coreai_opt.coreai_utils.numerics.sparse import pack_bits
 
@@ -90,11 +90,7 @@ def _part(palette: GroupedPalette, first: int, last: int, channels: slice, eleme
 
 def emit_lut_chain(const_op: Operation, palette: GroupedPalette) -> Value:
     """Insert the chain for ``palette`` before ``const_op``; returns the dense result."""
-    ranked = tensor_type(const_op.results[0].type)
-    if ranked is None:
-        msg = "a decompression chain needs a statically shaped tensor constant"
-        raise ValueError(msg)
-    element = ranked.element_type
+    element = chain_element_type(const_op)
     channels = palette.indices.shape[palette.out_axis]
     size = palette.group_size
     groups = palette.lut.shape[0]

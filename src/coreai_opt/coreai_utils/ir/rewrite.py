@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 from coreai._compiler.dialects import _coreai_ops_gen as ops
-from coreai._compiler.ir import InsertionPoint, IntegerType, Operation, RankedTensorType, Value
+from coreai._compiler.ir import InsertionPoint, IntegerType, Operation, Type, Value
 
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.ir.constants import (
@@ -34,6 +34,7 @@ from coreai_opt.coreai_utils.numerics.quantize import Quantized
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, pack_bits
 
 __all__ = [
+    "chain_element_type",
     "emit_palettized_chain",
     "emit_quantized_chain",
     "emit_sparse_chain",
@@ -41,12 +42,14 @@ __all__ = [
 ]
 
 
-def _ranked(const_op: Operation) -> RankedTensorType:
+def chain_element_type(const_op: Operation) -> Type:
+    """The element type of the weight constant a decompression chain replaces (its dense
+    result's type); ``ValueError`` unless it is a statically shaped tensor."""
     ranked = tensor_type(const_op.results[0].type)
     if ranked is None:
         msg = "a decompression chain needs a statically shaped tensor constant"
         raise ValueError(msg)
-    return ranked
+    return ranked.element_type
 
 
 def _densify(values: Value, packed_mask: np.ndarray, shape: tuple[int, ...]) -> Value:
@@ -56,7 +59,7 @@ def _densify(values: Value, packed_mask: np.ndarray, shape: tuple[int, ...]) -> 
 
 def emit_sparse_chain(const_op: Operation, sparse: SparseWeight) -> Value:
     """The plain sparse chain for ``sparse``; returns the dense result."""
-    element = _ranked(const_op).element_type
+    element = chain_element_type(const_op)
     with const_op.location, InsertionPoint(const_op):
         values = make_constant(sparse.values, (sparse.values.size,), element)
         return _densify(values, sparse.packed_mask, sparse.shape)
@@ -64,7 +67,7 @@ def emit_sparse_chain(const_op: Operation, sparse: SparseWeight) -> Value:
 
 def emit_quantized_chain(const_op: Operation, quantized: Quantized) -> Value:
     """The quantized sparse chain for ``quantized``; returns the dense result."""
-    element = _ranked(const_op).element_type
+    element = chain_element_type(const_op)
     stored = storage_type(quantized.dtype)
     scale_shape = tuple(quantized.scale.shape)
     with const_op.location, InsertionPoint(const_op):
@@ -91,7 +94,7 @@ def emit_quantized_chain(const_op: Operation, quantized: Quantized) -> Value:
 
 def emit_palettized_chain(const_op: Operation, palette: Palette, sparse: SparseWeight) -> Value:
     """The palettized sparse chain for the values of ``sparse`` (one LUT for the tensor)."""
-    element = _ranked(const_op).element_type
+    element = chain_element_type(const_op)
     rank = len(sparse.shape)
     lut_shape = (1,) * rank + (palette.lut.size, 1)
     with const_op.location, InsertionPoint(const_op):
