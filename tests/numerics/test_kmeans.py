@@ -3,11 +3,11 @@
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from coreai_opt.coreai_utils.numerics import kmeans_1d, pack_bits, palettize, unpack_bits
+from coreai_opt.coreai_utils.numerics import pack_bits, palettize, unpack_bits
 from tests.reference import mse_to_nearest, ref_lloyd
 
 FLOATS = [np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
@@ -48,14 +48,6 @@ def test_labels_are_nearest_entries(values: np.ndarray, nbits: int) -> None:
     distance = np.abs(values.astype(np.float64)[:, None] - lut[None, :])
     chosen = distance[np.arange(values.size), palette.indices]
     assert np.all(chosen <= distance.min(axis=1))
-
-
-@settings(max_examples=30)
-@given(values=value_sets())
-def test_kmeans_centroids_sorted_and_distinct(values: np.ndarray) -> None:
-    centroids = kmeans_1d(values, 8)
-    assert 1 <= centroids.size <= 8
-    assert np.all(np.diff(centroids) > 0)
 
 
 @pytest.mark.parametrize("nbits", NBITS)

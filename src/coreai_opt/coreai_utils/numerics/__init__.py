@@ -1,6 +1,6 @@
 """Pure numpy algorithms: pruning masks and the sparse form. Never imports coreai."""
 
-from coreai_opt.coreai_utils.numerics.kmeans import Palette, kmeans_1d, palettize
+from coreai_opt.coreai_utils.numerics.kmeans import Palette, palettize
 from coreai_opt.coreai_utils.numerics.masks import (
     all_finite,
     block_mask,
@@ -26,7 +26,6 @@ __all__ = [
     "SparseWeight",
     "all_finite",
     "block_mask",
-    "kmeans_1d",
     "magnitude_key",
     "magnitude_mask",
     "nm_mask",

@@ -6,10 +6,10 @@ group allowed). Each group gets a LUT of ``2**nbits`` entries, each entry a vect
 ``cluster_dim`` consecutive values along the input axis (scalars when 1), and every element
 (vector) its nearest entry's index.
 
-* scalar LUTs: the exact 1-D k-means of :mod:`kmeans` (Lloyd to convergence from quantile
-  starts; lossless with at most ``2**nbits`` distinct values; groups of at most 2**12 values
-  also try Lloyd from the values' interpolated quantiles and keep the better), entries
-  rounded to the weight's dtype.
+* scalar LUTs: the 1-D k-means of :func:`kmeans.palettize_rows`, all groups in one batch
+  (binned Lloyd from cube-root-density starts; exact Lloyd on the distinct values for
+  groups it cannot bin finely enough, so lossless with at most ``2**nbits`` distinct
+  values), entries rounded to the weight's dtype.
 * vector LUTs: k-means in ``cluster_dim`` dimensions: k-means++ seeding (seed 0) and Lloyd
   to convergence on a sample of at most 2**16 vectors per group, then one Lloyd
   iteration on all of them; indices are the nearest entries (ties: the lower index).
@@ -31,13 +31,12 @@ import numpy as np
 
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized, quantize_blocks
-from coreai_opt.coreai_utils.numerics.kmeans import lloyd_weighted, padded_lut, palettize
+from coreai_opt.coreai_utils.numerics.kmeans import palettize_rows
 from coreai_opt.coreai_utils.numerics.parallel import parallel_map
 
 __all__ = ["GroupedPalette", "kmeans_vectors", "palettize_groups"]
 
 _SAMPLE = 1 << 16
-_EXACT_GROUP = 1 << 12
 _FULL_ITERATIONS = 1
 _MAX_ITERATIONS = 300
 
@@ -93,35 +92,20 @@ class GroupedPalette:
         return np.ascontiguousarray(result)
 
 
-def _sse(points: np.ndarray, weights: np.ndarray, centroids: np.ndarray) -> float:
-    boundaries = (centroids[1:] + centroids[:-1]) / 2
-    nearest_centroid = centroids[np.searchsorted(boundaries, points)]
-    return float(np.sum(weights * (points - nearest_centroid) ** 2))
-
-
-def _scalar_lut(values: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(lut [2**nbits] in values' dtype, indices)`` for 1-D ``values``.
-
-    Groups of more than 2**12 values are :func:`kmeans.palettize`d (the histogram k-means).
-    Smaller ones run Lloyd on their exact distinct values, from the weighted quantiles and
-    from the values' interpolated quantiles, keeping the better: with few points the start
-    decides which local optimum Lloyd reaches.
-    """
-    if values.size > _EXACT_GROUP:
-        palette = palettize(values, nbits)
-        return palette.lut, palette.indices
-    k = 1 << nbits
-    wide = values.astype(np.float64)
-    points, counts = np.unique(wide, return_counts=True)
-    weights = counts.astype(np.float64)
-    centroids = lloyd_weighted(points, weights, k)
-    if points.size > k:
-        starts = np.unique(np.quantile(wide, (np.arange(k) + 0.5) / k))
-        other = lloyd_weighted(points, weights, k, starts)
-        if _sse(points, weights, other) < _sse(points, weights, centroids):
-            centroids = other
-    lut, rounded = padded_lut(centroids, k, values.dtype)
-    return lut, _nearest_sorted(wide, rounded)
+def _scalar_luts(
+    flat: np.ndarray, nbits: int, group_size: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(lut [2**nbits, 1], indices)`` per group of ``group_size`` rows of ``flat``
+    (``[C, n]``), by :func:`kmeans.palettize_rows` (the whole groups in one batch)."""
+    channels = flat.shape[0]
+    whole = channels // group_size * group_size
+    results = []
+    for part, size in ((flat[:whole], group_size), (flat[whole:], channels - whole)):
+        if part.shape[0] == 0:
+            continue
+        lut, indices = palettize_rows(part.reshape(part.shape[0] // size, -1), nbits)
+        results += [(lut[g][:, None], indices[g]) for g in range(lut.shape[0])]
+    return results
 
 
 def _nearest_sorted(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
@@ -243,15 +227,15 @@ def palettize_groups(
         safe = np.where(channel_scale.astype(np.float32) > 0, channel_scale.astype(np.float32), 1.0)
         work = (moved.astype(np.float32) / safe.reshape(-1, *([1] * (moved.ndim - 1)))).astype(out)
     groups = -(-channels // group_size)
-
-    def one(group: int) -> tuple[np.ndarray, np.ndarray]:
-        part = work[group * group_size : (group + 1) * group_size]
-        if cluster_dim == 1:
-            lut, idx = _scalar_lut(np.ascontiguousarray(part).reshape(-1), nbits)
-            return lut.reshape(k, 1), idx
-        return _vector_lut(np.ascontiguousarray(part), k, cluster_dim)
-
-    results = parallel_map(one, range(groups))
+    if cluster_dim == 1:
+        results = _scalar_luts(np.ascontiguousarray(work).reshape(channels, -1), nbits, group_size)
+    else:
+        results = parallel_map(
+            lambda g: _vector_lut(
+                np.ascontiguousarray(work[g * group_size : (g + 1) * group_size]), k, cluster_dim
+            ),
+            range(groups),
+        )
     lut = np.stack([r[0] for r in results])  # [groups, k, V]
     quantized = None
     if lut_dtype is not None:
