@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 
 import ml_dtypes
 import numpy as np
 
 from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
+from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks
 from coreai_opt.coreai_utils.numerics.quantize import fp8_round, stored_scale
 
 __all__ = ["INTEGER_BITS", "BlockQuantized", "block_shape", "code_bits", "quantize_blocks"]
@@ -142,14 +144,41 @@ def _from_rows(
     return full[tuple(slice(0, n) for n in shape)]
 
 
-def _encode_float(scaled: np.ndarray, storage: np.dtype) -> np.ndarray:
-    """Saturating round-to-nearest-even cast; a value that rounds to zero is stored as +0
-    (a -0 code would decode to -0.0)."""
+def _encode_float(rows: np.ndarray, scale: np.ndarray, storage: np.dtype) -> np.ndarray:
+    """Codes of ``rows / scale[:, None]``: the saturating round-to-nearest-even cast, a value
+    that rounds to zero stored as +0 (a -0 code would decode to -0.0); by row chunks on the
+    thread pool. fp8 rounds on the float32 bit pattern and reads the code from a table."""
     limit = float(ml_dtypes.finfo(storage).max)
-    codes: np.ndarray = np.clip(scaled, -limit, limit).astype(storage)
-    bits = codes.view(np.uint8)  # one byte per code; the sign is the top bit of the value
-    magnitude = np.uint8(0x07 if storage == np.dtype(ml_dtypes.float4_e2m1fn) else 0x7F)
-    bits[(bits & magnitude) == 0] = 0
+    per_row = scale.astype(np.float32)[:, None]
+    codes = np.empty(rows.shape, dtype=storage)
+    table = _code_table(storage) if storage in _FP8_EMULATED else None
+
+    def chunk(bounds: tuple[int, int]) -> None:
+        start, stop = bounds
+        scaled = np.clip(rows[start:stop] / per_row[start:stop], -limit, limit)
+        if table is not None:
+            rounded = fp8_round(scaled.reshape(-1), storage).reshape(scaled.shape)
+            high = (rounded.view(np.uint32) >> 16).astype(np.uint16)
+            codes[start:stop] = table[high].view(storage)
+            return
+        part = scaled.astype(storage)
+        bits = part.view(np.uint8)  # one byte per code; the sign is the top bit of the value
+        bits[(bits & np.uint8(0x07)) == 0] = 0  # fp4 e2m1: the low 3 bits hold the magnitude
+        codes[start:stop] = part
+
+    parallel_map(chunk, row_chunks(rows.shape[0], rows.shape[1]))
+    return codes
+
+
+@cache
+def _code_table(storage: np.dtype) -> np.ndarray:
+    """fp8 code (uint8) of every float32 whose low 16 bits are zero, by its high 16 bits
+    (every fp8 value is one); -0 maps to +0's code."""
+    patterns = (np.arange(1 << 16, dtype=np.uint32) << 16).view(np.float32)
+    limit = float(ml_dtypes.finfo(storage).max)
+    finite = np.where(np.isfinite(patterns), patterns, 0.0)
+    codes = np.clip(finite, -limit, limit).astype(storage).view(np.uint8).copy()
+    codes[(codes & np.uint8(0x7F)) == 0] = 0
     return codes
 
 
@@ -166,28 +195,33 @@ def _round_codes(scaled: np.ndarray, storage: np.dtype, limit: float) -> np.ndar
 def _float_scales(
     rows: np.ndarray, absmax: np.ndarray, storage: np.dtype, scale_dtype: np.dtype, out: np.dtype
 ) -> np.ndarray:
-    """Per-row scale with the least squared error among the candidates (ties: the first)."""
+    """Per-row scale with the least squared error among the candidates (ties: the first),
+    the candidates evaluated on the thread pool."""
     limit = float(ml_dtypes.finfo(storage).max)
     stride = max(1, rows.shape[1] // _SAMPLE)
-    sample = rows[:, ::stride]
+    sample = np.ascontiguousarray(rows[:, ::stride])
     if scale_dtype == np.dtype(ml_dtypes.float8_e8m0fnu):
         with np.errstate(divide="ignore"):
             e0 = np.ceil(np.log2(np.where(absmax > 0, absmax / limit, 1.0)))
         candidates = [2.0**e0, 2.0 ** (e0 - 1)]
     else:
         candidates = [absmax / limit * factor for factor in _FACTORS]
-    errors = []
-    stored = []
-    for candidate in candidates:
+    exact = out == np.dtype(np.float32)  # code x scale is exact in float32
+
+    def error(candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scale = stored_scale(candidate, scale_dtype)
         per_row = scale.astype(np.float32)[:, None]
-        codes = _round_codes(sample / per_row, storage, limit)
-        rebuilt = (codes * per_row).astype(out).astype(np.float32)
-        errors.append(((rebuilt - sample) ** 2).sum(axis=1))
-        stored.append(scale)
-    best = np.argmin(np.stack(errors), axis=0)
-    result: np.ndarray = np.stack(stored)[best, np.arange(rows.shape[0])]
-    return result
+        rebuilt = _round_codes(sample / per_row, storage, limit)
+        rebuilt *= per_row
+        if not exact:
+            rebuilt = rebuilt.astype(out).astype(np.float32)
+        rebuilt -= sample
+        return np.einsum("ij,ij->i", rebuilt, rebuilt), scale
+
+    results = parallel_map(error, candidates)
+    best = np.argmin(np.stack([r[0] for r in results]), axis=0)
+    chosen: np.ndarray = np.stack([r[1] for r in results])[best, np.arange(rows.shape[0])]
+    return chosen
 
 
 def quantize_blocks(
@@ -211,7 +245,7 @@ def quantize_blocks(
         storage = numpy_dtype(dtype)
         absmax = np.abs(rows).max(axis=1).astype(np.float64)
         scale = _float_scales(rows, absmax, storage, scales_in, out)
-        codes = _encode_float(rows / scale.astype(np.float32)[:, None], storage)
+        codes = _encode_float(rows, scale, storage)
     else:
         bits = INTEGER_BITS[dtype]
         signed = dtype in (DType.INT4, DType.INT8)
