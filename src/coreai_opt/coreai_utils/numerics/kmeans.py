@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coreai_opt.coreai_utils.numerics.parallel import CHUNK_ELEMENTS, parallel_map
+from coreai_opt.coreai_utils.numerics.parallel import CHUNK_ELEMENTS, parallel_map, workers
 
 __all__ = ["Palette", "lloyd_weighted", "padded_lut", "palettize", "palettize_rows"]
 
@@ -157,7 +157,7 @@ class _Grid:
             low=low,
             high=high,
             bins=bins,
-            batch=max(1, _LLOYD_BINS // bins),
+            batch=max(1, min(_LLOYD_BINS // bins, -(-count // workers()))),
         )
 
     def bin_of(self, values: np.ndarray, rows: slice) -> np.ndarray:
@@ -222,12 +222,10 @@ class _Grid:
         rows = slice(start, start + count)
         centre, width = self.centres(rows, np.arange(bins, dtype=np.float64))
         binning = np.einsum("ij,ij,ij->i", counts, width, width) / 12
-        starts = [
-            _starts(counts, width, k, cube=cube) for cube in ((True, False) if both else (True,))
-        ]
         del width
         prefix = np.zeros((3 if both else 2, count, bins + 1))
         np.cumsum(counts, axis=1, out=prefix[0, :, 1:])
+        starts = [self._starts(prefix[0], rows, k, cube=cube) for cube in (True, False)[: 1 + both]]
         np.cumsum(counts * centre, axis=1, out=prefix[1, :, 1:])
         if both:
             np.cumsum(counts * centre**2, axis=1, out=prefix[2, :, 1:])
@@ -282,6 +280,32 @@ class _Grid:
                 params = tuple(p[going] for p in params)
             else:
                 cuts, current = now, moved
+
+    def _starts(self, mass: np.ndarray, rows: slice, k: int, *, cube: bool) -> np.ndarray:
+        """``[r, k]`` strictly increasing start bins: the quantiles of the cube root of the
+        density (``cbrt(count / width) * width``; else of the counts), read on bins merged
+        by up to 16 (starts need no fine resolution); ``mass``: prefix sums of the counts."""
+        count, bins = mass.shape[0], mass.shape[1] - 1
+        merge = 16
+        while merge > 1 and (bins % merge or bins // merge < 16 * k):
+            merge //= 2
+        merged = np.diff(mass[:, ::merge], axis=1)
+        if cube:
+            edges, _ = self.centres(rows, np.arange(0, bins + 1, merge) - 0.5)
+            span = np.diff(edges, axis=1)
+            merged = np.cbrt(merged * span * span)
+        cumulative = np.cumsum(merged, axis=1)
+        totals = cumulative[:, -1]
+        offsets = np.concatenate(([0.0], np.cumsum(totals + 1)[:-1]))  # rows made disjoint
+        targets = (np.arange(k) + 0.5) / k * totals[:, None] + offsets[:, None]
+        found = np.searchsorted((cumulative + offsets[:, None]).reshape(-1), targets.reshape(-1))
+        within = found.reshape(count, k) - (np.arange(count) * (bins // merge))[:, None]
+        start = within * merge + merge // 2
+        step = np.arange(k)
+        start = np.maximum.accumulate(np.clip(start, 0, bins - 1) - step, axis=1) + step
+        # strictly increasing in [0, bins) (rows of fewer bins than k are clustered exactly)
+        result: np.ndarray = np.clip(np.minimum(start, bins - k + step), 0, bins - 1)
+        return result
 
     def _cut_params(self, rows: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, ...]:
         """Per-row columns for :meth:`_cuts`: middle, scale, origin, 1/step, flat offset."""
@@ -407,31 +431,6 @@ def _tiles(rows: int, n: int) -> list[tuple[int, int, int, int]]:
         return [(r, r + 1, c, min(c + size, n)) for r in range(rows) for c in range(0, n, size)]
     per = max(1, size // max(n, 1))
     return [(r, min(r + per, rows), 0, n) for r in range(0, rows, per)]
-
-
-def _starts(counts: np.ndarray, width: np.ndarray, k: int, *, cube: bool) -> np.ndarray:
-    """``[r, k]`` strictly increasing start bins: the quantiles of the cube root of the
-    density (``cbrt(count / width) * width``; else of the counts), read on merged bins
-    (starts need no fine resolution)."""
-    count, bins = counts.shape
-    merge = 16
-    while merge > 1 and (bins % merge or bins // merge < 16 * k):
-        merge //= 2
-    shape = (count, bins // merge, merge)
-    merged = counts.reshape(shape).sum(axis=2, dtype=np.float64)
-    span = width.reshape(shape).sum(axis=2)
-    cumulative = np.cumsum(np.cbrt(merged * span * span) if cube else merged, axis=1)
-    totals = cumulative[:, -1]
-    offsets = np.concatenate(([0.0], np.cumsum(totals + 1)[:-1]))  # rows made disjoint
-    targets = (np.arange(k) + 0.5) / k * totals[:, None] + offsets[:, None]
-    found = np.searchsorted((cumulative + offsets[:, None]).reshape(-1), targets.reshape(-1))
-    within = found.reshape(count, k) - (np.arange(count) * (bins // merge))[:, None]
-    start = within * merge + merge // 2
-    step = np.arange(k)
-    start = np.maximum.accumulate(np.clip(start, 0, bins - 1) - step, axis=1) + step
-    # strictly increasing in [0, bins) (rows of fewer bins than k are clustered exactly)
-    result: np.ndarray = np.clip(np.minimum(start, bins - k + step), 0, bins - 1)
-    return result
 
 
 def _padded_rows(centroids: np.ndarray, dtype: np.dtype) -> np.ndarray:
