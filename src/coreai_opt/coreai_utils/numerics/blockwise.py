@@ -28,6 +28,7 @@ weight's dtype.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -123,10 +124,15 @@ def block_shape(
 
 
 def _as_rows(weight: np.ndarray, block: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
-    """``[blocks, block elements]`` float32 (zero-padded to whole blocks) and the grid."""
+    """``[blocks, block elements]`` float32 (zero-padded to whole blocks) and the grid; a
+    view of a float32 ``weight`` whenever the layout allows (never written to)."""
     grid = tuple(-(-n // b) for n, b in zip(weight.shape, block, strict=True))
-    padded = np.zeros([g * b for g, b in zip(grid, block, strict=True)], dtype=np.float32)
-    padded[tuple(slice(0, n) for n in weight.shape)] = weight
+    whole = [g * b for g, b in zip(grid, block, strict=True)]
+    if list(weight.shape) == whole:
+        padded = weight.astype(np.float32, copy=False)
+    else:
+        padded = np.zeros(whole, dtype=np.float32)
+        padded[tuple(slice(0, n) for n in weight.shape)] = weight
     interleaved = padded.reshape([x for pair in zip(grid, block, strict=True) for x in pair])
     rank = weight.ndim
     order = [*range(0, 2 * rank, 2), *range(1, 2 * rank, 2)]
@@ -142,6 +148,42 @@ def _from_rows(
     order = [x for axis in range(rank) for x in (axis, rank + axis)]
     full = blocked.transpose(order).reshape([g * b for g, b in zip(grid, block, strict=True)])
     return full[tuple(slice(0, n) for n in shape)]
+
+
+def _by_rows(rows: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``reduce`` (one value per row) applied by row chunks on the thread pool."""
+    bounds = row_chunks(rows.shape[0], rows.shape[1])
+    return np.concatenate(parallel_map(lambda b: reduce(rows[b[0] : b[1]]), bounds))
+
+
+def _absmax(part: np.ndarray) -> np.ndarray:
+    largest: np.ndarray = np.maximum(part.max(axis=1), -part.min(axis=1))
+    return largest
+
+
+def _encode_int(
+    rows: np.ndarray,
+    scale: np.ndarray,
+    zero_point: np.ndarray,
+    limits: tuple[int, int],
+    code_type: type,
+) -> np.ndarray:
+    """Codes ``clip(rint(rows / scale) + zero_point, *limits)`` (float32 arithmetic; the
+    zero points are small integers, exact), by row chunks on the thread pool."""
+    per_row = scale.astype(np.float32)[:, None]
+    shift = zero_point.astype(np.float32)[:, None]
+    codes: np.ndarray = np.empty(rows.shape, dtype=code_type)
+
+    def chunk(bounds: tuple[int, int]) -> None:
+        start, stop = bounds
+        scaled = rows[start:stop] / per_row[start:stop]
+        np.rint(scaled, out=scaled)
+        scaled += shift[start:stop]
+        np.clip(scaled, *limits, out=scaled)
+        codes[start:stop] = scaled
+
+    parallel_map(chunk, row_chunks(rows.shape[0], rows.shape[1]))
+    return codes
 
 
 def _encode_float(rows: np.ndarray, scale: np.ndarray, storage: np.dtype) -> np.ndarray:
@@ -243,7 +285,7 @@ def quantize_blocks(
     zero_point = None
     if dtype in _FLOATS:
         storage = numpy_dtype(dtype)
-        absmax = np.abs(rows).max(axis=1).astype(np.float64)
+        absmax = _by_rows(rows, _absmax).astype(np.float64)
         scale = _float_scales(rows, absmax, storage, scales_in, out)
         codes = _encode_float(rows, scale, storage)
     else:
@@ -253,18 +295,17 @@ def quantize_blocks(
         qmin, qmax = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
         if symmetric:
             half = (1 << (bits - 1)) - 1
-            scale = stored_scale(np.abs(rows).max(axis=1).astype(np.float64) / half, scales_in)
+            scale = stored_scale(_by_rows(rows, _absmax).astype(np.float64) / half, scales_in)
             offset = 0 if signed else 1 << (bits - 1)
             zp = np.full(rows.shape[0], offset, dtype=np.float64)
             low, high = (-half, half) if signed else (1, (1 << bits) - 1)
         else:
-            lo = np.minimum(rows.min(axis=1), 0.0).astype(np.float64)
-            hi = np.maximum(rows.max(axis=1), 0.0).astype(np.float64)
+            lo = np.minimum(_by_rows(rows, lambda part: part.min(axis=1)), 0.0).astype(np.float64)
+            hi = np.maximum(_by_rows(rows, lambda part: part.max(axis=1)), 0.0).astype(np.float64)
             scale = stored_scale((hi - lo) / (qmax - qmin), scales_in)
             zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
             low, high = qmin, qmax
-        per_row = scale.astype(np.float32)[:, None]
-        codes = np.clip(np.rint(rows / per_row) + zp[:, None], low, high).astype(code_type)
+        codes = _encode_int(rows, scale, zp, (low, high), code_type)
         if not symmetric or not signed:
             zero_point = zp.astype(code_type).reshape(grid)
     return BlockQuantized(
