@@ -48,6 +48,7 @@ MODES: dict[str, tuple[Callable[..., Any], dict[str, Any], float]] = {
     ),
     "vector palettize 4, cluster_dim 2": (palettize_weights, {"n_bits": 4, "cluster_dim": 2}, 2.0),
 }
+VECTOR_GOAL = 2.0
 
 
 def floor_seconds(case: Case) -> float:
@@ -68,8 +69,12 @@ def timing_rows(case: Case, *, goals: bool) -> list[str]:
             repeats(case),
             lambda compress=compress, kwargs=kwargs: compress(case.program, **kwargs),
         )
-        target = f"<= {goal:g} s" if goals else ""
-        met = ("yes" if seconds <= goal else "no") if goals else ""
+        # vector palettization has its own goal in seconds; every other case also within
+        # 3x of the floor
+        ratio_goal = goal < VECTOR_GOAL
+        target = (f"<= {goal:g} s" + (", <= 3x floor" if ratio_goal else "")) if goals else ""
+        within = seconds <= goal and (not ratio_goal or seconds <= 3 * floor)
+        met = ("yes" if within else "no") if goals else ""
         rows.append(
             f"| {case.name} | {name} | {seconds:.3f} | {peak / case.weight_bytes:.2f} | "
             f"{floor:.3f} | {seconds / floor:.1f} | {target} | {met} |"

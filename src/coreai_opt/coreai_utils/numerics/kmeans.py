@@ -160,10 +160,6 @@ class _Grid:
             batch=max(1, min(_LLOYD_BINS // bins, -(-count // workers()))),
         )
 
-    def bin_of(self, values: np.ndarray, rows: slice) -> np.ndarray:
-        """Bins (uint16, same shape) of ``values`` ``[r, m]`` in ``rows``."""
-        return self.position(values, rows).astype(np.uint16)
-
     def position(self, values: np.ndarray, rows: slice) -> np.ndarray:
         """Positions in bins (float32, in ``[0, bins - 1]``; the bin is the integer part)
         of ``values`` ``[r, m]`` in ``rows``: within 0.05 of exact (float32 roundings on a
@@ -200,11 +196,9 @@ class _Grid:
 
         def tile(bounds: tuple[int, int, int, int]) -> np.ndarray:
             r0, r1, c0, c1 = bounds
-            part = self.bin_of(rows[r0:r1, c0:c1], slice(r0, r1))
-            codes[r0:r1, c0:c1] = part
-            offsets = (np.arange(r1 - r0, dtype=np.intp) * self.bins)[:, None]
-            flat = np.bincount((part + offsets).reshape(-1), minlength=(r1 - r0) * self.bins)
-            return flat.reshape(r1 - r0, self.bins)
+            part = codes[r0:r1, c0:c1]
+            part[...] = self.position(rows[r0:r1, c0:c1], slice(r0, r1))
+            return np.stack([np.bincount(line, minlength=self.bins) for line in part])
 
         bounds = _tiles(*rows.shape)
         for (r0, r1, _, _), partial in zip(bounds, parallel_map(tile, bounds), strict=True):
@@ -351,7 +345,7 @@ class _Grid:
         k = lut.shape[1]
         table, below, bounds = self._label_table(lut)
         per_row = below.shape[1]
-        flat_table, flat_below = table.reshape(-1), below.reshape(-1)
+        flat_below = below.reshape(-1)
         flat_bounds, flat_codes, flat_values = (
             bounds.reshape(-1),
             codes.reshape(-1),
@@ -362,8 +356,7 @@ class _Grid:
         def tile(b: tuple[int, int, int, int]) -> None:
             r0, r1, c0, c1 = b
             part = codes[r0:r1, c0:c1]
-            offsets = (np.arange(r0, r1, dtype=np.intp) * per_row)[:, None]
-            labels = table[r0][part] if r1 - r0 == 1 else flat_table[part + offsets]
+            labels = np.stack([np.take(table[r], line) for r, line in enumerate(part, r0)])
             where = np.flatnonzero(labels == 255)
             if where.size:
                 width = c1 - c0
