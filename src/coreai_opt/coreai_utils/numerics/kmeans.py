@@ -342,48 +342,25 @@ class _Grid:
         values in a midpoint's bin, or in the next bin when the midpoint is within
         ``_EDGE`` of the edge between them (bins order values only up to 0.05 of a bin),
         are compared with the midpoints exactly."""
-        k = lut.shape[1]
-        table, below, bounds = self._label_table(lut)
-        per_row = below.shape[1]
-        flat_below = below.reshape(-1)
-        flat_bounds, flat_codes, flat_values = (
-            bounds.reshape(-1),
-            codes.reshape(-1),
-            rows.reshape(-1),
-        )
-        n = rows.shape[1]
+        table, bounds = self._label_table(lut)
 
         def tile(b: tuple[int, int, int, int]) -> None:
             r0, r1, c0, c1 = b
-            part = codes[r0:r1, c0:c1]
-            labels = np.stack([np.take(table[r], line) for r, line in enumerate(part, r0)])
-            where = np.flatnonzero(labels == 255)
-            if where.size:
-                width = c1 - c0
-                row = where // width + r0
-                at = row * n + where % width + c0
-                value = flat_values[at].astype(np.float64)
-                # binary search among the midpoints of the bins next to the value's
-                cell = row * per_row + flat_codes[at]
-                low = flat_below[np.maximum(cell - 1, row * per_row)].astype(np.intp)
-                high = flat_below[cell + 2].astype(np.intp)
-                row_start = row * (k - 1)
-                for _ in range(int((high - low).max()).bit_length()):
-                    half = (low + high) >> 1
-                    less = half < high
-                    less &= flat_bounds[row_start + np.minimum(half, k - 2)] < value
-                    low = np.where(less, half + 1, low)
-                    high = np.where(less, high, half)
-                labels.reshape(-1)[where] = low
-            indices[r0:r1, c0:c1] = labels
+            for r in range(r0, r1):
+                labels = np.take(table[r], codes[r, c0:c1])
+                where = np.flatnonzero(labels == 255)
+                if where.size:
+                    value = rows[r, c0:c1][where].astype(np.float64)
+                    labels[where] = np.searchsorted(bounds[r], value, side="left")
+                indices[r, c0:c1] = labels
 
         parallel_map(tile, _tiles(*rows.shape))
 
-    def _label_table(self, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(table, below, bounds)`` for :meth:`assign`: ``bounds`` ``[R, k - 1]`` the
-        midpoints between distinct entries (inf for repeats); ``below`` ``[R, bins + 3]``
-        uint8, the midpoints in earlier bins; ``table`` like ``below`` with 255 on the bins
-        whose values are compared exactly."""
+    def _label_table(self, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(table, bounds)`` for :meth:`assign`: ``bounds`` ``[R, k - 1]`` the midpoints
+        between distinct entries (inf for repeats, so sorted); ``table`` ``[R, bins]``
+        uint8, the midpoints in earlier bins, 255 on the bins whose values are compared
+        with the midpoints."""
         entries = lut.astype(np.float64)
         count = entries.shape[0]
         distinct = entries[:, 1:] != entries[:, :-1]
@@ -399,14 +376,13 @@ class _Grid:
         positions, many = np.unique(marked, return_counts=True)
         inside = np.zeros((count, per_row), dtype=np.uint8)
         inside.reshape(-1)[positions] = many
-        below = np.cumsum(inside, axis=1, dtype=np.uint8)
-        below -= inside
-        table = below.copy()
+        table = np.cumsum(inside, axis=1, dtype=np.uint8)
+        table -= inside
         flat_table = table.reshape(-1)
         flat_table[marked[used]] = 255  # 255 also marks the label 255: compared too
         flat_table[(marked + 1)[used & (fraction >= 1 - _EDGE)]] = 255
         flat_table[(marked - 1)[used & (fraction < _EDGE) & (bound_bins > 0)]] = 255
-        return table, below, bounds
+        return table[:, : self.bins], bounds
 
 
 def _binned_error(sums: np.ndarray) -> np.ndarray:
