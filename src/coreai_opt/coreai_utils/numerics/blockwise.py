@@ -224,16 +224,6 @@ def _code_table(storage: np.dtype) -> np.ndarray:
     return codes
 
 
-def _round_codes(scaled: np.ndarray, storage: np.dtype, limit: float) -> np.ndarray:
-    """``scaled`` saturated and rounded to the code type, as float32 (the fast exact fp8
-    emulation where it applies)."""
-    clipped = np.clip(scaled, -limit, limit).astype(np.float32)
-    if storage in _FP8_EMULATED:  # fp8_round works on flat arrays
-        return fp8_round(clipped.reshape(-1), storage).reshape(clipped.shape)
-    rounded: np.ndarray = clipped.astype(storage).astype(np.float32)
-    return rounded
-
-
 def _float_scales(
     rows: np.ndarray, absmax: np.ndarray, storage: np.dtype, scale_dtype: np.dtype, out: np.dtype
 ) -> np.ndarray:
@@ -253,7 +243,12 @@ def _float_scales(
     def error(candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scale = stored_scale(candidate, scale_dtype)
         per_row = scale.astype(np.float32)[:, None]
-        rebuilt = _round_codes(sample / per_row, storage, limit)
+        scaled = sample / per_row
+        np.clip(scaled, -limit, limit, out=scaled)
+        if storage in _FP8_EMULATED:
+            rebuilt = fp8_round(scaled.reshape(-1), storage).reshape(scaled.shape)
+        else:
+            rebuilt = scaled.astype(storage).astype(np.float32)
         rebuilt *= per_row
         if not exact:
             rebuilt = rebuilt.astype(out).astype(np.float32)

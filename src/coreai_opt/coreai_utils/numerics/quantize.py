@@ -243,12 +243,19 @@ def fp8_round(values: np.ndarray, storage: np.dtype) -> np.ndarray:
     """
     mantissa, min_exponent = _FP8_FORMAT[np.dtype(storage)]
     shift = np.uint32(23 - mantissa)
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-    odd = (bits >> shift) & np.uint32(1)
     half = np.uint32((1 << (23 - mantissa - 1)) - 1)
-    rounded = (bits + (odd + half)) & np.uint32(~((1 << (23 - mantissa)) - 1) & 0xFFFFFFFF)
+    keep = np.uint32(~((1 << (23 - mantissa)) - 1) & 0xFFFFFFFF)
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    # in place on one temporary: (bits + half + odd) & keep, odd the lowest kept bit
+    rounded = bits >> shift
+    rounded &= np.uint32(1)
+    rounded += half
+    rounded += bits
+    rounded &= keep
     result: np.ndarray = rounded.view(np.float32)
-    small = np.flatnonzero(np.abs(values) < np.float32(2.0**min_exponent))
+    smallest_normal = np.float32(2.0**min_exponent).view(np.uint32)
+    magnitude = bits & np.uint32(0x7FFFFFFF)
+    small = np.flatnonzero(magnitude < smallest_normal)
     if small.size:  # subnormals: round to the fixed subnormal step
         step = np.float32(2.0 ** (min_exponent - mantissa))
         result[small] = np.rint(values[small] / step) * step
