@@ -72,3 +72,20 @@ def test_block_shape() -> None:
     assert block_shape((6, 8), "per_block", 1, 0, 32) == (6, 1)
     with pytest.raises(ValueError, match="output channel axis"):
         block_shape((6, 8), "per_channel", None, None, 4)
+
+
+@pytest.mark.parametrize("dtype", [DType.FP8_E4M3FN, DType.FP8_E5M2])
+def test_fp8_codes_are_the_saturating_cast(dtype: DType) -> None:
+    rng = np.random.default_rng(7)
+    # magnitudes over 40 octaves: saturated, normal, subnormal and zero codes in every row
+    weight = (np.exp2(rng.uniform(-30, 10, (64, 512))) * rng.choice([-1, 1], (64, 512))).astype(
+        np.float32
+    )
+    weight[:, :3] = [0.0, -0.0, -1e-30]
+    quantized = quantize_blocks(weight, (1, 512), dtype)
+    storage = np.dtype(quantized.codes.dtype)
+    limit = float(ml_dtypes.finfo(storage).max)
+    scaled = weight / quantized.scale.astype(np.float32).reshape(-1, 1)
+    expected = np.clip(scaled, -limit, limit).astype(storage).view(np.uint8).copy()
+    expected[(expected & 0x7F) == 0] = 0  # a code that rounds to zero is +0
+    assert np.array_equal(quantized.codes.view(np.uint8), expected)

@@ -3,11 +3,12 @@
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from coreai_opt.coreai_utils.numerics import pack_bits, palettize, unpack_bits
+from coreai_opt.coreai_utils.numerics.kmeans import palettize_rows
 from tests.reference import mse_to_nearest, ref_lloyd
 
 FLOATS = [np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
@@ -83,3 +84,69 @@ def test_pack_bits_layout_by_hand() -> None:
     # ui3 codes 5, 3, 7 fill bits 0-2, 3-5, 6-8 (LSB first): byte0 = 0b11_011_101, byte1 = 0b1
     assert pack_bits(np.array([5, 3, 7], np.uint8), 3).tolist() == [0b11011101, 0b1]
     assert pack_bits(np.array([1, 2, 3, 0], np.uint8), 2).tolist() == [0b00111001]
+
+
+@st.composite
+def hard_rows(draw: st.DrawFn) -> np.ndarray:
+    """Rows long enough for the binned k-means, with ranges that strain its bins."""
+    dtype = draw(st.sampled_from(FLOATS))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    count, n = draw(st.integers(1, 3)), draw(st.integers(300, 3000))
+    values = rng.standard_normal((count, n))
+    kind = draw(st.sampled_from(["normal", "offset", "outlier", "tiny", "pruned", "heavy"]))
+    if kind == "offset":  # far from zero, narrow
+        values = 3.0 + values * 1e-3
+    elif kind == "outlier":
+        values[:, 0] = 1e6
+    elif kind == "tiny":
+        values = values * 1e-20
+    elif kind == "pruned":
+        values[np.abs(values) < 0.7] = 0.0
+    elif kind == "heavy":
+        values = rng.standard_t(2, (count, n))
+    return values.astype(dtype)
+
+
+@settings(max_examples=60)
+@given(rows=hard_rows(), nbits=st.sampled_from(NBITS))
+def test_rows_get_their_nearest_entries_and_do_not_depend_on_the_batch(
+    rows: np.ndarray, nbits: int
+) -> None:
+    lut, indices = palettize_rows(rows, nbits)
+    wide = lut.astype(np.float64)
+    assert np.all(np.diff(wide, axis=1) >= 0), "LUT sorted"
+    for r in range(rows.shape[0]):
+        distance = np.abs(rows[r].astype(np.float64)[:, None] - wide[r][None, :])
+        assert np.array_equal(indices[r], np.argmin(distance, axis=1)), "nearest, ties lower"
+        alone = palettize(rows[r], nbits)
+        assert np.array_equal(alone.lut.view(np.uint8), lut[r].view(np.uint8))
+        assert np.array_equal(alone.indices, indices[r])
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.name)
+def test_a_cluster_of_pruned_zeros_decodes_to_exact_zero(dtype: np.dtype) -> None:
+    values = np.random.default_rng(5).standard_normal((2, 50_000))
+    values[np.abs(values) < 0.7] = 0.0  # magnitude pruning leaves a gap around zero
+    lut, indices = palettize_rows(values.astype(dtype), 4)
+    decoded = np.take_along_axis(lut, indices.astype(np.intp), axis=1)
+    assert np.all(decoded[values == 0].astype(np.float64) == 0.0)
+
+
+@pytest.mark.parametrize("nbits", [2, 4, 8])
+@pytest.mark.parametrize("kind", ["heavy", "bimodal", "offset"])
+def test_batched_rows_as_good_as_converged_lloyd(kind: str, nbits: int) -> None:
+    rng = np.random.default_rng(nbits)
+    shape = (3, 20_000)
+    if kind == "heavy":
+        rows = rng.standard_t(3, shape)
+    elif kind == "bimodal":
+        rows = np.where(
+            rng.random(shape) < 0.5, rng.standard_normal(shape) - 4, 2 + rng.random(shape)
+        )
+    else:
+        rows = 7.0 + rng.standard_normal(shape) * 0.01
+    rows = (rows * np.array([[0.01], [1.0], [300.0]])).astype(np.float32)
+    lut, _ = palettize_rows(rows, nbits)
+    for r in range(rows.shape[0]):
+        ours = mse_to_nearest(rows[r], lut[r])
+        assert ours <= 1.05 * mse_to_nearest(rows[r], ref_lloyd(rows[r], 2**nbits)) + 1e-30
