@@ -86,8 +86,9 @@ def palettize_rows(rows: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray
     indices = np.zeros((count, n), dtype=np.uint8)
     if n == 0 or count == 0:
         return lut, indices
-    grid = _Grid.of(rows, k)
-    codes, counts = grid.bin_counts(rows)
+    values = _float32(rows)  # exact for 16-bit floats; numpy is slow on them
+    grid = _Grid.of(values, k)
+    codes, counts = grid.bin_counts(values)
     exact = np.count_nonzero(counts, axis=1) <= k
     batches = [(start, min(start + grid.batch, count)) for start in range(0, count, grid.batch)]
 
@@ -101,7 +102,7 @@ def palettize_rows(rows: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray
         lut[start:stop] = _padded_rows(centroids, rows.dtype)
 
     parallel_map(cluster, batches)
-    grid.assign(rows, codes, lut, indices)
+    grid.assign(values, codes, lut, indices)
     for row in np.flatnonzero(exact):
         lut[row], indices[row] = _exact_row(rows[row], k)
     return lut, indices
@@ -390,6 +391,19 @@ def _binned_error(sums: np.ndarray) -> np.ndarray:
     squares."""
     error: np.ndarray = np.sum(sums[2] - sums[1] ** 2 / np.maximum(sums[0], 1), axis=1)
     return error
+
+
+def _float32(rows: np.ndarray) -> np.ndarray:
+    """``rows`` as float32 (itself if it already is), converted by tiles on the thread pool."""
+    if rows.dtype == np.float32:
+        return rows
+    out = np.empty(rows.shape, dtype=np.float32)
+
+    def tile(b: tuple[int, int, int, int]) -> None:
+        out[b[0] : b[1], b[2] : b[3]] = rows[b[0] : b[1], b[2] : b[3]]
+
+    parallel_map(tile, _tiles(*rows.shape))
+    return out
 
 
 def _tiles(rows: int, n: int) -> list[tuple[int, int, int, int]]:
