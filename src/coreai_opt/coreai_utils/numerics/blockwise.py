@@ -45,7 +45,6 @@ INTEGER_BITS = {DType.INT4: 4, DType.INT8: 8, DType.UINT4: 4, DType.UINT8: 8}
 _FLOATS = (DType.FP8_E4M3FN, DType.FP8_E5M2, DType.FP4_E2M1FN)
 _FACTORS = 2.0 ** (np.arange(32) / 32)
 _SAMPLE = 256
-_SEARCH_CHUNK = 1 << 15  # sample values per scale-search chunk: stays in the core's cache
 _FP8_EMULATED = (np.dtype(ml_dtypes.float8_e4m3fn), np.dtype(ml_dtypes.float8_e5m2))
 
 
@@ -240,30 +239,25 @@ def _float_scales(
     else:
         candidates = [absmax / limit * factor for factor in _FACTORS]
     exact = out == np.dtype(np.float32)  # code x scale is exact in float32
-    stored = np.stack([stored_scale(c, scale_dtype) for c in candidates])  # [C, R]
-    per_row = stored.astype(np.float32)[:, :, None]
-    errors = np.empty(stored.shape, dtype=np.float32)
 
-    def chunk(bounds: tuple[int, int]) -> None:
-        # every candidate on a cache-sized piece of the sample
-        start, stop = bounds
-        part = sample[start:stop]
-        for index, scale in enumerate(per_row[:, start:stop]):
-            scaled = part / scale
-            np.clip(scaled, -limit, limit, out=scaled)
-            if storage in _FP8_EMULATED:
-                rebuilt = fp8_round(scaled.reshape(-1), storage).reshape(scaled.shape)
-            else:
-                rebuilt = scaled.astype(storage).astype(np.float32)
-            rebuilt *= scale
-            if not exact:
-                rebuilt = rebuilt.astype(out).astype(np.float32)
-            rebuilt -= part
-            errors[index, start:stop] = np.einsum("ij,ij->i", rebuilt, rebuilt)
+    def error(candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scale = stored_scale(candidate, scale_dtype)
+        per_row = scale.astype(np.float32)[:, None]
+        scaled = sample / per_row
+        np.clip(scaled, -limit, limit, out=scaled)
+        if storage in _FP8_EMULATED:
+            rebuilt = fp8_round(scaled.reshape(-1), storage).reshape(scaled.shape)
+        else:
+            rebuilt = scaled.astype(storage).astype(np.float32)
+        rebuilt *= per_row
+        if not exact:
+            rebuilt = rebuilt.astype(out).astype(np.float32)
+        rebuilt -= sample
+        return np.einsum("ij,ij->i", rebuilt, rebuilt), scale
 
-    parallel_map(chunk, row_chunks(sample.shape[0], sample.shape[1], _SEARCH_CHUNK))
-    best = np.argmin(errors, axis=0)
-    chosen: np.ndarray = stored[best, np.arange(rows.shape[0])]
+    results = parallel_map(error, candidates)
+    best = np.argmin(np.stack([r[0] for r in results]), axis=0)
+    chosen: np.ndarray = np.stack([r[1] for r in results])[best, np.arange(rows.shape[0])]
     return chosen
 
 
