@@ -407,9 +407,9 @@ def _float32(rows: np.ndarray) -> np.ndarray:
 
 
 def _tiles(rows: int, n: int) -> list[tuple[int, int, int, int]]:
-    """``(r0, r1, c0, c1)`` tiles of about ``CHUNK_ELEMENTS * 4`` values: whole rows, or
+    """``(r0, r1, c0, c1)`` tiles of about ``CHUNK_ELEMENTS`` values: whole rows, or
     pieces of one long row."""
-    size = CHUNK_ELEMENTS * 4
+    size = CHUNK_ELEMENTS
     if n >= size:
         return [(r, r + 1, c, min(c + size, n)) for r in range(rows) for c in range(0, n, size)]
     per = max(1, size // max(n, 1))
