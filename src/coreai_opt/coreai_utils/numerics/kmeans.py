@@ -14,10 +14,11 @@ entries and every value the index of its nearest entry; :func:`palettize` is one
   so an iteration is one bin index per centroid midpoint and the cluster means from
   prefix sums. Starts: the quantiles of the cube root of the density (an optimal
   quantizer's point density follows the cube root of the data density), which converges
-  in fewer iterations and to a lower error than quantile starts. Rows of fewer than 256
-  values per entry and at most 16 entries also run from quantile starts and keep the
-  lower error (with few points the start decides which local optimum Lloyd reaches). A
-  row stops when its clusters no longer change (at most 1000 iterations).
+  in fewer iterations and to a lower error than quantile starts. Rows of fewer than 32
+  values per entry, or of fewer than 256 with at most 16 entries, also run from the
+  values' interpolated quantiles and keep the lower error (with few points the start
+  decides which local optimum Lloyd reaches). A row stops when its clusters no longer
+  change (at most 1000 iterations).
 * Exact rows. A row with at most ``2**nbits`` non-empty bins, or whose bins are coarse for
   its clusters (the binning error, ``count * width**2 / 12`` over the bins, above 1 % of
   the clustered error), is clustered exactly instead: Lloyd on its sorted distinct values
@@ -44,8 +45,9 @@ _BIN_ITERATIONS = 1000
 _BINS_PER_ENTRY = 64
 _MAX_BINS = 1 << 16
 _ENOUGH_BINS = 1 << 13  # 32 per entry suffice for 256 entries
-_BOTH_STARTS = 256  # rows of fewer values per entry also run Lloyd from quantile starts...
+_BOTH_STARTS = 256  # rows of fewer values per entry also run Lloyd from their quantiles...
 _BOTH_STARTS_ENTRIES = 16  # ...when there are at most this many entries
+_FEW_PER_ENTRY = 32  # ...and always below this many values per entry
 _BIN_ERROR = 0.01
 _LLOYD_BINS = 1 << 20  # bins per batch of rows in the binned Lloyd
 _EDGE = 0.125  # a midpoint this close to its bin's edge also marks the neighbour bin
@@ -96,8 +98,14 @@ def palettize_rows(rows: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray
         start, stop = bounds
         if exact[start:stop].all():
             return
-        both = k <= _BOTH_STARTS_ENTRIES and n < _BOTH_STARTS * k
-        centroids, coarse = grid.lloyd(counts[start:stop], k, exact[start:stop], start, both=both)
+        quantiles = None
+        per_entry = n / k
+        if per_entry < _FEW_PER_ENTRY or (k <= _BOTH_STARTS_ENTRIES and per_entry < _BOTH_STARTS):
+            levels = (np.arange(k) + 0.5) / k
+            quantiles = np.quantile(values[start:stop], levels, axis=1).T.astype(np.float64)
+        centroids, coarse = grid.lloyd(
+            counts[start:stop], k, exact[start:stop], start, quantiles=quantiles
+        )
         exact[start:stop] |= coarse
         lut[start:stop] = _padded_rows(centroids, rows.dtype)
 
@@ -207,20 +215,28 @@ class _Grid:
         return codes, counts
 
     def lloyd(
-        self, counts: np.ndarray, k: int, skip: np.ndarray, start: int, *, both: bool
+        self,
+        counts: np.ndarray,
+        k: int,
+        skip: np.ndarray,
+        start: int,
+        *,
+        quantiles: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Lloyd on the binned rows ``counts`` ``[r, bins]`` (rows ``start`` on), except
         rows in ``skip``: ``(centroids [r, k] sorted values, coarse [r] bool)``, coarse
         rows' bins being too wide for their clusters. From cube-root-density starts, and
-        with ``both`` also from quantile starts, keeping the better per row."""
+        also from ``quantiles`` (``[r, k]`` sorted values) if given, keeping the better
+        per row."""
         count, bins = counts.shape
         rows = slice(start, start + count)
         centre, width = self.centres(rows, np.arange(bins, dtype=np.float64))
         binning = np.einsum("ij,ij,ij->i", counts, width, width) / 12
         del width
+        both = quantiles is not None
         prefix = np.zeros((3 if both else 2, count, bins + 1))
         np.cumsum(counts, axis=1, out=prefix[0, :, 1:])
-        starts = [self._starts(prefix[0], rows, k, cube=cube) for cube in (True, False)[: 1 + both]]
+        first = _cube_root_starts(prefix[0], centre, k)
         np.cumsum(counts * centre, axis=1, out=prefix[1, :, 1:])
         if both:
             np.cumsum(counts * centre**2, axis=1, out=prefix[2, :, 1:])
@@ -229,11 +245,11 @@ class _Grid:
         flat = prefix.reshape(prefix.shape[0], -1)
         every = np.arange(count)
         params = self._cut_params(every + start, every * (bins + 1))
-        best = flat_centre[starts[0] + params[-1]]
+        best = flat_centre[first + params[-1]]
         self._iterate(best, np.flatnonzero(~skip), params, flat_centre, flat)
         best_sums = np.diff(flat[:, self._cuts(best, params, flat_centre)], axis=2)
-        for first in starts[1:]:
-            centroids = flat_centre[first + params[-1]]
+        if quantiles is not None:
+            centroids = quantiles.copy()
             self._iterate(centroids, np.flatnonzero(~skip), params, flat_centre, flat)
             sums = np.diff(flat[:, self._cuts(centroids, params, flat_centre)], axis=2)
             better = _binned_error(sums) < _binned_error(best_sums)
@@ -275,32 +291,6 @@ class _Grid:
                 params = tuple(p[going] for p in params)
             else:
                 cuts, current = now, moved
-
-    def _starts(self, mass: np.ndarray, rows: slice, k: int, *, cube: bool) -> np.ndarray:
-        """``[r, k]`` strictly increasing start bins: the quantiles of the cube root of the
-        density (``cbrt(count / width) * width``; else of the counts), read on bins merged
-        by up to 16 (starts need no fine resolution); ``mass``: prefix sums of the counts."""
-        count, bins = mass.shape[0], mass.shape[1] - 1
-        merge = 16
-        while merge > 1 and (bins % merge or bins // merge < 16 * k):
-            merge //= 2
-        merged = np.diff(mass[:, ::merge], axis=1)
-        if cube:
-            edges, _ = self.centres(rows, np.arange(0, bins + 1, merge) - 0.5)
-            span = np.diff(edges, axis=1)
-            merged = np.cbrt(merged * span * span)
-        cumulative = np.cumsum(merged, axis=1)
-        totals = cumulative[:, -1]
-        offsets = np.concatenate(([0.0], np.cumsum(totals + 1)[:-1]))  # rows made disjoint
-        targets = (np.arange(k) + 0.5) / k * totals[:, None] + offsets[:, None]
-        found = np.searchsorted((cumulative + offsets[:, None]).reshape(-1), targets.reshape(-1))
-        within = found.reshape(count, k) - (np.arange(count) * (bins // merge))[:, None]
-        start = within * merge + merge // 2
-        step = np.arange(k)
-        start = np.maximum.accumulate(np.clip(start, 0, bins - 1) - step, axis=1) + step
-        # strictly increasing in [0, bins) (rows of fewer bins than k are clustered exactly)
-        result: np.ndarray = np.clip(np.minimum(start, bins - k + step), 0, bins - 1)
-        return result
 
     def _cut_params(self, rows: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, ...]:
         """Per-row columns for :meth:`_cuts`: middle, scale, origin, 1/step, flat offset."""
@@ -414,6 +404,31 @@ def _tiles(rows: int, n: int) -> list[tuple[int, int, int, int]]:
         return [(r, r + 1, c, min(c + size, n)) for r in range(rows) for c in range(0, n, size)]
     per = max(1, size // max(n, 1))
     return [(r, min(r + per, rows), 0, n) for r in range(0, rows, per)]
+
+
+def _cube_root_starts(mass: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
+    """``[r, k]`` strictly increasing start bins: the quantiles of the cube root of the
+    density (``cbrt(count / width) * width``), read on bins merged by up to 16 (starts need
+    no fine resolution); ``mass``: prefix sums of the counts, ``centre``: each bin's value."""
+    count, bins = mass.shape[0], mass.shape[1] - 1
+    merge = 16
+    while merge > 1 and (bins % merge or bins // merge < 16 * k):
+        merge //= 2
+    merged = np.diff(mass[:, ::merge], axis=1)
+    first = centre[:, ::merge]  # a merged bin spans from its first centre to the next
+    span = np.diff(first, axis=1, append=centre[:, -1:] + (first[:, -1:] - first[:, -2:-1]))
+    cumulative = np.cumsum(np.cbrt(merged * span * span), axis=1)
+    totals = cumulative[:, -1]
+    offsets = np.concatenate(([0.0], np.cumsum(totals + 1)[:-1]))  # rows made disjoint
+    targets = (np.arange(k) + 0.5) / k * totals[:, None] + offsets[:, None]
+    found = np.searchsorted((cumulative + offsets[:, None]).reshape(-1), targets.reshape(-1))
+    within = found.reshape(count, k) - (np.arange(count) * (bins // merge))[:, None]
+    start = within * merge + merge // 2
+    step = np.arange(k)
+    start = np.maximum.accumulate(np.clip(start, 0, bins - 1) - step, axis=1) + step
+    # strictly increasing in [0, bins) (rows of fewer bins than k are clustered exactly)
+    result: np.ndarray = np.clip(np.minimum(start, bins - k + step), 0, bins - 1)
+    return result
 
 
 def _padded_rows(centroids: np.ndarray, dtype: np.dtype) -> np.ndarray:
