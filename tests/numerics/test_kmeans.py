@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from coreai_opt.coreai_utils.numerics import pack_bits, palettize, unpack_bits
-from coreai_opt.coreai_utils.numerics.kmeans import palettize_rows
+from coreai_opt.coreai_utils.numerics.kmeans import _Grid, palettize_rows
 from tests.reference import mse_to_nearest, ref_lloyd
 
 FLOATS = [np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
@@ -150,3 +150,29 @@ def test_batched_rows_as_good_as_converged_lloyd(kind: str, nbits: int) -> None:
     for r in range(rows.shape[0]):
         ours = mse_to_nearest(rows[r], lut[r])
         assert ours <= 1.05 * mse_to_nearest(rows[r], ref_lloyd(rows[r], 2**nbits)) + 1e-30
+
+
+@settings(max_examples=40)
+@given(
+    seed=st.integers(0, 2**16),
+    nbits=st.sampled_from([2, 4, 8]),
+    spread=st.sampled_from([1e-3, 1.0, 1e4]),
+)
+def test_values_at_and_beside_midpoints_get_their_nearest_entry(
+    seed: int, nbits: int, spread: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    lut = np.sort(rng.standard_normal(2**nbits) * spread).astype(np.float32)[None, :]
+    middle = ((lut[0, 1:].astype(np.float64) + lut[0, :-1]) / 2).astype(np.float32)
+    near = [np.nextafter(middle, np.float32(np.inf * sign)) for sign in (-1, 1)]
+    # midpoints, their float32 neighbours, and random values, in one shuffled row
+    values = np.concatenate(
+        [middle, *near, (rng.standard_normal(5000) * spread).astype(np.float32)]
+    )
+    rows = rng.permutation(values)[None, :]
+    grid = _Grid.of(rows, 2**nbits)
+    codes, _ = grid.bin_counts(rows)
+    indices = np.zeros(rows.shape, dtype=np.uint8)
+    grid.assign(rows, codes, lut, indices)
+    distance = np.abs(rows[0].astype(np.float64)[:, None] - lut[0].astype(np.float64)[None, :])
+    assert np.array_equal(indices[0], np.argmin(distance, axis=1))
