@@ -93,7 +93,8 @@ def hard_rows(draw: st.DrawFn) -> np.ndarray:
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     count, n = draw(st.integers(1, 3)), draw(st.integers(300, 3000))
     values = rng.standard_normal((count, n))
-    kind = draw(st.sampled_from(["normal", "offset", "outlier", "tiny", "pruned", "heavy"]))
+    kinds = ["normal", "offset", "outlier", "tiny", "pruned", "heavy", "extreme"]
+    kind = draw(st.sampled_from(kinds))
     if kind == "offset":  # far from zero, narrow
         values = 3.0 + values * 1e-3
     elif kind == "outlier":
@@ -104,6 +105,9 @@ def hard_rows(draw: st.DrawFn) -> np.ndarray:
         values[np.abs(values) < 0.7] = 0.0
     elif kind == "heavy":
         values = rng.standard_t(2, (count, n))
+    elif kind == "extreme":  # up to the dtype's largest finite value
+        largest = float(ml_dtypes.finfo(dtype).max)
+        values = np.clip(values * largest / 2, -largest, largest)
     return values.astype(dtype)
 
 

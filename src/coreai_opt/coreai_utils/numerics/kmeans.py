@@ -134,6 +134,7 @@ class _Grid:
     high: np.ndarray  # [R] float64, u of the row's greatest value
     bins: int
     batch: int  # rows per Lloyd batch
+    work: type  # float32, or float64 when |x - middle| + scale could overflow float32
 
     @staticmethod
     def of(rows: np.ndarray, k: int) -> _Grid:
@@ -167,21 +168,23 @@ class _Grid:
             high=high,
             bins=bins,
             batch=max(1, min(_LLOYD_BINS // bins, -(-count // workers()))),
+            work=np.float64 if np.any(reach + scale > 1e38) else np.float32,
         )
 
     def position(self, values: np.ndarray, rows: slice) -> np.ndarray:
-        """Positions in bins (float32, in ``[0, bins - 1]``; the bin is the integer part)
+        """Positions in bins (``work`` floats, in ``[0, bins - 1]``; the bin is the integer part)
         of ``values`` ``[r, m]`` in ``rows``: within 0.035 of exact (a few float32
         roundings of ``|u| <= 1``, times at most ``2 * bins`` since the ``u`` range is at
         least 1/2 wide; at most 2**16 bins)."""
-        middle = self.middle[rows, None].astype(np.float32)
-        exact = values.dtype == np.float32 and not middle.any()
-        x = values if exact else np.subtract(values, middle, dtype=np.float32)
+        work = self.work
+        middle: np.ndarray = self.middle[rows, None].astype(work)
+        exact = values.dtype == work and not middle.any()
+        x = values if exact else np.subtract(values, middle, dtype=work)
         u = np.abs(x)
-        u += self.scale[rows, None].astype(np.float32)
+        u += self.scale[rows, None].astype(work)
         np.divide(x, u, out=u)
-        u -= self.origin[rows, None].astype(np.float32)
-        u *= np.minimum(1.0 / self.step[rows, None], 1e30).astype(np.float32)
+        u -= self.origin[rows, None].astype(work)
+        u *= np.minimum(1.0 / self.step[rows, None], 1e30).astype(work)
         np.clip(u, 0, self.bins - 1, out=u)
         result: np.ndarray = u
         return result

@@ -176,9 +176,9 @@ def _lloyd(points: np.ndarray, centroids: np.ndarray, iterations: int) -> np.nda
 
 def kmeans_vectors(points: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """``k`` centroids (float64 ``[k, dims]``) of float ``points`` ``[n, dims]``: k-means++
-    seeding (float64) and Lloyd (float32 distances, at most 100 iterations) on a sample of
-    at most 2**16 points. With at most ``k`` distinct points, those points (padded by
-    repeating the last)."""
+    seeding (float64) and Lloyd (float32 distances on the points scaled by a power of two
+    to magnitudes near 1, at most 100 iterations) on a sample of at most 2**16 points. With
+    at most ``k`` distinct points, those points (padded by repeating the last)."""
     data = np.asarray(points)
     # few distinct vectors: exactly those (a sample rules it out cheaply in the usual case)
     strided = data[:: max(1, data.shape[0] // _SAMPLE)].astype(np.float64)
@@ -203,7 +203,12 @@ def kmeans_vectors(points: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
         )
         centroids[i] = sample[pick]
         closest = np.minimum(closest, ((sample - centroids[i]) ** 2).sum(axis=1))
-    return _lloyd(sample.astype(np.float32), centroids, _MAX_ITERATIONS)
+    # float32 distances need magnitudes near 1: scale by a power of two (exact) and back
+    largest = float(np.abs(sample).max())
+    unit = 2.0 ** -np.floor(np.log2(largest)) if largest > 0 else 1.0
+    moved = _lloyd((sample * unit).astype(np.float32), centroids * unit, _MAX_ITERATIONS)
+    result: np.ndarray = moved / unit
+    return result
 
 
 def _vector_lut(values: np.ndarray, k: int, dims: int) -> tuple[np.ndarray, np.ndarray]:
