@@ -51,7 +51,7 @@ _FEW_PER_ENTRY = 32  # ...and always below this many values per entry
 _BIN_ERROR = 0.01
 _LLOYD_BINS = 1 << 20  # bins per batch of rows in the binned Lloyd
 _EDGE = 0.125  # a midpoint this close to its bin's edge also marks the neighbour bin (> 0.07)
-_SAMPLE = 256  # values per row read for the companding scale
+_SAMPLE = 64  # values per row read for the companding scale
 
 
 @dataclass(frozen=True)
@@ -90,22 +90,27 @@ def palettize_rows(rows: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray
         return lut, indices
     values = _float32(rows)  # exact for 16-bit floats; numpy is slow on them
     grid = _Grid.of(values, k)
-    codes, counts = grid.bin_counts(values)
-    exact = np.count_nonzero(counts, axis=1) <= k
+    codes, long_counts = grid.bin_counts(values)
+    exact = np.zeros(count, dtype=bool)
     batches = [(start, min(start + grid.batch, count)) for start in range(0, count, grid.batch)]
 
     def cluster(bounds: tuple[int, int]) -> None:
         start, stop = bounds
-        if exact[start:stop].all():
+        # counted here, a batch at a time, unless the rows were long enough to count by tiles
+        counts = (
+            long_counts[start:stop]
+            if long_counts is not None
+            else np.stack([np.bincount(line, minlength=grid.bins) for line in codes[start:stop]])
+        )
+        few = np.count_nonzero(counts, axis=1) <= k
+        exact[start:stop] = few
+        if few.all():
             return
         quantiles = None
         per_entry = n / k
         if per_entry < _FEW_PER_ENTRY or (k <= _BOTH_STARTS_ENTRIES and per_entry < _BOTH_STARTS):
-            levels = (np.arange(k) + 0.5) / k
-            quantiles = np.quantile(values[start:stop], levels, axis=1).T.astype(np.float64)
-        centroids, coarse = grid.lloyd(
-            counts[start:stop], k, exact[start:stop], start, quantiles=quantiles
-        )
+            quantiles = _quantiles(values[start:stop], k)
+        centroids, coarse = grid.lloyd(counts, k, few, start, quantiles=quantiles)
         exact[start:stop] |= coarse
         lut[start:stop] = _padded_rows(centroids, rows.dtype)
 
@@ -147,10 +152,12 @@ class _Grid:
         spans_zero = (lo <= 0) & (hi >= 0)
         middle = np.where(spans_zero, 0.0, (lo + hi) / 2).astype(np.float32).astype(np.float64)
         stride = max(1, n // _SAMPLE)  # per row, so a row's result does not depend on the batch
-        sample = rows[:, ::stride].astype(np.float64) - middle[:, None]
+        # float32 differences (no overflow: middle is 0 or inside the row's range), summed in
+        # float64
+        sample = np.abs(rows[:, ::stride] - middle[:, None].astype(np.float32))
         reach = np.maximum(middle - lo, hi - middle)
         # the typical distance; never below 1e-6 of the largest, so u stays well inside (-1, 1)
-        scale = np.maximum(np.abs(sample).mean(axis=1), reach * 1e-6)
+        scale = np.maximum(sample.mean(axis=1, dtype=np.float64), reach * 1e-6)
         scale = np.where(scale > 0, scale, 1.0)
         low = (lo - middle) / (np.abs(lo - middle) + scale)
         high = (hi - middle) / (np.abs(hi - middle) + scale)
@@ -204,20 +211,26 @@ class _Grid:
         np.divide((self.scale[rows] * self.step[rows])[:, None], rest, out=rest)
         return u, rest
 
-    def bin_counts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(codes [R, n] uint16, counts [R, bins] int32)``, on the thread pool by tiles."""
+    def bin_counts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(codes [R, n] uint16, counts [R, bins])`` on the thread pool by tiles; counts
+        only for rows split into several tiles (few, long rows), else None: short rows are
+        counted a Lloyd batch at a time, so the counts never take ``R * bins`` memory."""
         codes = np.empty(rows.shape, dtype=np.uint16)
-        counts = np.zeros((rows.shape[0], self.bins), dtype=np.int32)
+        bounds = _tiles(*rows.shape)
+        long = len(bounds) > rows.shape[0]
 
-        def tile(bounds: tuple[int, int, int, int]) -> np.ndarray:
-            r0, r1, c0, c1 = bounds
+        def tile(b: tuple[int, int, int, int]) -> np.ndarray | None:
+            r0, r1, c0, c1 = b
             part = codes[r0:r1, c0:c1]
             part[...] = self.position(rows[r0:r1, c0:c1], slice(r0, r1))
-            return np.stack([np.bincount(line, minlength=self.bins) for line in part])
+            return np.bincount(part[0], minlength=self.bins) if long else None
 
-        bounds = _tiles(*rows.shape)
-        for (r0, r1, _, _), partial in zip(bounds, parallel_map(tile, bounds), strict=True):
-            counts[r0:r1] += partial.astype(np.int32)
+        partials = parallel_map(tile, bounds)
+        if not long:
+            return codes, None
+        counts = np.zeros((rows.shape[0], self.bins), dtype=np.int64)
+        for (r0, _, _, _), partial in zip(bounds, partials, strict=True):
+            counts[r0] += partial
         return codes, counts
 
     def lloyd(
@@ -339,25 +352,41 @@ class _Grid:
         values in a midpoint's bin, or in the next bin when the midpoint is within
         ``_EDGE`` of the edge between them (bins order values only up to 2 x 0.035 of a bin),
         are compared with the midpoints exactly."""
-        table, bounds = self._label_table(lut)
+        table, below, bounds = self._label_table(lut)
+        count, k = lut.shape
+        per_row = table.shape[1]
+        flat_table, flat_below = table.reshape(-1), below.reshape(-1)
+        flat_bounds = np.concatenate((bounds, np.full((count, 1), np.inf)), axis=1).reshape(-1)
 
         def tile(b: tuple[int, int, int, int]) -> None:
             r0, r1, c0, c1 = b
-            for r in range(r0, r1):
-                labels = np.take(table[r], codes[r, c0:c1])
-                where = np.flatnonzero(labels == 255)
-                if where.size:
-                    value = rows[r, c0:c1][where].astype(np.float64)
-                    labels[where] = np.searchsorted(bounds[r], value, side="left")
-                indices[r, c0:c1] = labels
+            part = codes[r0:r1, c0:c1]
+            if r1 - r0 == 1:
+                labels = np.take(table[r0], part)
+            else:
+                labels = flat_table[part + (np.arange(r0, r1) * per_row)[:, None]]
+            where = np.nonzero(labels == 255)
+            if where[0].size:
+                # compared with the midpoints of the bin and its two neighbours, in order
+                row = where[0] + r0
+                value = rows[r0:r1, c0:c1][where].astype(np.float64)
+                cell = row * per_row + part[where]
+                label = flat_below[np.maximum(cell - 1, row * per_row)].astype(np.intp)
+                last = flat_below[cell + 2]
+                start, base = label.copy(), row * k
+                for step in range(int((last - label).max())):
+                    bound = flat_bounds[base + np.minimum(start + step, k - 1)]
+                    label += (label < last) & (bound < value)
+                labels[where] = label
+            indices[r0:r1, c0:c1] = labels
 
         parallel_map(tile, _tiles(*rows.shape))
 
-    def _label_table(self, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(table, bounds)`` for :meth:`assign`: ``bounds`` ``[R, k - 1]`` the midpoints
-        between distinct entries (inf for repeats, so sorted); ``table`` ``[R, bins]``
-        uint8, the midpoints in earlier bins, 255 on the bins whose values are compared
-        with the midpoints."""
+    def _label_table(self, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(table, below, bounds)`` for :meth:`assign`: ``bounds`` ``[R, k - 1]`` the
+        midpoints between distinct entries (inf for repeats, so sorted); ``below`` ``[R,
+        bins + 3]`` uint8, the midpoints in earlier bins; ``table`` the same with 255 on
+        the bins whose values are compared with the midpoints."""
         entries = lut.astype(np.float64)
         count = entries.shape[0]
         distinct = entries[:, 1:] != entries[:, :-1]
@@ -373,13 +402,26 @@ class _Grid:
         positions, many = np.unique(marked, return_counts=True)
         inside = np.zeros((count, per_row), dtype=np.uint8)
         inside.reshape(-1)[positions] = many
-        table = np.cumsum(inside, axis=1, dtype=np.uint8)
-        table -= inside
+        below = np.cumsum(inside, axis=1, dtype=np.uint8)
+        below -= inside
+        table = below.copy()
         flat_table = table.reshape(-1)
         flat_table[marked[used]] = 255  # 255 also marks the label 255: compared too
         flat_table[(marked + 1)[used & (fraction >= 1 - _EDGE)]] = 255
         flat_table[(marked - 1)[used & (fraction < _EDGE) & (bound_bins > 0)]] = 255
-        return table[:, : self.bins], bounds
+        return table, below, bounds
+
+
+def _quantiles(rows: np.ndarray, k: int) -> np.ndarray:
+    """``[r, k]`` (float64) the rows' quantiles at ``(i + 0.5) / k``, linearly interpolated
+    between order statistics (``np.quantile``'s default), from one sort per row."""
+    ordered = np.sort(rows, axis=1).astype(np.float64)
+    position = (np.arange(k) + 0.5) / k * (rows.shape[1] - 1)
+    low = np.floor(position).astype(np.intp)
+    high = np.minimum(low + 1, rows.shape[1] - 1)
+    fraction = position - low
+    result: np.ndarray = ordered[:, low] + fraction * (ordered[:, high] - ordered[:, low])
+    return result
 
 
 def _binned_error(sums: np.ndarray) -> np.ndarray:
