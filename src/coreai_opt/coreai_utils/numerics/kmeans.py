@@ -5,7 +5,8 @@ entries and every value the index of its nearest entry; :func:`palettize` is one
 
 * Bins. Each row's values are counted in ``B`` bins of equal width in the companded
   coordinate ``u = (x - m) / (|x - m| + s)`` (``m`` = 0 when the row spans 0, else the
-  centre of its range; ``s`` the mean distance to ``m``): fine where values are dense, wide
+  centre of its range; ``s`` the mean distance to ``m`` over 64 strided values, so a row's
+  result never depends on the other rows): fine where values are dense, wide
   in the tails, and any outlier fits. ``B`` is 64 per LUT entry (at most 2**13), or the row
   length / 256 if more, at most 2**16 and 16x the row length. The grid puts a bin centre on
   0.0, so a cluster of zeros keeps the entry 0.0 exactly. A bin stands for the value at
@@ -23,11 +24,11 @@ entries and every value the index of its nearest entry; :func:`palettize` is one
   its clusters (the binning error, ``count * width**2 / 12`` over the bins, above 1 % of
   the clustered error), is clustered exactly instead: Lloyd on its sorted distinct values
   from weighted quantile starts and from the values' interpolated quantiles, keeping the
-  better. So a row with at
-  most ``2**nbits`` distinct values is lossless.
+  better. So a row with at most ``2**nbits`` distinct values is lossless.
 * LUT and indices. Centroids are rounded to the values' dtype (sorted, distinct, padded by
   repeating the last entry); each value gets its nearest entry (ties to the lower), exactly:
   from a per-bin table, with the values of the few bins next to a midpoint compared with it.
+  Short rows are counted a Lloyd batch at a time, so memory stays near the weight's size.
 """
 
 from __future__ import annotations
