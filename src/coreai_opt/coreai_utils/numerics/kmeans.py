@@ -353,41 +353,25 @@ class _Grid:
         values in a midpoint's bin, or in the next bin when the midpoint is within
         ``_EDGE`` of the edge between them (bins order values only up to 2 x 0.035 of a bin),
         are compared with the midpoints exactly."""
-        table, below, bounds = self._label_table(lut)
-        count, k = lut.shape
-        per_row = table.shape[1]
-        flat_table, flat_below = table.reshape(-1), below.reshape(-1)
-        flat_bounds = np.concatenate((bounds, np.full((count, 1), np.inf)), axis=1).reshape(-1)
+        table, bounds = self._label_table(lut)
 
         def tile(b: tuple[int, int, int, int]) -> None:
             r0, r1, c0, c1 = b
-            part = codes[r0:r1, c0:c1]
-            if r1 - r0 == 1:
-                labels = np.take(table[r0], part)
-            else:
-                labels = flat_table[part + (np.arange(r0, r1) * per_row)[:, None]]
-            where = np.nonzero(labels == 255)
-            if where[0].size:
-                # compared with the midpoints of the bin and its two neighbours, in order
-                row = where[0] + r0
-                value = rows[r0:r1, c0:c1][where].astype(np.float64)
-                cell = row * per_row + part[where]
-                label = flat_below[np.maximum(cell - 1, row * per_row)].astype(np.intp)
-                last = flat_below[cell + 2]
-                start, base = label.copy(), row * k
-                for step in range(int((last - label).max())):
-                    bound = flat_bounds[base + np.minimum(start + step, k - 1)]
-                    label += (label < last) & (bound < value)
-                labels[where] = label
-            indices[r0:r1, c0:c1] = labels
+            for r in range(r0, r1):
+                labels = np.take(table[r], codes[r, c0:c1])
+                where = np.flatnonzero(labels == 255)
+                if where.size:
+                    value = rows[r, c0:c1][where].astype(np.float64)
+                    labels[where] = np.searchsorted(bounds[r], value, side="left")
+                indices[r, c0:c1] = labels
 
         parallel_map(tile, _tiles(*rows.shape))
 
-    def _label_table(self, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(table, below, bounds)`` for :meth:`assign`: ``bounds`` ``[R, k - 1]`` the
-        midpoints between distinct entries (inf for repeats, so sorted); ``below`` ``[R,
-        bins + 3]`` uint8, the midpoints in earlier bins; ``table`` the same with 255 on
-        the bins whose values are compared with the midpoints."""
+    def _label_table(self, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(table, bounds)`` for :meth:`assign`: ``bounds`` ``[R, k - 1]`` the midpoints
+        between distinct entries (inf for repeats, so sorted); ``table`` ``[R, bins]``
+        uint8, the midpoints in earlier bins, 255 on the bins whose values are compared
+        with the midpoints."""
         entries = lut.astype(np.float64)
         count = entries.shape[0]
         distinct = entries[:, 1:] != entries[:, :-1]
@@ -403,14 +387,13 @@ class _Grid:
         positions, many = np.unique(marked, return_counts=True)
         inside = np.zeros((count, per_row), dtype=np.uint8)
         inside.reshape(-1)[positions] = many
-        below = np.cumsum(inside, axis=1, dtype=np.uint8)
-        below -= inside
-        table = below.copy()
+        table = np.cumsum(inside, axis=1, dtype=np.uint8)
+        table -= inside
         flat_table = table.reshape(-1)
         flat_table[marked[used]] = 255  # 255 also marks the label 255: compared too
         flat_table[(marked + 1)[used & (fraction >= 1 - _EDGE)]] = 255
         flat_table[(marked - 1)[used & (fraction < _EDGE) & (bound_bins > 0)]] = 255
-        return table, below, bounds
+        return table[:, : self.bins], bounds
 
 
 def _quantiles(rows: np.ndarray, k: int) -> np.ndarray:
