@@ -99,8 +99,8 @@ def hard_rows(draw: st.DrawFn) -> np.ndarray:
         values = 3.0 + values * 1e-3
     elif kind == "outlier":
         values[:, 0] = 1e6
-    elif kind == "tiny":
-        values = values * 1e-20
+    elif kind == "tiny":  # near the dtype's smallest normal value (some subnormal)
+        values = values * float(ml_dtypes.finfo(dtype).tiny) * 100
     elif kind == "pruned":
         values[np.abs(values) < 0.7] = 0.0
     elif kind == "heavy":

@@ -450,10 +450,11 @@ def _cube_root_starts(mass: np.ndarray, centre: np.ndarray, k: int) -> np.ndarra
     first = centre[:, ::merge]  # a merged bin spans from its first centre to the next
     span = np.diff(first, axis=1, append=centre[:, -1:] + (first[:, -1:] - first[:, -2:-1]))
     cumulative = np.cumsum(np.cbrt(merged * span * span), axis=1)
-    totals = cumulative[:, -1]
-    offsets = np.concatenate(([0.0], np.cumsum(totals + 1)[:-1]))  # rows made disjoint
-    targets = (np.arange(k) + 0.5) / k * totals[:, None] + offsets[:, None]
-    found = np.searchsorted((cumulative + offsets[:, None]).reshape(-1), targets.reshape(-1))
+    totals = cumulative[:, -1:]
+    cumulative /= np.where(totals > 0, totals, 1.0)  # each row in [0, 1], whatever its scale
+    offsets = 2.0 * np.arange(count)[:, None]  # rows made disjoint
+    targets = (np.arange(k) + 0.5) / k + offsets
+    found = np.searchsorted((cumulative + offsets).reshape(-1), targets.reshape(-1))
     within = found.reshape(count, k) - (np.arange(count) * (bins // merge))[:, None]
     start = within * merge + merge // 2
     step = np.arange(k)
