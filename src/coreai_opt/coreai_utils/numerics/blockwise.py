@@ -189,38 +189,41 @@ def _encode_int(
 def _encode_float(rows: np.ndarray, scale: np.ndarray, storage: np.dtype) -> np.ndarray:
     """Codes of ``rows / scale[:, None]``: the saturating round-to-nearest-even cast, a value
     that rounds to zero stored as +0 (a -0 code would decode to -0.0); by row chunks on the
-    thread pool. fp8 rounds on the float32 bit pattern and reads the code from a table."""
+    thread pool, each rounded value's code read from a table."""
     limit = float(ml_dtypes.finfo(storage).max)
     per_row = scale.astype(np.float32)[:, None]
     codes = np.empty(rows.shape, dtype=storage)
-    table = _code_table(storage) if storage in _FP8_EMULATED else None
+    table = _code_table(storage)
 
     def chunk(bounds: tuple[int, int]) -> None:
         start, stop = bounds
         scaled = np.clip(rows[start:stop] / per_row[start:stop], -limit, limit)
-        if table is not None:
-            rounded = fp8_round(scaled.reshape(-1), storage).reshape(scaled.shape)
-            high = (rounded.view(np.uint32) >> 16).astype(np.uint16)
-            codes[start:stop] = table[high].view(storage)
-            return
-        part = scaled.astype(storage)
-        bits = part.view(np.uint8)  # one byte per code; the sign is the top bit of the value
-        bits[(bits & np.uint8(0x07)) == 0] = 0  # fp4 e2m1: the low 3 bits hold the magnitude
-        codes[start:stop] = part
+        high = (_rounded(scaled, storage).view(np.uint32) >> 16).astype(np.uint16)
+        codes[start:stop] = table[high].view(storage)
 
     parallel_map(chunk, row_chunks(rows.shape[0], rows.shape[1]))
     return codes
 
 
+def _rounded(scaled: np.ndarray, storage: np.dtype) -> np.ndarray:
+    """``scaled`` (float32, within the code range) rounded to the code type, as float32 (the
+    fast exact fp8 emulation where it applies)."""
+    if storage in _FP8_EMULATED:  # fp8_round works on flat arrays
+        return fp8_round(scaled.reshape(-1), storage).reshape(scaled.shape)
+    rounded: np.ndarray = scaled.astype(storage).astype(np.float32)
+    return rounded
+
+
 @cache
 def _code_table(storage: np.dtype) -> np.ndarray:
-    """fp8 code (uint8) of every float32 whose low 16 bits are zero, by its high 16 bits
-    (every fp8 value is one); -0 maps to +0's code."""
+    """The code (uint8) of every float32 whose low 16 bits are zero, by its high 16 bits
+    (every fp8 and fp4 value is one); a value of zero maps to +0's code."""
     patterns = (np.arange(1 << 16, dtype=np.uint32) << 16).view(np.float32)
     limit = float(ml_dtypes.finfo(storage).max)
-    finite = np.where(np.isfinite(patterns), patterns, 0.0)
-    codes = np.clip(finite, -limit, limit).astype(storage).view(np.uint8).copy()
-    codes[(codes & np.uint8(0x7F)) == 0] = 0
+    finite = np.clip(np.where(np.isfinite(patterns), patterns, 0.0), -limit, limit)
+    cast = finite.astype(storage)
+    codes = cast.view(np.uint8).copy()
+    codes[cast.astype(np.float32) == 0] = 0
     return codes
 
 
@@ -245,10 +248,7 @@ def _float_scales(
         per_row = scale.astype(np.float32)[:, None]
         scaled = sample / per_row
         np.clip(scaled, -limit, limit, out=scaled)
-        if storage in _FP8_EMULATED:
-            rebuilt = fp8_round(scaled.reshape(-1), storage).reshape(scaled.shape)
-        else:
-            rebuilt = scaled.astype(storage).astype(np.float32)
+        rebuilt = _rounded(scaled, storage)
         rebuilt *= per_row
         if not exact:
             rebuilt = rebuilt.astype(out).astype(np.float32)

@@ -37,9 +37,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coreai_opt.coreai_utils.numerics.parallel import CHUNK_ELEMENTS, parallel_map, workers
+from coreai_opt.coreai_utils.numerics.parallel import (
+    CHUNK_ELEMENTS,
+    parallel_map,
+    row_chunks,
+    workers,
+)
 
-__all__ = ["Palette", "lloyd_weighted", "padded_lut", "palettize", "palettize_rows"]
+__all__ = ["Palette", "lloyd_weighted", "nearest_sorted", "palettize", "palettize_rows"]
 
 _MAX_ITERATIONS = 100_000  # exact Lloyd: an iteration costs O(k log n), converging is cheap
 _BIN_ITERATIONS = 1000
@@ -434,8 +439,7 @@ def _tiles(rows: int, n: int) -> list[tuple[int, int, int, int]]:
     size = CHUNK_ELEMENTS
     if n >= size:
         return [(r, r + 1, c, min(c + size, n)) for r in range(rows) for c in range(0, n, size)]
-    per = max(1, size // max(n, 1))
-    return [(r, min(r + per, rows), 0, n) for r in range(0, rows, per)]
+    return [(r0, r1, 0, n) for r0, r1 in row_chunks(rows, n, size)]
 
 
 def _cube_root_starts(mass: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
@@ -493,16 +497,23 @@ def _exact_row(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         other = lloyd_weighted(points, weights, k, starts)
         if _sse(points, weights, other) < _sse(points, weights, centroids):
             centroids = other
-    lut, rounded = padded_lut(centroids, k, values.dtype)
-    boundaries = (rounded[1:] + rounded[:-1]) / 2
-    indices: np.ndarray = np.searchsorted(boundaries, wide, side="left").astype(np.uint8)
-    return lut, indices
+    # k sorted centroids for _padded_rows: the last one repeated
+    edge = np.pad(centroids, (0, k - centroids.size), mode="edge")
+    lut = _padded_rows(edge[None], values.dtype)[0]
+    return lut, nearest_sorted(wide, np.unique(lut.astype(np.float64)))
 
 
 def _sse(points: np.ndarray, weights: np.ndarray, centroids: np.ndarray) -> float:
-    boundaries = (centroids[1:] + centroids[:-1]) / 2
-    nearest_centroid = centroids[np.searchsorted(boundaries, points)]
+    nearest_centroid = centroids[nearest_sorted(points, centroids)]
     return float(np.sum(weights * (points - nearest_centroid) ** 2))
+
+
+def nearest_sorted(values: np.ndarray, entries: np.ndarray) -> np.ndarray:
+    """Index (uint8) of the nearest of the sorted ``entries`` (at most 256) for each value,
+    ties to the lower: the number of midpoints between neighbours below the value."""
+    boundaries = (entries[1:] + entries[:-1]) / 2
+    indices: np.ndarray = np.searchsorted(boundaries, values, side="left").astype(np.uint8)
+    return indices
 
 
 def lloyd_weighted(
@@ -537,11 +548,3 @@ def lloyd_weighted(
         # an empty cluster keeps its centroid (it may win points back later)
         centroids = np.sort(np.where(mass > 0, moment / np.where(mass > 0, mass, 1.0), centroids))
     return np.unique(centroids)
-
-
-def padded_lut(centroids: np.ndarray, k: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """``(lut, rounded)``: the centroids rounded to ``dtype`` (``rounded``: sorted, distinct,
-    float64) and padded to ``k`` entries by repeating the last (``lut``, in ``dtype``)."""
-    rounded = np.unique(centroids.astype(dtype).astype(np.float64))
-    lut = np.concatenate((rounded, np.repeat(rounded[-1:], k - rounded.size)))
-    return lut.astype(dtype), rounded

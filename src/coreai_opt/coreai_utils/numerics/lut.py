@@ -32,7 +32,7 @@ import numpy as np
 
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized, quantize_blocks
-from coreai_opt.coreai_utils.numerics.kmeans import palettize_rows
+from coreai_opt.coreai_utils.numerics.kmeans import nearest_sorted, palettize_rows
 from coreai_opt.coreai_utils.numerics.parallel import parallel_map, workers
 
 __all__ = ["GroupedPalette", "kmeans_vectors", "palettize_groups"]
@@ -92,27 +92,21 @@ class GroupedPalette:
         return np.ascontiguousarray(result)
 
 
-def _scalar_luts(
-    flat: np.ndarray, nbits: int, group_size: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(lut [2**nbits, 1], indices)`` per group of ``group_size`` rows of ``flat``
-    (``[C, n]``), by :func:`kmeans.palettize_rows` (the whole groups in one batch)."""
+def _scalar_luts(flat: np.ndarray, nbits: int, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(lut [groups, 2**nbits, 1], indices [C, n])`` for the groups of ``group_size`` rows
+    of ``flat`` (``[C, n]``; the last group may be partial), by
+    :func:`kmeans.palettize_rows` (the whole groups in one batch)."""
     channels = flat.shape[0]
     whole = channels // group_size * group_size
-    results = []
+    luts, indices = [], []
     for part, size in ((flat[:whole], group_size), (flat[whole:], channels - whole)):
-        if part.shape[0] == 0:
-            continue
-        lut, indices = palettize_rows(part.reshape(part.shape[0] // size, -1), nbits)
-        results += [(lut[g][:, None], indices[g]) for g in range(lut.shape[0])]
-    return results
-
-
-def _nearest_sorted(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """Index of the nearest entry of sorted ``lut`` for each value (ties to the lower)."""
-    boundaries = (lut[1:] + lut[:-1]) / 2
-    indices: np.ndarray = np.searchsorted(boundaries, values, side="left").astype(np.uint8)
-    return indices
+        if part.shape[0]:
+            lut, codes = palettize_rows(part.reshape(part.shape[0] // size, -1), nbits)
+            luts.append(lut[:, :, None])
+            indices.append(codes.reshape(part.shape))
+    if len(luts) == 1:
+        return luts[0], indices[0]
+    return np.concatenate(luts), np.concatenate(indices)
 
 
 def _nearest_vectors(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -248,7 +242,9 @@ def palettize_groups(
         work = (moved.astype(np.float32) / safe.reshape(-1, *([1] * (moved.ndim - 1)))).astype(out)
     groups = -(-channels // group_size)
     if cluster_dim == 1:
-        results = _scalar_luts(np.ascontiguousarray(work).reshape(channels, -1), nbits, group_size)
+        lut, indices = _scalar_luts(
+            np.ascontiguousarray(work).reshape(channels, -1), nbits, group_size
+        )
     else:
         results = parallel_map(
             lambda g: _vector_lut(
@@ -256,17 +252,16 @@ def palettize_groups(
             ),
             range(groups),
         )
-    lut = np.stack([r[0] for r in results])  # [groups, k, V]
+        lut = np.stack([r[0] for r in results])  # [groups, k, V]
+        indices = np.concatenate([r[1] for r in results])
     quantized = None
     if lut_dtype is not None:
         quantized = quantize_blocks(lut, (1, k, cluster_dim), lut_dtype, symmetric=True)
         decoded = quantized.dequantize(out).astype(np.float64)
-        results = [
-            (decoded[g], _reassign(work, g, group_size, decoded[g], cluster_dim))
-            for g in range(groups)
-        ]
-    flat_shape = (*moved.shape[:-1], moved.shape[-1] // cluster_dim)
-    indices = np.concatenate([r[1] for r in results]).reshape(flat_shape)
+        indices = np.concatenate(
+            [_reassign(work, g, group_size, decoded[g], cluster_dim) for g in range(groups)]
+        )
+    indices = indices.reshape(*moved.shape[:-1], moved.shape[-1] // cluster_dim)
     return GroupedPalette(
         indices=np.moveaxis(indices, (0, -1), (out_axis, in_axis)),
         lut=lut if quantized is None else quantized.codes,
@@ -288,7 +283,7 @@ def _reassign(
     if cluster_dim == 1:
         values = part.reshape(-1).astype(np.float64)
         order = np.argsort(lut[:, 0], kind="stable")
-        chosen: np.ndarray = order[_nearest_sorted(values, lut[order, 0])].astype(np.uint8)
+        chosen: np.ndarray = order[nearest_sorted(values, lut[order, 0])].astype(np.uint8)
         return chosen
     points = part.reshape(-1, cluster_dim).astype(np.float64)
     return _nearest_vectors(points, lut).astype(np.uint8)
