@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coreai_opt.coreai_utils.dtypes import DType
-from coreai_opt.coreai_utils.numerics.blockwise import block_shape, quantize_blocks
+from coreai_opt.coreai_utils.numerics.blockwise import _encode_float, block_shape, quantize_blocks
 from tests.reference import ref_block_quantize
 
 DTYPES = [DType.INT4, DType.UINT4, DType.INT8, DType.UINT8, DType.FP8_E4M3FN, DType.FP8_E5M2]
@@ -89,3 +89,24 @@ def test_fp8_codes_are_the_saturating_cast(dtype: DType) -> None:
     expected = np.clip(scaled, -limit, limit).astype(storage).view(np.uint8).copy()
     expected[(expected & 0x7F) == 0] = 0  # a code that rounds to zero is +0
     assert np.array_equal(quantized.codes.view(np.uint8), expected)
+
+
+@pytest.mark.parametrize("dtype", [DType.FP8_E4M3FN, DType.FP8_E5M2])
+def test_fp8_codes_at_and_beside_every_rounding_tie(dtype: DType) -> None:
+    storage = np.dtype(
+        ml_dtypes.float8_e4m3fn if dtype is DType.FP8_E4M3FN else ml_dtypes.float8_e5m2
+    )
+    limit = float(ml_dtypes.finfo(storage).max)
+    grid = np.arange(256, dtype=np.uint8).view(storage).astype(np.float32)
+    grid = np.unique(grid[np.isfinite(grid)])
+    ties = ((grid[1:].astype(np.float64) + grid[:-1]) / 2).astype(np.float32)
+    beside = [np.nextafter(ties, np.float32(np.inf * sign)) for sign in (-1, 1)]
+    over = np.float32([limit * 1.01, -limit * 1.01, 1e-45, -1e-45, 0.0, -0.0])
+    values = np.concatenate([grid, ties, *beside, over])
+    values = np.resize(values, (8, -(-values.size // 8)))
+    absmax = np.abs(values).max(axis=1).astype(np.float64)
+    codes = _encode_float(values, np.ones(8), absmax, storage)
+    cast = np.clip(values, -limit, limit).astype(storage)
+    expected = cast.view(np.uint8).copy()
+    expected[cast.astype(np.float32) == 0] = 0  # a code that rounds to zero is +0
+    assert np.array_equal(codes.view(np.uint8), expected)

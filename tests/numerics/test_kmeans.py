@@ -80,6 +80,14 @@ def test_pack_bits_roundtrip(nbits: int, data: st.DataObject) -> None:
     assert np.array_equal(unpack_bits(packed, nbits, codes.size), codes)
 
 
+@pytest.mark.parametrize("nbits", NBITS)
+def test_pack_bits_of_many_chunks_and_a_partial_group(nbits: int) -> None:
+    codes = np.random.default_rng(nbits).integers(0, 2**nbits, 3 * 2**18 + 5).astype(np.uint8)
+    packed = pack_bits(codes, nbits)
+    assert packed.size == -(-codes.size * nbits // 8)
+    assert np.array_equal(unpack_bits(packed, nbits, codes.size), codes)
+
+
 def test_pack_bits_layout_by_hand() -> None:
     # ui3 codes 5, 3, 7 fill bits 0-2, 3-5, 6-8 (LSB first): byte0 = 0b11_011_101, byte1 = 0b1
     assert pack_bits(np.array([5, 3, 7], np.uint8), 3).tolist() == [0b11011101, 0b1]
@@ -180,3 +188,19 @@ def test_values_at_and_beside_midpoints_get_their_nearest_entry(
     grid.assign(rows, codes, lut, indices)
     distance = np.abs(rows[0].astype(np.float64)[:, None] - lut[0].astype(np.float64)[None, :])
     assert np.array_equal(indices[0], np.argmin(distance, axis=1))
+
+
+@pytest.mark.parametrize("nbits", [1, 4, 8])
+def test_a_long_row_gets_its_nearest_entries_and_converged_quality(nbits: int) -> None:
+    # longer than a tile: counted in pieces, with label bins finer than the Lloyd bins
+    rng = np.random.default_rng(nbits)
+    row = np.concatenate([rng.standard_t(3, 220_000), rng.normal(6, 0.1, 60_000)]).astype(
+        np.float32
+    )
+    lut, indices = palettize_rows(row[None], nbits)
+    wide = np.unique(lut[0].astype(np.float64))
+    nearest = np.searchsorted((wide[1:] + wide[:-1]) / 2, row.astype(np.float64), side="left")
+    assert np.array_equal(lut[0][indices[0]], wide[nearest].astype(np.float32))
+    if nbits <= 4:  # plain Lloyd with 256 entries takes minutes on this row
+        ours = mse_to_nearest(row, lut[0])
+        assert ours <= 1.05 * mse_to_nearest(row, ref_lloyd(row, 2**nbits))

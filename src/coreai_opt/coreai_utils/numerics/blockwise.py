@@ -37,7 +37,7 @@ import numpy as np
 
 from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
 from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks
-from coreai_opt.coreai_utils.numerics.quantize import fp8_round, stored_scale
+from coreai_opt.coreai_utils.numerics.quantize import fp8_carried, fp8_round, stored_scale
 
 __all__ = ["INTEGER_BITS", "BlockQuantized", "block_shape", "code_bits", "quantize_blocks"]
 
@@ -46,6 +46,7 @@ _FLOATS = (DType.FP8_E4M3FN, DType.FP8_E5M2, DType.FP4_E2M1FN)
 _FACTORS = 2.0 ** (np.arange(32) / 32)
 _SAMPLE = 256
 _FP8_EMULATED = (np.dtype(ml_dtypes.float8_e4m3fn), np.dtype(ml_dtypes.float8_e5m2))
+_SUBNORMAL = 0xFF  # a NaN code in both fp8 types: never the code of a finite value
 
 
 def code_bits(dtype: DType) -> int:
@@ -186,30 +187,51 @@ def _encode_int(
     return codes
 
 
-def _encode_float(rows: np.ndarray, scale: np.ndarray, storage: np.dtype) -> np.ndarray:
-    """Codes of ``rows / scale[:, None]``: the saturating round-to-nearest-even cast, a value
-    that rounds to zero stored as +0 (a -0 code would decode to -0.0); by row chunks on the
-    thread pool, each rounded value's code read from a table."""
+def _encode_float(
+    rows: np.ndarray, scale: np.ndarray, absmax: np.ndarray, storage: np.dtype
+) -> np.ndarray:
+    """Codes of ``rows / scale[:, None]`` (``absmax``: each row's largest magnitude): the
+    saturating round-to-nearest-even cast, a value that rounds to zero stored as +0 (a -0
+    code would decode to -0.0); by row chunks on the thread pool, each rounded value's code
+    read from a table."""
     limit = float(ml_dtypes.finfo(storage).max)
     per_row = scale.astype(np.float32)[:, None]
+    peak = absmax.astype(np.float32)
     codes = np.empty(rows.shape, dtype=storage)
     table = _code_table(storage)
 
+    carried_table = _carried_code_table(storage) if storage in _FP8_EMULATED else None
+
     def chunk(bounds: tuple[int, int]) -> None:
         start, stop = bounds
-        scaled = np.clip(rows[start:stop] / per_row[start:stop], -limit, limit)
-        high = (_rounded(scaled, storage).view(np.uint32) >> 16).astype(np.uint16)
-        codes[start:stop] = table[high].view(storage)
+        scaled = rows[start:stop] / per_row[start:stop]
+        if np.any(peak[start:stop] / per_row[start:stop, 0] > limit):
+            np.clip(scaled, -limit, limit, out=scaled)
+        out = codes[start:stop].view(np.uint8)
+        if carried_table is None:
+            high = _rounded(scaled, storage).view(np.uint32) >> np.uint32(16)
+            np.take(table, high, out=out, mode="clip")  # mode: unbuffered
+            return
+        high = fp8_carried(scaled, storage)
+        high >>= np.uint32(16)
+        np.take(carried_table, high, out=out, mode="clip")
+        # the few values below the smallest normal, rounded to the subnormal step
+        small = np.flatnonzero(out == _SUBNORMAL)
+        if small.size:
+            rounded = fp8_round(scaled.reshape(-1)[small], storage)
+            out.reshape(-1)[small] = np.take(table, rounded.view(np.uint32) >> np.uint32(16))
 
     parallel_map(chunk, row_chunks(rows.shape[0], rows.shape[1]))
     return codes
 
 
-def _rounded(scaled: np.ndarray, storage: np.dtype) -> np.ndarray:
+def _rounded(
+    scaled: np.ndarray, storage: np.dtype, maybe_small: np.ndarray | None = None
+) -> np.ndarray:
     """``scaled`` (float32, within the code range) rounded to the code type, as float32 (the
-    fast exact fp8 emulation where it applies)."""
+    fast exact fp8 emulation where it applies; ``maybe_small`` as for ``fp8_round``)."""
     if storage in _FP8_EMULATED:  # fp8_round works on flat arrays
-        return fp8_round(scaled.reshape(-1), storage).reshape(scaled.shape)
+        return fp8_round(scaled.reshape(-1), storage, maybe_small).reshape(scaled.shape)
     rounded: np.ndarray = scaled.astype(storage).astype(np.float32)
     return rounded
 
@@ -224,6 +246,22 @@ def _code_table(storage: np.dtype) -> np.ndarray:
     cast = finite.astype(storage)
     codes = cast.view(np.uint8).copy()
     codes[cast.astype(np.float32) == 0] = 0
+    return codes
+
+
+@cache
+def _carried_code_table(storage: np.dtype) -> np.ndarray:
+    """The code (uint8) of each fp8 value by the high 16 bits of :func:`fp8_carried` (the
+    bits below the mantissa cleared), ``_SUBNORMAL`` where that value is a non-zero value
+    below the smallest normal (rounded otherwise: on the subnormal step)."""
+    mantissa = int(ml_dtypes.finfo(storage).nmant)
+    kept = np.uint32(~((1 << (23 - mantissa)) - 1) & 0xFFFFFFFF)
+    patterns = (np.arange(1 << 16, dtype=np.uint32) << 16) & kept
+    codes = np.take(_code_table(storage), patterns >> 16)
+    magnitude = patterns.view(np.float32).copy()
+    np.abs(magnitude, out=magnitude)
+    smallest = np.float32(ml_dtypes.finfo(storage).smallest_normal)
+    codes[(magnitude > 0) & (magnitude < smallest)] = _SUBNORMAL
     return codes
 
 
@@ -242,20 +280,31 @@ def _float_scales(
     else:
         candidates = [absmax / limit * factor for factor in _FACTORS]
     exact = out == np.dtype(np.float32)  # code x scale is exact in float32
+    scales = [stored_scale(candidate, scale_dtype) for candidate in candidates]
+    largest = np.max([scale.astype(np.float32) for scale in scales], axis=0)
+    # only these values fall below the smallest normal code for some candidate (dividing by
+    # a smaller scale only makes them larger)
+    smallest = np.float32(ml_dtypes.finfo(storage).smallest_normal)
+    maybe_small = (
+        np.flatnonzero(np.abs(sample) < (largest * smallest)[:, None])
+        if storage in _FP8_EMULATED
+        else None
+    )
+    peak = absmax.astype(np.float32)
 
-    def error(candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scale = stored_scale(candidate, scale_dtype)
+    def error(scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         per_row = scale.astype(np.float32)[:, None]
         scaled = sample / per_row
-        np.clip(scaled, -limit, limit, out=scaled)
-        rebuilt = _rounded(scaled, storage)
+        if np.any(peak / per_row[:, 0] > limit):  # else no value of any row is out of range
+            np.clip(scaled, -limit, limit, out=scaled)
+        rebuilt = _rounded(scaled, storage, maybe_small)
         rebuilt *= per_row
         if not exact:
             rebuilt = rebuilt.astype(out).astype(np.float32)
         rebuilt -= sample
         return np.einsum("ij,ij->i", rebuilt, rebuilt), scale
 
-    results = parallel_map(error, candidates)
+    results = parallel_map(error, scales)
     best = np.argmin(np.stack([r[0] for r in results]), axis=0)
     chosen: np.ndarray = np.stack([r[1] for r in results])[best, np.arange(rows.shape[0])]
     return chosen
@@ -282,7 +331,7 @@ def quantize_blocks(
         storage = numpy_dtype(dtype)
         absmax = _by_rows(rows, _absmax).astype(np.float64)
         scale = _float_scales(rows, absmax, storage, scales_in, out)
-        codes = _encode_float(rows, scale, storage)
+        codes = _encode_float(rows, scale, absmax, storage)
     else:
         bits = INTEGER_BITS[dtype]
         signed = dtype in (DType.INT4, DType.INT8)

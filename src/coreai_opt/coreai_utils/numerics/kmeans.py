@@ -8,9 +8,9 @@ entries and every value the index of its nearest entry; :func:`palettize` is one
   centre of its range; ``s`` the mean distance to ``m`` over 64 strided values, so a row's
   result never depends on the other rows): fine where values are dense, wide
   in the tails, and any outlier fits. ``B`` is 64 per LUT entry (at most 2**13), or the row
-  length / 256 if more, at most 2**16 and 16x the row length. The grid puts a bin centre on
-  0.0, so a cluster of zeros keeps the entry 0.0 exactly. A bin stands for the value at
-  its centre.
+  length / 256 if more (at most 2**12), and at most 16x the row length. The grid puts a bin
+  centre on 0.0, so a cluster of zeros keeps the entry 0.0 exactly. A bin stands for the
+  value at its centre.
 * Lloyd on the bins, all rows at once. In 1-D every cluster is a contiguous range of bins,
   so an iteration is one bin index per centroid midpoint and the cluster means from
   prefix sums. Starts: the quantiles of the cube root of the density (an optimal
@@ -27,7 +27,9 @@ entries and every value the index of its nearest entry; :func:`palettize` is one
   better. So a row with at most ``2**nbits`` distinct values is lossless.
 * LUT and indices. Centroids are rounded to the values' dtype (sorted, distinct, padded by
   repeating the last entry); each value gets its nearest entry (ties to the lower), exactly:
-  from a per-bin table, with the values of the few bins next to a midpoint compared with it.
+  from a table over label bins (the bins split, up to 2**16 per row but no more than the
+  row length rounded up to a power of two), with the values of the few label bins next to
+  a midpoint compared with it.
   Short rows are counted a Lloyd batch at a time, so memory stays near the weight's size.
 """
 
@@ -51,6 +53,7 @@ _BIN_ITERATIONS = 1000
 _BINS_PER_ENTRY = 64
 _MAX_BINS = 1 << 16
 _ENOUGH_BINS = 1 << 13  # 32 per entry suffice for 256 entries
+_LONG_ROW_BINS = 1 << 12  # long rows get at least this many (one per 256 values)
 _BOTH_STARTS = 256  # rows of fewer values per entry also run Lloyd from their quantiles...
 _BOTH_STARTS_ENTRIES = 16  # ...when there are at most this many entries
 _FEW_PER_ENTRY = 32  # ...and always below this many values per entry
@@ -106,7 +109,7 @@ def palettize_rows(rows: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray
         counts = (
             long_counts[start:stop]
             if long_counts is not None
-            else np.stack([np.bincount(line, minlength=grid.bins) for line in codes[start:stop]])
+            else np.stack([grid.count(line) for line in codes[start:stop]])
         )
         few = np.count_nonzero(counts, axis=1) <= k
         exact[start:stop] = few
@@ -144,6 +147,7 @@ class _Grid:
     low: np.ndarray  # [R] float64, u of the row's least value
     high: np.ndarray  # [R] float64, u of the row's greatest value
     bins: int
+    shift: int  # values are coded in ``bins << shift`` label bins, finer for the labels
     batch: int  # rows per Lloyd batch
     work: type  # float32, or float64 when |x - middle| + scale could overflow float32
 
@@ -151,8 +155,10 @@ class _Grid:
     def of(rows: np.ndarray, k: int) -> _Grid:
         count, n = rows.shape
         whole = 1 << max(1, (n - 1).bit_length())  # n rounded up to a power of two
-        wanted = max(min(_BINS_PER_ENTRY * k, _ENOUGH_BINS), whole >> 8)
+        wanted = max(min(_BINS_PER_ENTRY * k, _ENOUGH_BINS), min(whole >> 8, _LONG_ROW_BINS))
         bins = min(_MAX_BINS, 16 * whole, wanted)
+        # label bins: as fine as uint16 codes allow, but not more per row than values
+        shift = (max(bins, min(_MAX_BINS, whole)) // bins).bit_length() - 1
         lo = rows.min(axis=1).astype(np.float64)
         hi = rows.max(axis=1).astype(np.float64)
         spans_zero = (lo <= 0) & (hi >= 0)
@@ -180,15 +186,22 @@ class _Grid:
             low=low,
             high=high,
             bins=bins,
+            shift=shift,
             batch=max(1, min(_LLOYD_BINS // bins, -(-count // workers()))),
             work=np.float64 if np.any(reach + scale > 1e38) else np.float32,
         )
 
+    @property
+    def label_bins(self) -> int:
+        """Label bins per row: each bin split in ``2**shift``."""
+        return self.bins << self.shift
+
     def position(self, values: np.ndarray, rows: slice) -> np.ndarray:
-        """Positions in bins (``work`` floats, in ``[0, bins - 1]``; the bin is the integer part)
-        of ``values`` ``[r, m]`` in ``rows``: within 0.035 of exact (a few float32
-        roundings of ``|u| <= 1``, times at most ``2 * bins`` since the ``u`` range is at
-        least 1/2 wide; at most 2**16 bins)."""
+        """Positions in label bins (``work`` floats, in ``[0, label_bins - 1]``; the label
+        bin is the integer part, its bin that shifted right by ``shift``) of ``values`` ``[r,
+        m]`` in ``rows``: within 0.035 of exact (a few float32 roundings of ``|u| <= 1``,
+        times at most ``2 * label_bins`` since the ``u`` range is at least 1/2 wide; at most
+        2**16 label bins)."""
         work = self.work
         middle: np.ndarray = self.middle[rows, None].astype(work)
         exact = values.dtype == work and not middle.any()
@@ -197,8 +210,8 @@ class _Grid:
         u += self.scale[rows, None].astype(work)
         np.divide(x, u, out=u)
         u -= self.origin[rows, None].astype(work)
-        u *= np.minimum(1.0 / self.step[rows, None], 1e30).astype(work)
-        np.clip(u, 0, self.bins - 1, out=u)
+        u *= np.minimum((1 << self.shift) / self.step[rows, None], 1e30).astype(work)
+        np.clip(u, 0, self.label_bins - 1, out=u)
         result: np.ndarray = u
         return result
 
@@ -217,8 +230,13 @@ class _Grid:
         np.divide((self.scale[rows] * self.step[rows])[:, None], rest, out=rest)
         return u, rest
 
+    def count(self, codes: np.ndarray) -> np.ndarray:
+        """Values per bin (``[bins]``) of one row's label bin ``codes``."""
+        return np.bincount(codes >> self.shift if self.shift else codes, minlength=self.bins)
+
     def bin_counts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(codes [R, n] uint16, counts [R, bins])`` on the thread pool by tiles; counts
+        """``(codes [R, n] uint16 label bins, counts [R, bins])`` on the thread pool by
+        tiles; counts
         only for rows split into several tiles (few, long rows), else None: short rows are
         counted a Lloyd batch at a time, so the counts never take ``R * bins`` memory."""
         codes = np.empty(rows.shape, dtype=np.uint16)
@@ -229,7 +247,7 @@ class _Grid:
             r0, r1, c0, c1 = b
             part = codes[r0:r1, c0:c1]
             part[...] = self.position(rows[r0:r1, c0:c1], slice(r0, r1))
-            return np.bincount(part[0], minlength=self.bins) if long else None
+            return self.count(part[0]) if long else None
 
         partials = parallel_map(tile, bounds)
         if not long:
@@ -260,7 +278,7 @@ class _Grid:
         del width
         both = quantiles is not None
         prefix = np.zeros((3 if both else 2, count, bins + 1))
-        np.cumsum(counts, axis=1, out=prefix[0, :, 1:])
+        prefix[0, :, 1:] = np.cumsum(counts, axis=1)  # in integers: several times faster
         first = _cube_root_starts(prefix[0], centre, k)
         np.cumsum(counts * centre, axis=1, out=prefix[1, :, 1:])
         if both:
@@ -374,31 +392,31 @@ class _Grid:
 
     def _label_table(self, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(table, bounds)`` for :meth:`assign`: ``bounds`` ``[R, k - 1]`` the midpoints
-        between distinct entries (inf for repeats, so sorted); ``table`` ``[R, bins]``
-        uint8, the midpoints in earlier bins, 255 on the bins whose values are compared
-        with the midpoints."""
+        between distinct entries (inf for repeats, so sorted); ``table`` ``[R,
+        label_bins]`` uint8, the midpoints in earlier label bins, 255 on the label bins
+        whose values are compared with the midpoints."""
         entries = lut.astype(np.float64)
-        count = entries.shape[0]
+        count, k = entries.shape
+        size = self.label_bins
         distinct = entries[:, 1:] != entries[:, :-1]
         bounds = np.where(distinct, (entries[:, 1:] + entries[:, :-1]) / 2, np.inf)
         used = np.isfinite(bounds)
         position = self.position(np.where(used, bounds, 0.0), slice(None))
         bound_bins = position.astype(np.intp)
         fraction = position - bound_bins
-        bound_bins[~used] = self.bins + 2  # past the end: never counted
-        per_row = self.bins + 3
-        marked = bound_bins + (np.arange(count, dtype=np.intp) * per_row)[:, None]
-        # midpoints per bin, uint8 (at most 255 midpoints): large tables stay small
-        positions, many = np.unique(marked, return_counts=True)
-        inside = np.zeros((count, per_row), dtype=np.uint8)
-        inside.reshape(-1)[positions] = many
-        table = np.cumsum(inside, axis=1, dtype=np.uint8)
-        table -= inside
+        # table[j] = midpoints in label bins before j: label v runs over the bins after the
+        # v-th midpoint's, up to the (v+1)-th's (repeats' midpoints sit past the end)
+        edges = np.full((count, k + 1), size - 1, dtype=np.intp)
+        edges[:, 0] = -1
+        edges[:, 1:k] = np.sort(np.where(used, bound_bins, size - 1), axis=1)
+        labels = np.tile(np.arange(k, dtype=np.uint8), count)
+        table = np.repeat(labels, np.diff(edges, axis=1).reshape(-1)).reshape(count, size)
         flat_table = table.reshape(-1)
-        flat_table[marked[used]] = 255  # 255 also marks the label 255: compared too
-        flat_table[(marked + 1)[used & (fraction >= 1 - _EDGE)]] = 255
-        flat_table[(marked - 1)[used & (fraction < _EDGE) & (bound_bins > 0)]] = 255
-        return table[:, : self.bins], bounds
+        flat = bound_bins + (np.arange(count, dtype=np.intp) * size)[:, None]
+        flat_table[flat[used]] = 255  # 255 also marks the label 255: compared too
+        flat_table[(flat + 1)[used & (fraction >= 1 - _EDGE) & (bound_bins < size - 1)]] = 255
+        flat_table[(flat - 1)[used & (fraction < _EDGE) & (bound_bins > 0)]] = 255
+        return table, bounds
 
 
 def _quantiles(rows: np.ndarray, k: int) -> np.ndarray:
@@ -453,7 +471,11 @@ def _cube_root_starts(mass: np.ndarray, centre: np.ndarray, k: int) -> np.ndarra
     merged = np.diff(mass[:, ::merge], axis=1)
     first = centre[:, ::merge]  # a merged bin spans from its first centre to the next
     span = np.diff(first, axis=1, append=centre[:, -1:] + (first[:, -1:] - first[:, -2:-1]))
-    cumulative = np.cumsum(np.cbrt(merged * span * span), axis=1)
+    density = (merged * span * span).astype(np.float32)
+    with np.errstate(divide="ignore"):  # log(0) = -inf: a root of 0
+        np.log(density, out=density)
+    density *= np.float32(1 / 3)
+    cumulative = np.cumsum(np.exp(density, out=density), axis=1, dtype=np.float64)
     totals = cumulative[:, -1:]
     cumulative /= np.where(totals > 0, totals, 1.0)  # each row in [0, 1], whatever its scale
     offsets = 2.0 * np.arange(count)[:, None]  # rows made disjoint

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks
+
 __all__ = [
     "all_finite",
     "block_mask",
@@ -56,11 +58,10 @@ def all_finite(weight: np.ndarray) -> bool:
     mantissa_bits = width - 1 - exponent_bits
     infinity = ((1 << exponent_bits) - 1) << mantissa_bits
     flat = np.ascontiguousarray(weight).reshape(-1)
-    step = 1 << 18
-    return all(
-        int(magnitude_key(flat[start : start + step]).max(initial=0)) < infinity
-        for start in range(0, flat.size, step)
+    largest = parallel_map(
+        lambda b: int(magnitude_key(flat[b[0] : b[1]]).max(initial=0)), row_chunks(flat.size, 1)
     )
+    return max(largest, default=0) < infinity
 
 
 def select_lowest(keys: np.ndarray, count: int) -> np.ndarray:

@@ -38,7 +38,7 @@ from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
 from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, to_sparse, unpack_mask
 
-__all__ = ["Quantized", "fp8_round", "quantize", "stored_scale"]
+__all__ = ["Quantized", "fp8_carried", "fp8_round", "quantize", "stored_scale"]
 
 _FP8_FACTORS = 2.0 ** (np.arange(32) / 32)
 _SAMPLE = 256  # values per channel for the fp8 scale search...
@@ -234,28 +234,41 @@ _FP8_FORMAT = {  # mantissa bits, smallest normal exponent
 }
 
 
-def fp8_round(values: np.ndarray, storage: np.dtype) -> np.ndarray:
-    """``values`` (float32, within the fp8 range) rounded to the fp8 type, as float32.
+def fp8_carried(values: np.ndarray, storage: np.dtype) -> np.ndarray:
+    """The float32 bit patterns (uint32, a new array) of ``values`` plus half a unit of the
+    fp8 type's last mantissa place, rounding half to even: clearing the bits below that
+    place gives each normal value rounded to nearest (see :func:`fp8_round`)."""
+    mantissa, _ = _FP8_FORMAT[np.dtype(storage)]
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    # in place on one temporary: bits + half + odd, odd the lowest kept bit
+    carried = bits >> np.uint32(23 - mantissa)
+    carried &= np.uint32(1)
+    carried += np.uint32((1 << (23 - mantissa - 1)) - 1)
+    carried += bits
+    return carried
+
+
+def fp8_round(
+    values: np.ndarray, storage: np.dtype, maybe_small: np.ndarray | None = None
+) -> np.ndarray:
+    """``values`` (1-D float32, within the fp8 range) rounded to the fp8 type, as float32.
 
     Bit-exact with ``values.astype(storage).astype(np.float32)`` (round to nearest, ties to
     even) but several times faster: normal numbers are rounded on their float32 bit pattern,
-    subnormals to the fixed subnormal step.
+    subnormals to the fixed subnormal step. ``maybe_small``: the indices of the only values
+    that may be below the fp8 type's smallest normal, when the caller knows them (else every
+    value is checked).
     """
     mantissa, min_exponent = _FP8_FORMAT[np.dtype(storage)]
-    shift = np.uint32(23 - mantissa)
-    half = np.uint32((1 << (23 - mantissa - 1)) - 1)
-    keep = np.uint32(~((1 << (23 - mantissa)) - 1) & 0xFFFFFFFF)
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-    # in place on one temporary: (bits + half + odd) & keep, odd the lowest kept bit
-    rounded = bits >> shift
-    rounded &= np.uint32(1)
-    rounded += half
-    rounded += bits
-    rounded &= keep
+    rounded = fp8_carried(values, storage)
+    rounded &= np.uint32(~((1 << (23 - mantissa)) - 1) & 0xFFFFFFFF)
     result: np.ndarray = rounded.view(np.float32)
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
     smallest_normal = np.float32(2.0**min_exponent).view(np.uint32)
-    magnitude = bits & np.uint32(0x7FFFFFFF)
-    small = np.flatnonzero(magnitude < smallest_normal)
+    if maybe_small is None:
+        small = np.flatnonzero((bits & np.uint32(0x7FFFFFFF)) < smallest_normal)
+    else:
+        small = maybe_small[(bits[maybe_small] & np.uint32(0x7FFFFFFF)) < smallest_normal]
     if small.size:  # subnormals: round to the fixed subnormal step
         step = np.float32(2.0 ** (min_exponent - mantissa))
         result[small] = np.rint(values[small] / step) * step

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks
+
 __all__ = ["SparseWeight", "pack_bits", "pack_mask", "to_sparse", "unpack_bits", "unpack_mask"]
 
 
@@ -64,15 +66,45 @@ def pack_bits(values: np.ndarray, nbits: int) -> np.ndarray:
     # codes per group, so that a group fills whole bytes: 8 for 1 and 3 bits, 4 for 2 and 6...
     group = math.lcm(nbits, 8) // nbits
     group_bytes = group * nbits // 8
-    word = np.dtype(np.uint8) if group_bytes == 1 else np.dtype("<u4")
-    padded = np.zeros(-(-codes.size // group) * group, dtype=word)
-    padded[: codes.size] = codes
-    columns = padded.reshape(-1, group)
-    words = columns[:, 0].copy()
+    packed = np.empty(-(-codes.size * nbits // 8), dtype=np.uint8)
+    whole = codes.size // group
+
+    def chunk(bounds: tuple[int, int]) -> None:
+        first, last = bounds
+        columns = codes[first * group : last * group].reshape(-1, group)
+        _pack_groups(columns, nbits, packed[first * group_bytes : last * group_bytes])
+
+    parallel_map(chunk, row_chunks(whole, group))
+    rest = codes[whole * group :]
+    if rest.size:  # a partial last group, zero-padded
+        tail = np.zeros((1, group), dtype=np.uint8)
+        tail[0, : rest.size] = rest
+        end = np.empty(group_bytes, dtype=np.uint8)
+        _pack_groups(tail, nbits, end)
+        packed[whole * group_bytes :] = end[: packed.size - whole * group_bytes]
+    return packed
+
+
+def _pack_groups(columns: np.ndarray, nbits: int, out: np.ndarray) -> None:
+    """Pack contiguous ``[g, group]`` codes into ``out`` (``g * group * nbits / 8`` bytes)."""
+    group = columns.shape[1]
+    if nbits == 1:
+        out[...] = np.packbits(columns.reshape(-1), bitorder="little")
+        return
+    if nbits * group == 8:  # 2 and 4 bits: a group's codes read as one little-endian word
+        words = columns.view(f"<u{group}").reshape(-1)
+        shift = 8 - nbits  # code i sits at bit 8 i; shifted right by i * shift it is at nbits i
+        byte = words >> words.dtype.type(shift)
+        byte |= words
+        for i in range(2, group):
+            byte |= words >> words.dtype.type(i * shift)
+        np.copyto(out, byte, casting="unsafe")  # the low byte
+        return
+    words = columns[:, 0].astype("<u4")
     for i in range(1, group):
-        words |= columns[:, i] << word.type(i * nbits)
-    stream = words.view(np.uint8).reshape(-1, word.itemsize)[:, :group_bytes].reshape(-1)
-    return stream[: -(-codes.size * nbits // 8)].copy()
+        words |= columns[:, i].astype("<u4") << np.uint32(i * nbits)
+    group_bytes = group * nbits // 8
+    out.reshape(-1, group_bytes)[...] = words.view(np.uint8).reshape(-1, 4)[:, :group_bytes]
 
 
 def unpack_bits(packed: np.ndarray, nbits: int, count: int) -> np.ndarray:
