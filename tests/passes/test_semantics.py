@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coreai_opt.coreai_utils import sparsify_weights
+from coreai_opt.coreai_utils import DType, palettize_weights, quantize_weights, sparsify_weights
 from tests.helpers import linear_program, read_back_linear
 from tests.reference import ref_magnitude
 
@@ -53,6 +53,48 @@ def test_non_finite_weight_left_dense_with_warning(
     original = linear_program(w)
     program = sparsify_weights(original, weight_num_threshold=0)
     assert "NaN or Inf" in sparsify_log.text
+    rebuilt = read_back_linear(program, 32, np.float32, tmp_path / "a.aimodel")
+    dense = read_back_linear(original, 32, np.float32, tmp_path / "b.aimodel")
+    assert np.array_equal(rebuilt, dense, equal_nan=True)
+
+
+SIBLING_MODES = [
+    (quantize_weights, {"dtype": DType.INT8}),
+    (quantize_weights, {"dtype": DType.UINT4, "qscheme": "asymmetric", "granularity": "per_block"}),
+    (quantize_weights, {"dtype": DType.FP8_E4M3FN}),
+    (
+        quantize_weights,
+        {
+            "dtype": DType.FP4_E2M1FN,
+            "granularity": "per_block",
+            "scale_dtype": DType.FP8_E8M0FNU,
+        },
+    ),
+    (palettize_weights, {"n_bits": 4}),
+    (palettize_weights, {"n_bits": 8, "granularity": "per_grouped_channel", "group_size": 4}),
+    (palettize_weights, {"n_bits": 2, "enable_per_channel_scale": True}),
+    (palettize_weights, {"n_bits": 4, "cluster_dim": 2}),
+    (palettize_weights, {"n_bits": 4, "lut_dtype": DType.INT8}),
+]
+
+
+@pytest.mark.parametrize(
+    ("compress", "options", "bad"),
+    [(*mode, [np.nan, np.inf, -np.inf][i % 3]) for i, mode in enumerate(SIBLING_MODES)],
+    ids=lambda v: getattr(v, "__name__", None),
+)
+def test_sibling_passes_leave_a_non_finite_weight_dense_with_warning(
+    compress: object,
+    options: dict[str, object],
+    bad: float,
+    tmp_path: Path,
+    sparsify_log: pytest.LogCaptureFixture,
+) -> None:
+    w = weight()
+    w[2, 3] = bad
+    original = linear_program(w)
+    program = compress(original, weight_num_threshold=0, **options)  # type: ignore[operator]
+    assert "contains NaN or Inf; left dense" in sparsify_log.text
     rebuilt = read_back_linear(program, 32, np.float32, tmp_path / "a.aimodel")
     dense = read_back_linear(original, 32, np.float32, tmp_path / "b.aimodel")
     assert np.array_equal(rebuilt, dense, equal_nan=True)

@@ -36,6 +36,7 @@ import ml_dtypes
 import numpy as np
 
 from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
+from coreai_opt.coreai_utils.numerics.masks import check_finite
 from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks
 from coreai_opt.coreai_utils.numerics.quantize import fp8_carried, fp8_round, stored_scale
 
@@ -321,7 +322,8 @@ def quantize_blocks(
     """Quantize ``weight`` with one scale (and zero point) per ``block`` (module docstring).
 
     ``scale_dtype`` defaults to the weight's dtype. Floating-point ``dtype`` are symmetric
-    only; the caller validates the combination.
+    only; the caller validates the combination. Raises :class:`NonFiniteError` when a value
+    is NaN or infinite.
     """
     out = weight.dtype
     scales_in = np.dtype(scale_dtype) if scale_dtype is not None else out
@@ -330,6 +332,7 @@ def quantize_blocks(
     if dtype in _FLOATS:
         storage = numpy_dtype(dtype)
         absmax = _by_rows(rows, _absmax).astype(np.float64)
+        check_finite(absmax)
         scale = _float_scales(rows, absmax, storage, scales_in, out)
         codes = _encode_float(rows, scale, absmax, storage)
     else:
@@ -339,13 +342,16 @@ def quantize_blocks(
         qmin, qmax = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
         if symmetric:
             half = (1 << (bits - 1)) - 1
-            scale = stored_scale(_by_rows(rows, _absmax).astype(np.float64) / half, scales_in)
+            absmax = _by_rows(rows, _absmax).astype(np.float64)
+            check_finite(absmax)
+            scale = stored_scale(absmax / half, scales_in)
             offset = 0 if signed else 1 << (bits - 1)
             zp = np.full(rows.shape[0], offset, dtype=np.float64)
             low, high = (-half, half) if signed else (1, (1 << bits) - 1)
         else:
             lo = np.minimum(_by_rows(rows, lambda part: part.min(axis=1)), 0.0).astype(np.float64)
             hi = np.maximum(_by_rows(rows, lambda part: part.max(axis=1)), 0.0).astype(np.float64)
+            check_finite(lo, hi)
             scale = stored_scale((hi - lo) / (qmax - qmin), scales_in)
             zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
             low, high = qmin, qmax

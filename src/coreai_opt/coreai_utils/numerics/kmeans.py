@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from coreai_opt.coreai_utils.numerics.masks import check_finite
 from coreai_opt.coreai_utils.numerics.parallel import (
     CHUNK_ELEMENTS,
     parallel_map,
@@ -90,7 +91,8 @@ def palettize(values: np.ndarray, nbits: int) -> Palette:
 def palettize_rows(rows: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
     """``(lut, indices)`` for a ``[R, n]`` float array (module docstring): ``lut`` ``[R,
     2**nbits]`` sorted per row in the rows' dtype, ``indices`` ``[R, n]`` uint8 with
-    ``lut[r, indices[r]]`` the nearest entry to each value of row ``r``."""
+    ``lut[r, indices[r]]`` the nearest entry to each value of row ``r``. Raises
+    :class:`NonFiniteError` when a value is NaN or infinite."""
     k = 1 << nbits
     count, n = rows.shape
     lut = np.zeros((count, k), dtype=rows.dtype)
@@ -161,6 +163,7 @@ class _Grid:
         shift = (max(bins, min(_MAX_BINS, whole)) // bins).bit_length() - 1
         lo = rows.min(axis=1).astype(np.float64)
         hi = rows.max(axis=1).astype(np.float64)
+        check_finite(lo, hi)
         spans_zero = (lo <= 0) & (hi >= 0)
         middle = np.where(spans_zero, 0.0, (lo + hi) / 2).astype(np.float32).astype(np.float64)
         stride = max(1, n // _SAMPLE)  # per row, so a row's result does not depend on the batch
@@ -385,12 +388,12 @@ class _Grid:
         def tile(b: tuple[int, int, int, int]) -> None:
             r0, r1, c0, c1 = b
             for r in range(r0, r1):
-                labels = np.take(table[r], codes[r, c0:c1])
+                labels = indices[r, c0:c1]
+                np.take(table[r], codes[r, c0:c1], out=labels, mode="clip")  # mode: unbuffered
                 where = np.flatnonzero(labels == 255)
                 if where.size:
                     value = rows[r, c0:c1][where].astype(np.float64)
                     labels[where] = np.searchsorted(bounds[r], value, side="left")
-                indices[r, c0:c1] = labels
 
         parallel_map(tile, _tiles(*rows.shape))
 

@@ -33,6 +33,7 @@ import numpy as np
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized, quantize_blocks
 from coreai_opt.coreai_utils.numerics.kmeans import nearest_sorted, palettize_rows
+from coreai_opt.coreai_utils.numerics.masks import NonFiniteError, all_finite, check_finite
 from coreai_opt.coreai_utils.numerics.parallel import parallel_map, workers
 
 __all__ = ["GroupedPalette", "kmeans_vectors", "palettize_groups"]
@@ -227,6 +228,7 @@ def palettize_groups(
 
     ``group_size`` at least the output channel count means one LUT for the tensor; 1 means
     one per channel. ``cluster_dim`` must divide the input axis (checked by the caller).
+    Raises :class:`NonFiniteError` when a value is NaN or infinite.
     """
     out = weight.dtype
     k = 1 << nbits
@@ -237,15 +239,18 @@ def palettize_groups(
     work = moved
     if per_channel_scale:
         absmax = np.abs(moved.reshape(channels, -1).astype(np.float64)).max(axis=1)
+        check_finite(absmax)
         channel_scale = np.where(absmax > 0, absmax, 1.0).astype(out)
         safe = np.where(channel_scale.astype(np.float32) > 0, channel_scale.astype(np.float32), 1.0)
         work = (moved.astype(np.float32) / safe.reshape(-1, *([1] * (moved.ndim - 1)))).astype(out)
     groups = -(-channels // group_size)
-    if cluster_dim == 1:
+    if cluster_dim == 1:  # palettize_rows checks for NaN and Inf
         lut, indices = _scalar_luts(
             np.ascontiguousarray(work).reshape(channels, -1), nbits, group_size
         )
     else:
+        if not all_finite(work):
+            raise NonFiniteError
         results = parallel_map(
             lambda g: _vector_lut(
                 np.ascontiguousarray(work[g * group_size : (g + 1) * group_size]), k, cluster_dim

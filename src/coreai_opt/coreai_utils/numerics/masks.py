@@ -17,6 +17,7 @@ import numpy as np
 from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks
 
 __all__ = [
+    "NonFiniteError",
     "all_finite",
     "block_mask",
     "magnitude_key",
@@ -49,6 +50,22 @@ def magnitude_key(weight: np.ndarray) -> np.ndarray:
     magnitude_bits = np.array((1 << (8 * width - 1)) - 1, dtype=uint)
     keys: np.ndarray = bits & magnitude_bits
     return keys
+
+
+class NonFiniteError(ValueError):
+    """A weight holds NaN or Inf (found by a reduction the algorithm computes anyway)."""
+
+    reason = "contains NaN or Inf"
+
+    def __init__(self) -> None:
+        super().__init__(self.reason)
+
+
+def check_finite(*reductions: np.ndarray) -> None:
+    """Raise :class:`NonFiniteError` unless every value of ``reductions`` (per-row minima,
+    maxima or magnitudes, which NaN and Inf propagate to) is finite."""
+    if not all(np.isfinite(part).all() for part in reductions):
+        raise NonFiniteError
 
 
 def all_finite(weight: np.ndarray) -> bool:

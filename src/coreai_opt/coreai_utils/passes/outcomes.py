@@ -12,7 +12,7 @@ from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.ir.constants import read_constant
 from coreai_opt.coreai_utils.ir.weights import WeightSite
-from coreai_opt.coreai_utils.numerics.masks import all_finite
+from coreai_opt.coreai_utils.numerics.masks import NonFiniteError, all_finite
 
 __all__ = [
     "COMPRESS_ERRORS",
@@ -114,14 +114,15 @@ def below_threshold(site: WeightSite, threshold: int) -> str | None:
     return None
 
 
-def read_weight(site: WeightSite) -> np.ndarray | str:
-    """The weight's data, or why it cannot be compressed (unreadable, NaN or Inf)."""
+def read_weight(site: WeightSite, *, check_finite: bool = True) -> np.ndarray | str:
+    """The weight's data, or why it cannot be compressed (unreadable; NaN or Inf, unless
+    ``check_finite`` is False: the caller's numerics raise ``NonFiniteError`` instead)."""
     try:
         weight = read_constant(site.op, site.dtype)
     except ValueError as error:
         return f"could not read the constant: {error}"
-    if not all_finite(weight):
-        return "contains NaN or Inf"
+    if check_finite and not all_finite(weight):
+        return NonFiniteError.reason
     return weight
 
 

@@ -12,6 +12,7 @@ from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.ir.rewrite import replace_constant
 from coreai_opt.coreai_utils.ir.weights import WeightSite, find_weights
+from coreai_opt.coreai_utils.numerics.masks import NonFiniteError
 from coreai_opt.coreai_utils.passes.outcomes import (
     COMPRESS_ERRORS,
     SparsifyResult,
@@ -85,11 +86,14 @@ def run_weight_pass(
 
 def _apply(decision: Decision, encode: Callable[[np.ndarray, Decision], Encoded]) -> WeightOutcome:
     site = decision.site
-    weight = read_weight(site)
+    # the numerics find NaN and Inf in the reductions they compute anyway: one read less
+    weight = read_weight(site, check_finite=False)
     if isinstance(weight, str):
         return _skip(decision, weight)
     try:
         encoded = encode(weight, decision)
+    except NonFiniteError as error:
+        return _skip(decision, str(error))
     except COMPRESS_ERRORS as error:
         return _skip(decision, f"could not compress: {type(error).__name__}: {error}")
     del weight
