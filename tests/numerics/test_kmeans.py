@@ -204,3 +204,15 @@ def test_a_long_row_gets_its_nearest_entries_and_converged_quality(nbits: int) -
     if nbits <= 4:  # plain Lloyd with 256 entries takes minutes on this row
         ours = mse_to_nearest(row, lut[0])
         assert ours <= 1.05 * mse_to_nearest(row, ref_lloyd(row, 2**nbits))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_heavy_tails_beat_lloyd_from_quantiles_by_far(seed: int) -> None:
+    # bins too coarse for the outliers' clusters: Lloyd on the exact values from the binned
+    # centroids (plain Lloyd from quantiles stalls in a poor optimum on such tails)
+    row = np.random.default_rng(seed).standard_t(2, 20_000).astype(np.float32)
+    lut, indices = palettize_rows(row[None], 8)
+    ours = mse_to_nearest(row, lut[0])
+    assert ours <= 0.05 * mse_to_nearest(row, ref_lloyd(row, 256))
+    distance = np.abs(row.astype(np.float64)[:, None] - lut[0].astype(np.float64)[None, :])
+    assert np.array_equal(indices[0], np.argmin(distance, axis=1))

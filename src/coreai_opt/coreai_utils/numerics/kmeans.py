@@ -22,9 +22,12 @@ entries and every value the index of its nearest entry; :func:`palettize` is one
   change (at most 1000 iterations).
 * Exact rows. A row with at most ``2**nbits`` non-empty bins, or whose bins are coarse for
   its clusters (the binning error, ``count * width**2 / 12`` over the bins, above 1 % of
-  the clustered error), is clustered exactly instead: Lloyd on its sorted distinct values
-  from weighted quantile starts and from the values' interpolated quantiles, keeping the
-  better. So a row with at most ``2**nbits`` distinct values is lossless.
+  the clustered error: heavy tails), is clustered exactly instead: Lloyd on its sorted
+  distinct values from its binned centroids (coarse rows) or weighted quantile starts, and
+  from the values' interpolated quantiles, keeping the better. So a row with at most
+  ``2**nbits`` distinct values is lossless, and an exact row is never worse than plain
+  Lloyd from quantiles; on heavy tails the binned start is far better (and converges in a
+  few iterations where quantile starts take thousands).
 * LUT and indices. Centroids are rounded to the values' dtype (sorted, distinct, padded by
   repeating the last entry); each value gets its nearest entry (ties to the lower), exactly:
   from a table over label bins (the bins split, up to 2**16 per row but no more than the
@@ -103,7 +106,10 @@ def palettize_rows(rows: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray
     grid = _Grid.of(values, k)
     codes, long_counts = grid.bin_counts(values)
     exact = np.zeros(count, dtype=bool)
+    binned = np.full((count, k), np.nan)  # the binned centroids of coarse rows
     batches = [(start, min(start + grid.batch, count)) for start in range(0, count, grid.batch)]
+    per_entry = n / k
+    both = per_entry < _FEW_PER_ENTRY or (k <= _BOTH_STARTS_ENTRIES and per_entry < _BOTH_STARTS)
 
     def cluster(bounds: tuple[int, int]) -> None:
         start, stop = bounds
@@ -117,18 +123,17 @@ def palettize_rows(rows: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray
         exact[start:stop] = few
         if few.all():
             return
-        quantiles = None
-        per_entry = n / k
-        if per_entry < _FEW_PER_ENTRY or (k <= _BOTH_STARTS_ENTRIES and per_entry < _BOTH_STARTS):
-            quantiles = _quantiles(values[start:stop], k)
+        quantiles = _quantiles(values[start:stop], k) if both else None
         centroids, coarse = grid.lloyd(counts, k, few, start, quantiles=quantiles)
         exact[start:stop] |= coarse
+        binned[start:stop][coarse] = centroids[coarse]
         lut[start:stop] = _padded_rows(centroids, rows.dtype)
 
     parallel_map(cluster, batches)
     grid.assign(values, codes, lut, indices)
     for row in np.flatnonzero(exact):
-        lut[row], indices[row] = _exact_row(rows[row], k)
+        start = binned[row] if not np.isnan(binned[row, 0]) else None
+        lut[row], indices[row] = _exact_row(rows[row], k, start)
     return lut, indices
 
 
@@ -514,17 +519,21 @@ def _padded_rows(centroids: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return result
 
 
-def _exact_row(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(lut [k], indices)`` of one row by Lloyd on its exact distinct values, from the
-    weighted quantiles and from the values' interpolated quantiles, keeping the better
-    (with few points the start decides which local optimum Lloyd reaches)."""
+def _exact_row(
+    values: np.ndarray, k: int, binned: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(lut [k], indices)`` of one row by Lloyd on its exact distinct values: from the
+    ``binned`` centroids of a row whose bins were coarse (on heavy tails a far better start
+    than quantiles), else from the weighted quantiles; and from the values' interpolated
+    quantiles, keeping the better (the start decides which local optimum Lloyd reaches)."""
     wide = values.astype(np.float64)
     points, counts = np.unique(wide, return_counts=True)
     weights = counts.astype(np.float64)
-    centroids = lloyd_weighted(points, weights, k)
+    starts = None if binned is None else np.unique(binned)
+    centroids = lloyd_weighted(points, weights, k, starts)
     if points.size > k:
-        starts = np.unique(np.quantile(wide, (np.arange(k) + 0.5) / k))
-        other = lloyd_weighted(points, weights, k, starts)
+        quantiles = np.unique(np.quantile(wide, (np.arange(k) + 0.5) / k))
+        other = lloyd_weighted(points, weights, k, quantiles)
         if _sse(points, weights, other) < _sse(points, weights, centroids):
             centroids = other
     # k sorted centroids for _padded_rows: the last one repeated
