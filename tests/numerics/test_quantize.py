@@ -9,7 +9,7 @@ from hypothesis.extra import numpy as hnp
 
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.numerics import SparseWeight, magnitude_mask, quantize, to_sparse
-from coreai_opt.coreai_utils.numerics.quantize import fp8_round
+from coreai_opt.coreai_utils.numerics.quantize import float_round
 from tests.reference import issue_layer
 
 QUANT = [DType.INT8, DType.UINT8, DType.FP8_E4M3FN, DType.FP8_E5M2]
@@ -106,28 +106,32 @@ def test_per_channel_beats_per_tensor(dtype: DType) -> None:
     assert error(0) < error(None)
 
 
-@pytest.mark.parametrize("storage", [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2])
-def test_fp8_round_is_bit_exact(storage: type) -> None:
-    fp8_max = float(ml_dtypes.finfo(storage).max)
+@pytest.mark.parametrize(
+    "storage", [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2, np.float16, ml_dtypes.bfloat16]
+)
+def test_float_round_is_bit_exact(storage: type) -> None:
+    info = ml_dtypes.finfo(storage)
+    largest, tiny = float(info.max), float(info.smallest_subnormal)
     rng = np.random.default_rng(0)
-    magnitudes = np.exp2(rng.uniform(-22, np.log2(fp8_max), 200_000)).astype(np.float32)
-    values = np.clip(magnitudes * rng.choice([-1, 1], magnitudes.size), -fp8_max, fp8_max).astype(
-        np.float32
-    )
-    # exact ties and grid points: every fp8 value and the midpoints between neighbours
-    grid = np.arange(256, dtype=np.uint8).view(storage).astype(np.float32)
-    grid = np.sort(grid[np.isfinite(grid)])
+    # magnitudes from below the smallest subnormal to the largest finite value
+    magnitudes = np.exp2(rng.uniform(np.log2(tiny) - 2, np.log2(largest), 200_000))
+    values = np.clip(magnitudes * rng.choice([-1, 1], magnitudes.size), -largest, largest)
+    # exact ties and grid points: every value of the type and the midpoints between neighbours
+    width = np.dtype(storage).itemsize
+    codes = np.arange(1 << (8 * width), dtype=np.uint8 if width == 1 else np.uint16)
+    with np.errstate(invalid="ignore"):  # NaN patterns
+        grid = codes.view(storage).astype(np.float64)
+    grid = np.unique(grid[np.isfinite(grid)])
     values = np.concatenate([values, grid, (grid[1:] + grid[:-1]) / 2, [0.0, -0.0]]).astype(
         np.float32
     )
     expected = values.astype(storage).astype(np.float32)
     assert np.array_equal(
-        fp8_round(values, np.dtype(storage)).view(np.uint32), expected.view(np.uint32)
+        float_round(values, np.dtype(storage)).view(np.uint32), expected.view(np.uint32)
     )
     # told which values may be subnormal (a superset), the same result
-    smallest = float(ml_dtypes.finfo(storage).smallest_normal)
-    maybe_small = np.flatnonzero(np.abs(values) < 2 * smallest)
-    rounded = fp8_round(values, np.dtype(storage), maybe_small)
+    maybe_small = np.flatnonzero(np.abs(values) < 2 * float(info.smallest_normal))
+    rounded = float_round(values, np.dtype(storage), maybe_small)
     assert np.array_equal(rounded.view(np.uint32), expected.view(np.uint32))
 
 

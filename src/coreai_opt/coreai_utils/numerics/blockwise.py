@@ -38,7 +38,12 @@ import numpy as np
 from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
 from coreai_opt.coreai_utils.numerics.masks import check_finite
 from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks
-from coreai_opt.coreai_utils.numerics.quantize import fp8_carried, fp8_round, stored_scale
+from coreai_opt.coreai_utils.numerics.quantize import (
+    float_carried,
+    float_round,
+    rounded_to,
+    stored_scale,
+)
 
 __all__ = ["INTEGER_BITS", "BlockQuantized", "block_shape", "code_bits", "quantize_blocks"]
 
@@ -213,13 +218,13 @@ def _encode_float(
             high = _rounded(scaled, storage).view(np.uint32) >> np.uint32(16)
             np.take(table, high, out=out, mode="clip")  # mode: unbuffered
             return
-        high = fp8_carried(scaled, storage)
+        high = float_carried(scaled, storage)
         high >>= np.uint32(16)
         np.take(carried_table, high, out=out, mode="clip")
         # the few values below the smallest normal, rounded to the subnormal step
         small = np.flatnonzero(out == _SUBNORMAL)
         if small.size:
-            rounded = fp8_round(scaled.reshape(-1)[small], storage)
+            rounded = float_round(scaled.reshape(-1)[small], storage)
             out.reshape(-1)[small] = np.take(table, rounded.view(np.uint32) >> np.uint32(16))
 
     parallel_map(chunk, row_chunks(rows.shape[0], rows.shape[1]))
@@ -230,9 +235,9 @@ def _rounded(
     scaled: np.ndarray, storage: np.dtype, maybe_small: np.ndarray | None = None
 ) -> np.ndarray:
     """``scaled`` (float32, within the code range) rounded to the code type, as float32 (the
-    fast exact fp8 emulation where it applies; ``maybe_small`` as for ``fp8_round``)."""
-    if storage in _FP8_EMULATED:  # fp8_round works on flat arrays
-        return fp8_round(scaled.reshape(-1), storage, maybe_small).reshape(scaled.shape)
+    fast exact fp8 emulation where it applies; ``maybe_small`` as for ``float_round``)."""
+    if storage in _FP8_EMULATED:  # float_round works on flat arrays
+        return float_round(scaled.reshape(-1), storage, maybe_small).reshape(scaled.shape)
     rounded: np.ndarray = scaled.astype(storage).astype(np.float32)
     return rounded
 
@@ -252,7 +257,7 @@ def _code_table(storage: np.dtype) -> np.ndarray:
 
 @cache
 def _carried_code_table(storage: np.dtype) -> np.ndarray:
-    """The code (uint8) of each fp8 value by the high 16 bits of :func:`fp8_carried` (the
+    """The code (uint8) of each fp8 value by the high 16 bits of :func:`float_carried` (the
     bits below the mantissa cleared), ``_SUBNORMAL`` where that value is a non-zero value
     below the smallest normal (rounded otherwise: on the subnormal step)."""
     mantissa = int(ml_dtypes.finfo(storage).nmant)
@@ -301,7 +306,7 @@ def _float_scales(
         rebuilt = _rounded(scaled, storage, maybe_small)
         rebuilt *= per_row
         if not exact:
-            rebuilt = rebuilt.astype(out).astype(np.float32)
+            rebuilt = rounded_to(rebuilt, out, limit * float(per_row.max(initial=0)))
         rebuilt -= sample
         return np.einsum("ij,ij->i", rebuilt, rebuilt), scale
 

@@ -38,7 +38,14 @@ from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
 from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, to_sparse, unpack_mask
 
-__all__ = ["Quantized", "fp8_carried", "fp8_round", "quantize", "stored_scale"]
+__all__ = [
+    "Quantized",
+    "float_carried",
+    "float_round",
+    "quantize",
+    "rounded_to",
+    "stored_scale",
+]
 
 _FP8_FACTORS = 2.0 ** (np.arange(32) / 32)
 _SAMPLE = 256  # values per channel for the fp8 scale search...
@@ -228,17 +235,18 @@ def _to_fp8(values: np.ndarray, storage: np.dtype) -> np.ndarray:
     return saturated.astype(storage)
 
 
-_FP8_FORMAT = {  # mantissa bits, smallest normal exponent
-    np.dtype(ml_dtypes.float8_e4m3fn): (3, -6),
-    np.dtype(ml_dtypes.float8_e5m2): (2, -14),
-}
+def _format(storage: np.dtype) -> tuple[int, int]:
+    """Mantissa bits and the smallest normal exponent of a float type narrower than float32."""
+    info = ml_dtypes.finfo(storage)
+    return int(info.nmant), int(info.minexp)
 
 
-def fp8_carried(values: np.ndarray, storage: np.dtype) -> np.ndarray:
+def float_carried(values: np.ndarray, storage: np.dtype) -> np.ndarray:
     """The float32 bit patterns (uint32, a new array) of ``values`` plus half a unit of the
-    fp8 type's last mantissa place, rounding half to even: clearing the bits below that
-    place gives each normal value rounded to nearest (see :func:`fp8_round`)."""
-    mantissa, _ = _FP8_FORMAT[np.dtype(storage)]
+    last mantissa place of ``storage`` (fp8, float16, bfloat16), rounding half to even:
+    clearing the bits below that place gives each normal value rounded to nearest (see
+    :func:`float_round`)."""
+    mantissa, _ = _format(storage)
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
     # in place on one temporary: bits + half + odd, odd the lowest kept bit
     carried = bits >> np.uint32(23 - mantissa)
@@ -248,19 +256,20 @@ def fp8_carried(values: np.ndarray, storage: np.dtype) -> np.ndarray:
     return carried
 
 
-def fp8_round(
+def float_round(
     values: np.ndarray, storage: np.dtype, maybe_small: np.ndarray | None = None
 ) -> np.ndarray:
-    """``values`` (1-D float32, within the fp8 range) rounded to the fp8 type, as float32.
+    """``values`` (1-D float32, within the range of ``storage``: fp8, float16, bfloat16)
+    rounded to ``storage``, as float32.
 
     Bit-exact with ``values.astype(storage).astype(np.float32)`` (round to nearest, ties to
     even) but several times faster: normal numbers are rounded on their float32 bit pattern,
     subnormals to the fixed subnormal step. ``maybe_small``: the indices of the only values
-    that may be below the fp8 type's smallest normal, when the caller knows them (else every
+    that may be below the type's smallest normal, when the caller knows them (else every
     value is checked).
     """
-    mantissa, min_exponent = _FP8_FORMAT[np.dtype(storage)]
-    rounded = fp8_carried(values, storage)
+    mantissa, min_exponent = _format(storage)
+    rounded = float_carried(values, storage)
     rounded &= np.uint32(~((1 << (23 - mantissa)) - 1) & 0xFFFFFFFF)
     result: np.ndarray = rounded.view(np.float32)
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
@@ -273,6 +282,16 @@ def fp8_round(
         step = np.float32(2.0 ** (min_exponent - mantissa))
         result[small] = np.rint(values[small] / step) * step
     return result
+
+
+def rounded_to(values: np.ndarray, out: np.dtype, largest: float) -> np.ndarray:
+    """``values`` (float32, magnitudes at most ``largest``) rounded to the float dtype
+    ``out``, as a new float32 array: by :func:`float_round` for float16 within its range
+    (numpy's float16 casts are several times slower), else by casting."""
+    if out == np.dtype(np.float16) and largest <= float(np.finfo(np.float16).max):
+        return float_round(values.reshape(-1), out).reshape(values.shape)
+    rounded: np.ndarray = values.astype(out).astype(np.float32)
+    return rounded
 
 
 def _fp8_scales(
@@ -295,11 +314,11 @@ def _fp8_scales(
     def error(factor: float) -> np.ndarray:
         scale = stored_scale(absmax / fp8_max * factor, out)
         per_value = scale[run_of].astype(np.float32)
-        codes = fp8_round(np.clip(sample / per_value, -fp8_max, fp8_max), storage)
+        codes = float_round(np.clip(sample / per_value, -fp8_max, fp8_max), storage)
         # code (<= 4 significant bits) x scale (<= 24) is exact in float32, so one rounding
         # to the weight dtype equals the runtime's product in that dtype (and avoids numpy's
         # slow float16 arithmetic)
-        rebuilt = (codes * per_value).astype(out).astype(np.float32)
+        rebuilt = rounded_to(codes * per_value, out, fp8_max * float(per_value.max(initial=0)))
         err: np.ndarray = np.bincount(
             run_of, weights=(rebuilt - sample) ** 2, minlength=counts.size
         )
