@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.numerics.blockwise import _encode_float, block_shape, quantize_blocks
+from coreai_opt.coreai_utils.numerics.masks import NonFiniteError
 from tests.reference import ref_block_quantize
 
 DTYPES = [DType.INT4, DType.UINT4, DType.INT8, DType.UINT8, DType.FP8_E4M3FN, DType.FP8_E5M2]
@@ -110,3 +111,13 @@ def test_fp8_codes_at_and_beside_every_rounding_tie(dtype: DType) -> None:
     expected = cast.view(np.uint8).copy()
     expected[cast.astype(np.float32) == 0] = 0  # a code that rounds to zero is +0
     assert np.array_equal(codes.view(np.uint8), expected)
+
+
+@pytest.mark.parametrize("dtype", [DType.INT8, DType.UINT4, DType.FP8_E4M3FN])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_raises(dtype: DType, bad: float) -> None:
+    weight = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    weight[2, 5] = bad
+    for symmetric in (True, False) if dtype is not DType.FP8_E4M3FN else (True,):
+        with pytest.raises(NonFiniteError, match="NaN or Inf"):
+            quantize_blocks(weight, (1, 64), dtype, symmetric=symmetric)

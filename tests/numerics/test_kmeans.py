@@ -9,6 +9,7 @@ from hypothesis.extra import numpy as hnp
 
 from coreai_opt.coreai_utils.numerics import pack_bits, palettize, unpack_bits
 from coreai_opt.coreai_utils.numerics.kmeans import _Grid, palettize_rows
+from coreai_opt.coreai_utils.numerics.masks import NonFiniteError
 from tests.reference import mse_to_nearest, ref_lloyd
 
 FLOATS = [np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
@@ -105,8 +106,8 @@ def hard_rows(draw: st.DrawFn) -> np.ndarray:
     kind = draw(st.sampled_from(kinds))
     if kind == "offset":  # far from zero, narrow
         values = 3.0 + values * 1e-3
-    elif kind == "outlier":
-        values[:, 0] = 1e6
+    elif kind == "outlier":  # as far out as the dtype allows (float16 stops at 65504)
+        values[:, 0] = min(1e6, float(ml_dtypes.finfo(dtype).max))
     elif kind == "tiny":  # near the dtype's smallest normal value (some subnormal)
         values = values * float(ml_dtypes.finfo(dtype).tiny) * 100
     elif kind == "pruned":
@@ -216,3 +217,22 @@ def test_heavy_tails_beat_lloyd_from_quantiles_by_far(seed: int) -> None:
     assert ours <= 0.05 * mse_to_nearest(row, ref_lloyd(row, 256))
     distance = np.abs(row.astype(np.float64)[:, None] - lut[0].astype(np.float64)[None, :])
     assert np.array_equal(indices[0], np.argmin(distance, axis=1))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_raises(bad: float) -> None:
+    rows = np.random.default_rng(0).standard_normal((3, 500)).astype(np.float32)
+    rows[1, 7] = bad
+    with pytest.raises(NonFiniteError, match="NaN or Inf"):
+        palettize_rows(rows, 4)
+
+
+@pytest.mark.parametrize("nbits", [2, 8])
+def test_scaled_to_the_float32_limit_same_quality(nbits: int) -> None:
+    # huge values square past float32 in the start's density: scale-invariant all the same
+    row = np.random.default_rng(nbits).standard_normal(20_000).astype(np.float32)
+    huge = row * np.float32(2.0**120)
+    lut, _ = palettize_rows(row[None], nbits)
+    big, _ = palettize_rows(huge[None], nbits)
+    relative = mse_to_nearest(huge, big[0]) / 2.0**240
+    assert relative == pytest.approx(mse_to_nearest(row, lut[0]), rel=1e-3)

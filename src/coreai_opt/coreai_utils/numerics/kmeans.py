@@ -483,7 +483,10 @@ def _cube_root_starts(mass: np.ndarray, centre: np.ndarray, k: int) -> np.ndarra
     merged = np.diff(mass[:, ::merge], axis=1)
     first = centre[:, ::merge]  # a merged bin spans from its first centre to the next
     span = np.diff(first, axis=1, append=centre[:, -1:] + (first[:, -1:] - first[:, -2:-1]))
-    density = (merged * span * span).astype(np.float32)
+    wide = merged * span * span  # float64: span**2 of extreme rows overflows float32
+    peak = wide.max(axis=1, keepdims=True)
+    # scaled to [0, 1] per row (the scale cancels below), then the root in float32
+    density = (wide / np.where(peak > 0, peak, 1.0)).astype(np.float32)
     with np.errstate(divide="ignore"):  # log(0) = -inf: a root of 0
         np.log(density, out=density)
     density *= np.float32(1 / 3)
