@@ -57,7 +57,7 @@ _BIN_ITERATIONS = 1000
 _BINS_PER_ENTRY = 64
 _MAX_BINS = 1 << 16
 _ENOUGH_BINS = 1 << 13  # 32 per entry suffice for 256 entries
-_LONG_ROW_BINS = 1 << 12  # long rows get at least this many (one per 256 values)
+_LONG_ROW_BINS = 1 << 12  # long rows: one bin per 256 values, up to this many
 _BOTH_STARTS = 256  # rows of fewer values per entry also run Lloyd from their quantiles...
 _BOTH_STARTS_ENTRIES = 16  # ...when there are at most this many entries
 _FEW_PER_ENTRY = 32  # ...and always below this many values per entry
@@ -132,8 +132,8 @@ def palettize_rows(rows: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray
     parallel_map(cluster, batches)
     grid.assign(values, codes, lut, indices)
     for row in np.flatnonzero(exact):
-        start = binned[row] if not np.isnan(binned[row, 0]) else None
-        lut[row], indices[row] = _exact_row(rows[row], k, start)
+        coarse_start = binned[row] if not np.isnan(binned[row, 0]) else None
+        lut[row], indices[row] = _exact_row(rows[row], k, coarse_start)
     return lut, indices
 
 
@@ -244,9 +244,9 @@ class _Grid:
 
     def bin_counts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(codes [R, n] uint16 label bins, counts [R, bins])`` on the thread pool by
-        tiles; counts
-        only for rows split into several tiles (few, long rows), else None: short rows are
-        counted a Lloyd batch at a time, so the counts never take ``R * bins`` memory."""
+        tiles; counts only for rows split into several tiles (few, long rows), else None:
+        short rows are counted a Lloyd batch at a time, so the counts never take ``R * bins``
+        memory."""
         codes = np.empty(rows.shape, dtype=np.uint16)
         bounds = _tiles(*rows.shape)
         long = len(bounds) > rows.shape[0]
