@@ -41,6 +41,7 @@ from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks
 from coreai_opt.coreai_utils.numerics.quantize import (
     float_carried,
     float_round,
+    kept_bits,
     rounded_to,
     stored_scale,
 )
@@ -211,8 +212,7 @@ def _encode_float(
     def chunk(bounds: tuple[int, int]) -> None:
         start, stop = bounds
         scaled = rows[start:stop] / per_row[start:stop]
-        if np.any(peak[start:stop] / per_row[start:stop, 0] > limit):
-            np.clip(scaled, -limit, limit, out=scaled)
+        _saturate(scaled, peak[start:stop], per_row[start:stop], limit)
         out = codes[start:stop].view(np.uint8)
         if carried_table is None:
             high = _rounded(scaled, storage).view(np.uint32) >> np.uint32(16)
@@ -229,6 +229,14 @@ def _encode_float(
 
     parallel_map(chunk, row_chunks(rows.shape[0], rows.shape[1]))
     return codes
+
+
+def _saturate(scaled: np.ndarray, peak: np.ndarray, per_row: np.ndarray, limit: float) -> None:
+    """Clip ``scaled`` (rows divided by ``per_row`` ``[r, 1]``) to ``[-limit, limit]`` in
+    place, only when a row's largest magnitude ``peak`` can land outside (else no value can,
+    and the pass is saved)."""
+    if np.any(peak / per_row[:, 0] > limit):
+        np.clip(scaled, -limit, limit, out=scaled)
 
 
 def _rounded(
@@ -260,9 +268,7 @@ def _carried_code_table(storage: np.dtype) -> np.ndarray:
     """The code (uint8) of each fp8 value by the high 16 bits of :func:`float_carried` (the
     bits below the mantissa cleared), ``_SUBNORMAL`` where that value is a non-zero value
     below the smallest normal (rounded otherwise: on the subnormal step)."""
-    mantissa = int(ml_dtypes.finfo(storage).nmant)
-    kept = np.uint32(~((1 << (23 - mantissa)) - 1) & 0xFFFFFFFF)
-    patterns = (np.arange(1 << 16, dtype=np.uint32) << 16) & kept
+    patterns = (np.arange(1 << 16, dtype=np.uint32) << 16) & kept_bits(storage)
     codes = np.take(_code_table(storage), patterns >> 16)
     magnitude = patterns.view(np.float32).copy()
     np.abs(magnitude, out=magnitude)
@@ -301,8 +307,7 @@ def _float_scales(
     def error(scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         per_row = scale.astype(np.float32)[:, None]
         scaled = sample / per_row
-        if np.any(peak / per_row[:, 0] > limit):  # else no value of any row is out of range
-            np.clip(scaled, -limit, limit, out=scaled)
+        _saturate(scaled, peak, per_row, limit)
         rebuilt = _rounded(scaled, storage, maybe_small)
         rebuilt *= per_row
         if not exact:

@@ -106,7 +106,7 @@ def palettize_rows(rows: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray
     grid = _Grid.of(values, k)
     codes, long_counts = grid.bin_counts(values)
     exact = np.zeros(count, dtype=bool)
-    binned = np.full((count, k), np.nan)  # the binned centroids of coarse rows
+    coarse_starts: dict[int, np.ndarray] = {}  # row: its binned centroids, for coarse rows
     batches = [(start, min(start + grid.batch, count)) for start in range(0, count, grid.batch)]
     per_entry = n / k
     both = per_entry < _FEW_PER_ENTRY or (k <= _BOTH_STARTS_ENTRIES and per_entry < _BOTH_STARTS)
@@ -126,14 +126,14 @@ def palettize_rows(rows: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray
         quantiles = _quantiles(values[start:stop], k) if both else None
         centroids, coarse = grid.lloyd(counts, k, few, start, quantiles=quantiles)
         exact[start:stop] |= coarse
-        binned[start:stop][coarse] = centroids[coarse]
+        for row in np.flatnonzero(coarse):
+            coarse_starts[start + int(row)] = centroids[row]
         lut[start:stop] = _padded_rows(centroids, rows.dtype)
 
     parallel_map(cluster, batches)
     grid.assign(values, codes, lut, indices)
     for row in np.flatnonzero(exact):
-        coarse_start = binned[row] if not np.isnan(binned[row, 0]) else None
-        lut[row], indices[row] = _exact_row(rows[row], k, coarse_start)
+        lut[row], indices[row] = _exact_row(rows[row], k, coarse_starts.get(int(row)))
     return lut, indices
 
 

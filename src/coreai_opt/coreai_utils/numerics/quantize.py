@@ -42,6 +42,7 @@ __all__ = [
     "Quantized",
     "float_carried",
     "float_round",
+    "kept_bits",
     "quantize",
     "rounded_to",
     "stored_scale",
@@ -241,6 +242,13 @@ def _format(storage: np.dtype) -> tuple[int, int]:
     return int(info.nmant), int(info.minexp)
 
 
+def kept_bits(storage: np.dtype) -> np.uint32:
+    """The float32 bits that a value rounded to ``storage`` may have set: sign, exponent and
+    the type's mantissa bits."""
+    mantissa, _ = _format(storage)
+    return np.uint32(~((1 << (23 - mantissa)) - 1) & 0xFFFFFFFF)
+
+
 def float_carried(values: np.ndarray, storage: np.dtype) -> np.ndarray:
     """The float32 bit patterns (uint32, a new array) of ``values`` plus half a unit of the
     last mantissa place of ``storage`` (fp8, float16, bfloat16), rounding half to even:
@@ -270,7 +278,7 @@ def float_round(
     """
     mantissa, min_exponent = _format(storage)
     rounded = float_carried(values, storage)
-    rounded &= np.uint32(~((1 << (23 - mantissa)) - 1) & 0xFFFFFFFF)
+    rounded &= kept_bits(storage)
     result: np.ndarray = rounded.view(np.float32)
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
     smallest_normal = np.float32(2.0**min_exponent).view(np.uint32)
