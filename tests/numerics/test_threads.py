@@ -8,6 +8,7 @@ import pytest
 
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.numerics import palettize, quantize
+from coreai_opt.coreai_utils.numerics.kmeans import palettize_rows
 from coreai_opt.coreai_utils.numerics.prune import prune_block, prune_magnitude, prune_nm
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
 
@@ -28,7 +29,10 @@ def fast_paths(weight: np.ndarray) -> list[np.ndarray]:
         quantized = quantize(sparse, dtype, 0)
         outputs += [quantized.values.view(np.uint8), quantized.scale]
     palette = palettize(sparse.values, 4)
-    return [*outputs, palette.lut, palette.indices]
+    outputs += [palette.lut, palette.indices]
+    for nbits in (4, 8):  # several Lloyd batches: the stage pipeline
+        outputs += list(palettize_rows(weight.reshape(16, -1), nbits))
+    return outputs
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16])

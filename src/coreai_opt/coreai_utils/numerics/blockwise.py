@@ -28,7 +28,6 @@ weight's dtype.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -37,7 +36,7 @@ import numpy as np
 
 from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
 from coreai_opt.coreai_utils.numerics.masks import check_finite
-from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks
+from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks, row_extremes
 from coreai_opt.coreai_utils.numerics.quantize import (
     float_carried,
     float_round,
@@ -158,14 +157,10 @@ def _from_rows(
     return full[tuple(slice(0, n) for n in shape)]
 
 
-def _by_rows(rows: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """``reduce`` (one value per row) applied by row chunks on the thread pool."""
-    bounds = row_chunks(rows.shape[0], rows.shape[1])
-    return np.concatenate(parallel_map(lambda b: reduce(rows[b[0] : b[1]]), bounds))
-
-
-def _absmax(part: np.ndarray) -> np.ndarray:
-    largest: np.ndarray = np.maximum(part.max(axis=1), -part.min(axis=1))
+def _absmax(rows: np.ndarray) -> np.ndarray:
+    """Each row's largest magnitude (float64; NaN if the row holds one)."""
+    low, high = row_extremes(rows)
+    largest: np.ndarray = np.maximum(high, -low).astype(np.float64)
     return largest
 
 
@@ -341,7 +336,7 @@ def quantize_blocks(
     zero_point = None
     if dtype in _FLOATS:
         storage = numpy_dtype(dtype)
-        absmax = _by_rows(rows, _absmax).astype(np.float64)
+        absmax = _absmax(rows)
         check_finite(absmax)
         scale = _float_scales(rows, absmax, storage, scales_in, out)
         codes = _encode_float(rows, scale, absmax, storage)
@@ -352,15 +347,16 @@ def quantize_blocks(
         qmin, qmax = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
         if symmetric:
             half = (1 << (bits - 1)) - 1
-            absmax = _by_rows(rows, _absmax).astype(np.float64)
+            absmax = _absmax(rows)
             check_finite(absmax)
             scale = stored_scale(absmax / half, scales_in)
             offset = 0 if signed else 1 << (bits - 1)
             zp = np.full(rows.shape[0], offset, dtype=np.float64)
             low, high = (-half, half) if signed else (1, (1 << bits) - 1)
         else:
-            lo = np.minimum(_by_rows(rows, lambda part: part.min(axis=1)), 0.0).astype(np.float64)
-            hi = np.maximum(_by_rows(rows, lambda part: part.max(axis=1)), 0.0).astype(np.float64)
+            least, most = row_extremes(rows)
+            lo = np.minimum(least, 0.0).astype(np.float64)
+            hi = np.maximum(most, 0.0).astype(np.float64)
             check_finite(lo, hi)
             scale = stored_scale((hi - lo) / (qmax - qmin), scales_in)
             zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)

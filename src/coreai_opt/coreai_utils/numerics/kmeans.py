@@ -33,7 +33,11 @@ entries and every value the index of its nearest entry; :func:`palettize` is one
   from a table over label bins (the bins split, up to 2**16 per row but no more than the
   row length rounded up to a power of two), with the values of the few label bins next to
   a midpoint compared with it.
-  Short rows are counted a Lloyd batch at a time, so memory stays near the weight's size.
+* Threads. Rows are coded, counted, clustered and labelled a Lloyd batch at a time, in a
+  pipeline on the thread pool (:func:`parallel.pipeline`): counting (``np.bincount`` holds
+  the GIL) runs for one batch while the other threads code, cluster or label other batches,
+  and the counts never take more than a few batches' memory. A few rows too long for one
+  tile are coded and counted by tiles instead. The result does not depend on the threads.
 """
 
 from __future__ import annotations
@@ -44,9 +48,11 @@ import numpy as np
 
 from coreai_opt.coreai_utils.numerics.masks import check_finite
 from coreai_opt.coreai_utils.numerics.parallel import (
-    CHUNK_ELEMENTS,
     parallel_map,
+    pipeline,
     row_chunks,
+    row_extremes,
+    tiles,
     workers,
 )
 
@@ -104,21 +110,14 @@ def palettize_rows(rows: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray
         return lut, indices
     values = _float32(rows)  # exact for 16-bit floats; numpy is slow on them
     grid = _Grid.of(values, k)
-    codes, long_counts = grid.bin_counts(values)
     exact = np.zeros(count, dtype=bool)
     coarse_starts: dict[int, np.ndarray] = {}  # row: its binned centroids, for coarse rows
     batches = [(start, min(start + grid.batch, count)) for start in range(0, count, grid.batch)]
     per_entry = n / k
     both = per_entry < _FEW_PER_ENTRY or (k <= _BOTH_STARTS_ENTRIES and per_entry < _BOTH_STARTS)
 
-    def cluster(bounds: tuple[int, int]) -> None:
+    def cluster(bounds: tuple[int, int], counts: np.ndarray) -> None:
         start, stop = bounds
-        # counted here, a batch at a time, unless the rows were long enough to count by tiles
-        counts = (
-            long_counts[start:stop]
-            if long_counts is not None
-            else np.stack([grid.count(line) for line in codes[start:stop]])
-        )
         few = np.count_nonzero(counts, axis=1) <= k
         exact[start:stop] = few
         if few.all():
@@ -130,8 +129,29 @@ def palettize_rows(rows: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray
             coarse_starts[start + int(row)] = centroids[row]
         lut[start:stop] = _padded_rows(centroids, rows.dtype)
 
-    parallel_map(cluster, batches)
-    grid.assign(values, codes, lut, indices)
+    if len(tiles(count, n)) > count:  # few long rows: coded and counted by tiles
+        codes, long_counts = grid.bin_counts(values)
+        parallel_map(lambda b: cluster(b, long_counts[b[0] : b[1]]), batches)
+        grid.assign(values, codes, lut, indices)
+    else:  # a batch of rows at a time: coded, counted, clustered, labelled
+        codes = np.empty((count, n), dtype=np.uint16)
+        counted: dict[int, np.ndarray] = {}
+
+        def code(i: int) -> None:
+            grid.code(values, codes, *batches[i])
+
+        def count_batch(i: int) -> None:
+            start, stop = batches[i]
+            counted[i] = np.stack([grid.count(line) for line in codes[start:stop]])
+
+        def cluster_batch(i: int) -> None:
+            cluster(batches[i], counted.pop(i))
+
+        def label(i: int) -> None:
+            grid.label(values, codes, lut, indices, *batches[i])
+
+        # counting holds the GIL: one batch counts while the other threads code or cluster
+        pipeline(len(batches), [code, count_batch, cluster_batch, label], serial=1)
     for row in np.flatnonzero(exact):
         lut[row], indices[row] = _exact_row(rows[row], k, coarse_starts.get(int(row)))
     return lut, indices
@@ -166,8 +186,7 @@ class _Grid:
         bins = min(_MAX_BINS, 16 * whole, wanted)
         # label bins: as fine as uint16 codes allow, but not more per row than values
         shift = (max(bins, min(_MAX_BINS, whole)) // bins).bit_length() - 1
-        lo = rows.min(axis=1).astype(np.float64)
-        hi = rows.max(axis=1).astype(np.float64)
+        lo, hi = (extreme.astype(np.float64) for extreme in row_extremes(rows))
         check_finite(lo, hi)
         spans_zero = (lo <= 0) & (hi >= 0)
         middle = np.where(spans_zero, 0.0, (lo + hi) / 2).astype(np.float32).astype(np.float64)
@@ -227,7 +246,8 @@ class _Grid:
         """``(value, width)`` (float64 ``[r, len(bins)]``): the value that bins (float, may
         be fractional) of ``rows`` stand for, and the bin's width in value (the companding's
         derivative times the step)."""
-        u = self.origin[rows, None] + (bins + 0.5) * self.step[rows, None]
+        u = (bins + 0.5) * self.step[rows, None]
+        u += self.origin[rows, None]
         np.clip(u, self.low[rows, None], self.high[rows, None], out=u)
         rest = np.abs(u)
         np.subtract(1, rest, out=rest)
@@ -242,27 +262,29 @@ class _Grid:
         """Values per bin (``[bins]``) of one row's label bin ``codes``."""
         return np.bincount(codes >> self.shift if self.shift else codes, minlength=self.bins)
 
-    def bin_counts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(codes [R, n] uint16 label bins, counts [R, bins])`` on the thread pool by
-        tiles; counts only for rows split into several tiles (few, long rows), else None:
-        short rows are counted a Lloyd batch at a time, so the counts never take ``R * bins``
-        memory."""
-        codes = np.empty(rows.shape, dtype=np.uint16)
-        bounds = _tiles(*rows.shape)
-        long = len(bounds) > rows.shape[0]
+    def code(self, rows: np.ndarray, codes: np.ndarray, start: int, stop: int) -> None:
+        """Write the label bins of ``rows[start:stop]`` (whole rows, a tile at a time) into
+        ``codes``."""
+        for r0, r1 in row_chunks(stop - start, rows.shape[1]):
+            part = slice(start + r0, start + r1)
+            codes[part] = self.position(rows[part], part)
 
-        def tile(b: tuple[int, int, int, int]) -> np.ndarray | None:
+    def bin_counts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(codes [R, n] uint16 label bins, counts [R, bins])`` on the thread pool by tiles
+        (for few, long rows: the counts take ``R * bins`` memory)."""
+        codes = np.empty(rows.shape, dtype=np.uint16)
+        bounds = tiles(*rows.shape)
+
+        def tile(b: tuple[int, int, int, int]) -> np.ndarray:
             r0, r1, c0, c1 = b
             part = codes[r0:r1, c0:c1]
             part[...] = self.position(rows[r0:r1, c0:c1], slice(r0, r1))
-            return self.count(part[0]) if long else None
+            return np.stack([self.count(line) for line in part])
 
         partials = parallel_map(tile, bounds)
-        if not long:
-            return codes, None
         counts = np.zeros((rows.shape[0], self.bins), dtype=np.int64)
-        for (r0, _, _, _), partial in zip(bounds, partials, strict=True):
-            counts[r0] += partial
+        for (r0, r1, _, _), partial in zip(bounds, partials, strict=True):
+            counts[r0:r1] += partial
         return codes, counts
 
     def lloyd(
@@ -288,9 +310,12 @@ class _Grid:
         prefix = np.zeros((3 if both else 2, count, bins + 1))
         prefix[0, :, 1:] = np.cumsum(counts, axis=1)  # in integers: several times faster
         first = _cube_root_starts(prefix[0], centre, k)
-        np.cumsum(counts * centre, axis=1, out=prefix[1, :, 1:])
+        moments = prefix[1, :, 1:]
+        np.multiply(counts, centre, out=moments)
         if both:
-            np.cumsum(counts * centre**2, axis=1, out=prefix[2, :, 1:])
+            np.multiply(counts, centre**2, out=prefix[2, :, 1:])
+            np.cumsum(prefix[2, :, 1:], axis=1, out=prefix[2, :, 1:])
+        np.cumsum(moments, axis=1, out=moments)
         flat_centre = np.concatenate((centre, centre[:, -1:]), axis=1).reshape(-1)
         del centre
         flat = prefix.reshape(prefix.shape[0], -1)
@@ -382,28 +407,42 @@ class _Grid:
     def assign(
         self, rows: np.ndarray, codes: np.ndarray, lut: np.ndarray, indices: np.ndarray
     ) -> None:
-        """Write the nearest entry of each row's ``lut`` (ties to the lower) into ``indices``.
+        """Write the nearest entry of each row's ``lut`` (ties to the lower) into ``indices``,
+        on the thread pool by tiles (see :meth:`label`)."""
+        table, bounds = self._label_table(lut, slice(None))
+
+        def tile(b: tuple[int, int, int, int]) -> None:
+            r0, r1, c0, c1 = b
+            for r in range(r0, r1):
+                _label_segment(
+                    table[r], bounds[r], rows[r, c0:c1], codes[r, c0:c1], indices[r, c0:c1]
+                )
+
+        parallel_map(tile, tiles(*rows.shape))
+
+    def label(
+        self,
+        rows: np.ndarray,
+        codes: np.ndarray,
+        lut: np.ndarray,
+        indices: np.ndarray,
+        start: int,
+        stop: int,
+    ) -> None:
+        """Write the nearest entry of each of ``rows[start:stop]``'s ``lut`` (ties to the
+        lower) into ``indices``.
 
         A value's label is the number of midpoints below it, read from a per-bin table;
         values in a midpoint's bin, or in the next bin when the midpoint is within
         ``_EDGE`` of the edge between them (bins order values only up to 2 x 0.035 of a bin),
         are compared with the midpoints exactly."""
-        table, bounds = self._label_table(lut)
+        table, bounds = self._label_table(lut[start:stop], slice(start, stop))
+        for i, r in enumerate(range(start, stop)):
+            _label_segment(table[i], bounds[i], rows[r], codes[r], indices[r])
 
-        def tile(b: tuple[int, int, int, int]) -> None:
-            r0, r1, c0, c1 = b
-            for r in range(r0, r1):
-                labels = indices[r, c0:c1]
-                np.take(table[r], codes[r, c0:c1], out=labels, mode="clip")  # mode: unbuffered
-                where = np.flatnonzero(labels == 255)
-                if where.size:
-                    value = rows[r, c0:c1][where].astype(np.float64)
-                    labels[where] = np.searchsorted(bounds[r], value, side="left")
-
-        parallel_map(tile, _tiles(*rows.shape))
-
-    def _label_table(self, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(table, bounds)`` for :meth:`assign`: ``bounds`` ``[R, k - 1]`` the midpoints
+    def _label_table(self, lut: np.ndarray, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        """``(table, bounds)`` for :meth:`label` of ``rows`` (``lut`` theirs): ``bounds``
+        ``[r, k - 1]`` the midpoints
         between distinct entries (inf for repeats, so sorted); ``table`` ``[R,
         label_bins]`` uint8, the midpoints in earlier label bins, 255 on the label bins
         whose values are compared with the midpoints."""
@@ -413,7 +452,7 @@ class _Grid:
         distinct = entries[:, 1:] != entries[:, :-1]
         bounds = np.where(distinct, (entries[:, 1:] + entries[:, :-1]) / 2, np.inf)
         used = np.isfinite(bounds)
-        position = self.position(np.where(used, bounds, 0.0), slice(None))
+        position = self.position(np.where(used, bounds, 0.0), rows)
         bound_bins = position.astype(np.intp)
         fraction = position - bound_bins
         # table[j] = midpoints in label bins before j: label v runs over the bins after the
@@ -429,6 +468,17 @@ class _Grid:
         flat_table[(flat + 1)[used & (fraction >= 1 - _EDGE) & (bound_bins < size - 1)]] = 255
         flat_table[(flat - 1)[used & (fraction < _EDGE) & (bound_bins > 0)]] = 255
         return table, bounds
+
+
+def _label_segment(
+    table: np.ndarray, bounds: np.ndarray, values: np.ndarray, codes: np.ndarray, out: np.ndarray
+) -> None:
+    """Labels of a piece of one row into ``out``: ``table`` at its label bin ``codes``, the
+    values in marked bins (255) compared with the midpoints ``bounds``."""
+    np.take(table, codes, out=out, mode="clip")  # mode: unbuffered
+    where = np.flatnonzero(out == 255)
+    if where.size:
+        out[where] = np.searchsorted(bounds, values[where].astype(np.float64), side="left")
 
 
 def _quantiles(rows: np.ndarray, k: int) -> np.ndarray:
@@ -459,17 +509,8 @@ def _float32(rows: np.ndarray) -> np.ndarray:
     def tile(b: tuple[int, int, int, int]) -> None:
         out[b[0] : b[1], b[2] : b[3]] = rows[b[0] : b[1], b[2] : b[3]]
 
-    parallel_map(tile, _tiles(*rows.shape))
+    parallel_map(tile, tiles(*rows.shape))
     return out
-
-
-def _tiles(rows: int, n: int) -> list[tuple[int, int, int, int]]:
-    """``(r0, r1, c0, c1)`` tiles of about ``CHUNK_ELEMENTS`` values: whole rows, or
-    pieces of one long row."""
-    size = CHUNK_ELEMENTS
-    if n >= size:
-        return [(r, r + 1, c, min(c + size, n)) for r in range(rows) for c in range(0, n, size)]
-    return [(r0, r1, 0, n) for r0, r1 in row_chunks(rows, n, size)]
 
 
 def _cube_root_starts(mass: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
@@ -480,13 +521,17 @@ def _cube_root_starts(mass: np.ndarray, centre: np.ndarray, k: int) -> np.ndarra
     merge = 16
     while merge > 1 and (bins % merge or bins // merge < 16 * k):
         merge //= 2
-    merged = np.diff(mass[:, ::merge], axis=1)
+    wide = np.diff(mass[:, ::merge], axis=1)
     first = centre[:, ::merge]  # a merged bin spans from its first centre to the next
-    span = np.diff(first, axis=1, append=centre[:, -1:] + (first[:, -1:] - first[:, -2:-1]))
-    wide = merged * span * span  # float64: span**2 of extreme rows overflows float32
+    span = np.empty(first.shape)
+    np.subtract(first[:, 1:], first[:, :-1], out=span[:, :-1])
+    span[:, -1] = centre[:, -1] + (first[:, -1] - first[:, -2]) - first[:, -1]
+    wide *= span  # float64: span**2 of extreme rows overflows float32
+    wide *= span
     peak = wide.max(axis=1, keepdims=True)
     # scaled to [0, 1] per row (the scale cancels below), then the root in float32
-    density = (wide / np.where(peak > 0, peak, 1.0)).astype(np.float32)
+    density = np.empty(wide.shape, dtype=np.float32)
+    np.divide(wide, np.where(peak > 0, peak, 1.0), out=density, casting="same_kind")
     with np.errstate(divide="ignore"):  # log(0) = -inf: a root of 0
         np.log(density, out=density)
     density *= np.float32(1 / 3)
@@ -496,7 +541,8 @@ def _cube_root_starts(mass: np.ndarray, centre: np.ndarray, k: int) -> np.ndarra
     cumulative /= np.where(totals > 0, totals, 1.0)  # each row in [0, 1], whatever its scale
     offsets = 2.0 * np.arange(count)[:, None]  # rows made disjoint
     targets = (np.arange(k) + 0.5) / k + offsets
-    found = np.searchsorted((cumulative + offsets).reshape(-1), targets.reshape(-1))
+    cumulative += offsets
+    found = np.searchsorted(cumulative.reshape(-1), targets.reshape(-1))
     within = found.reshape(count, k) - (np.arange(count) * (bins // merge))[:, None]
     start = within * merge + merge // 2
     step = np.arange(k)

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["CHUNK_ELEMENTS", "parallel_map", "row_chunks", "workers"]
+import numpy as np
+
+__all__ = [
+    "CHUNK_ELEMENTS",
+    "parallel_map",
+    "pipeline",
+    "row_chunks",
+    "row_extremes",
+    "tiles",
+    "workers",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -44,6 +55,77 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     return list(_pool.map(fn, items))
 
 
+def pipeline(items: int, stages: Sequence[Callable[[int], None]], *, serial: int) -> None:
+    """Run ``stages[0](i)``, ``stages[1](i)``, ... in that order for every item ``i`` of
+    ``range(items)``, on the shared pool; the stages must not use the pool themselves.
+
+    Stages of different items run at the same time, except stage ``serial``, which runs
+    for one item at a time: it is meant for work that holds the GIL (``np.bincount``),
+    which then overlaps with the other threads' GIL-free numpy work instead of with
+    itself. A free thread takes the serial stage when an item is ready for it; else the
+    earliest stage of the first item not yet ready for it, when no item waits for it
+    (keeping it fed); else the next stage of the most advanced item (lowest index first).
+    The first exception a stage raises is re-raised here once every thread has stopped.
+    """
+    total = len(stages)
+    if items <= 1 or workers() == 1:
+        for item in range(items):
+            for stage in stages:
+                stage(item)
+        return
+    done = [0] * items  # stages finished, per item
+    running = [False] * items
+    serial_running = False
+    failures: list[BaseException] = []
+    changed = threading.Condition()
+
+    def choose() -> tuple[int, int] | None:
+        free = [i for i in range(items) if not running[i] and done[i] < total]
+        at_serial = [i for i in free if done[i] == serial]
+        if at_serial and not serial_running:
+            return at_serial[0], serial
+        if not at_serial:
+            before = [i for i in free if done[i] < serial]
+            if before:
+                return before[0], done[before[0]]
+        others = [i for i in free if done[i] != serial]
+        if not others:
+            return None
+        item = max(others, key=lambda i: (done[i], -i))
+        return item, done[item]
+
+    def worker(_: int) -> None:
+        nonlocal serial_running
+        while True:
+            with changed:
+                task = None
+                while task is None:
+                    if failures or all(d == total for d in done):
+                        return
+                    task = choose()
+                    if task is None:
+                        changed.wait()
+                item, stage = task
+                running[item] = True
+                serial_running |= stage == serial
+            try:
+                stages[stage](item)
+            except BaseException as error:
+                with changed:
+                    failures.append(error)
+                    changed.notify_all()
+                return
+            with changed:
+                running[item] = False
+                done[item] += 1
+                serial_running &= stage != serial
+                changed.notify_all()
+
+    parallel_map(worker, range(min(workers(), items)))
+    if failures:
+        raise failures[0]
+
+
 def row_chunks(
     rows: int, row_size: int, chunk_elements: int = CHUNK_ELEMENTS, multiple: int = 1
 ) -> list[tuple[int, int]]:
@@ -57,3 +139,31 @@ def row_chunks(
     step = math.lcm(multiple, 8 // math.gcd(row_size, 8))
     per_chunk = max(step, chunk_elements // max(row_size, 1) // step * step)
     return [(start, min(start + per_chunk, rows)) for start in range(0, rows, per_chunk)]
+
+
+def tiles(rows: int, n: int, size: int = CHUNK_ELEMENTS) -> list[tuple[int, int, int, int]]:
+    """``(r0, r1, c0, c1)`` tiles of about ``size`` elements of a ``[rows, n]`` array: whole
+    rows (:func:`row_chunks`), or pieces of one row when a row holds ``size`` or more."""
+    if n >= size:
+        return [(r, r + 1, c, min(c + size, n)) for r in range(rows) for c in range(0, n, size)]
+    return [(r0, r1, 0, n) for r0, r1 in row_chunks(rows, n, size)]
+
+
+def row_extremes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(min, max)`` of each row of a ``[R, n]`` array (``n > 0``; NaN propagates), one read
+    of each tile on the thread pool."""
+    bounds = tiles(*rows.shape)
+
+    def extremes(b: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        part = rows[b[0] : b[1], b[2] : b[3]]
+        return part.min(axis=1), part.max(axis=1)
+
+    parts = parallel_map(extremes, bounds)
+    if len(bounds) <= rows.shape[0]:  # whole rows, in order
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    low = np.empty(rows.shape[0], dtype=rows.dtype)
+    high = np.empty(rows.shape[0], dtype=rows.dtype)
+    for (r0, _, c0, _), (part_low, part_high) in zip(bounds, parts, strict=True):
+        low[r0] = part_low[0] if c0 == 0 else np.minimum(low[r0], part_low[0])
+        high[r0] = part_high[0] if c0 == 0 else np.maximum(high[r0], part_high[0])
+    return low, high
