@@ -482,14 +482,19 @@ def _label_segment(
 
 
 def _quantiles(rows: np.ndarray, k: int) -> np.ndarray:
-    """``[r, k]`` (float64) the rows' quantiles at ``(i + 0.5) / k``, linearly interpolated
-    between order statistics (``np.quantile``'s default), from one sort per row."""
+    """``[r, k]`` (float64) the rows' quantiles at ``(i + 0.5) / k``, from one sort per row:
+    the values of ``np.quantile``'s default (linear between order statistics)."""
     ordered = np.sort(rows, axis=1).astype(np.float64)
-    position = (np.arange(k) + 0.5) / k * (rows.shape[1] - 1)
+    position = (rows.shape[1] - 1) * ((np.arange(k) + 0.5) / k)
     low = np.floor(position).astype(np.intp)
     high = np.minimum(low + 1, rows.shape[1] - 1)
     fraction = position - low
-    result: np.ndarray = ordered[:, low] + fraction * (ordered[:, high] - ordered[:, low])
+    below, above = ordered[:, low], ordered[:, high]
+    step = above - below
+    # numpy's interpolation: from the nearer order statistic
+    result: np.ndarray = np.where(
+        fraction >= 0.5, above - step * (1 - fraction), below + step * fraction
+    )
     return result
 
 
@@ -581,7 +586,7 @@ def _exact_row(
     starts = None if binned is None else np.unique(binned)
     centroids = lloyd_weighted(points, weights, k, starts)
     if points.size > k:
-        quantiles = np.unique(np.quantile(wide, (np.arange(k) + 0.5) / k))
+        quantiles = np.unique(_quantiles(wide[None], k)[0])
         other = lloyd_weighted(points, weights, k, quantiles)
         if _sse(points, weights, other) < _sse(points, weights, centroids):
             centroids = other
