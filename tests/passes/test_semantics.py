@@ -5,7 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coreai_opt.coreai_utils import DType, palettize_weights, quantize_weights, sparsify_weights
+from coreai_opt.coreai_utils import (
+    DType,
+    palettize_weights,
+    palettize_with_report,
+    quantize_weights,
+    quantize_with_report,
+    sparsify_weights,
+)
 from tests.helpers import linear_program, read_back_linear
 from tests.reference import ref_magnitude
 
@@ -98,6 +105,26 @@ def test_sibling_passes_leave_a_non_finite_weight_dense_with_warning(
     rebuilt = read_back_linear(program, 32, np.float32, tmp_path / "a.aimodel")
     dense = read_back_linear(original, 32, np.float32, tmp_path / "b.aimodel")
     assert np.array_equal(rebuilt, dense, equal_nan=True)
+
+
+@pytest.mark.parametrize("shape", [(0, 8), (8, 0)])
+@pytest.mark.parametrize(
+    ("compress", "options"), SIBLING_MODES, ids=lambda v: getattr(v, "__name__", None)
+)
+def test_sibling_passes_leave_a_weight_without_elements_dense(
+    compress: object,
+    options: dict[str, object],
+    shape: tuple[int, int],
+    sparsify_log: pytest.LogCaptureFixture,
+) -> None:
+    # nothing to quantize or cluster (a zero-size constant chain once crashed the process)
+    program = linear_program(np.zeros(shape, dtype=np.float32))
+    before = str(program)
+    report = {quantize_weights: quantize_with_report, palettize_weights: palettize_with_report}
+    result = report[compress](program, weight_num_threshold=0, **options)  # type: ignore[index]
+    (row,) = result.weights
+    assert row.mode is None and row.reason == "no elements"
+    assert str(result.program) == before and sparsify_log.records == []
 
 
 def test_block_larger_than_out_channels_skipped(

@@ -153,6 +153,8 @@ def row_extremes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(min, max)`` of each row of a ``[R, n]`` array (``n > 0``; NaN propagates), one read
     of each tile on the thread pool."""
     bounds = tiles(*rows.shape)
+    if not bounds:  # no rows
+        return np.empty(0, dtype=rows.dtype), np.empty(0, dtype=rows.dtype)
 
     def extremes(b: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         part = rows[b[0] : b[1], b[2] : b[3]]
