@@ -12,6 +12,7 @@ from coreai_opt.coreai_utils import (
     quantize_weights,
     quantize_with_report,
     sparsify_weights,
+    sparsify_with_report,
 )
 from tests.helpers import linear_program, read_back_linear
 from tests.reference import ref_magnitude
@@ -109,18 +110,31 @@ def test_sibling_passes_leave_a_non_finite_weight_dense_with_warning(
 
 @pytest.mark.parametrize("shape", [(0, 8), (8, 0)])
 @pytest.mark.parametrize(
-    ("compress", "options"), SIBLING_MODES, ids=lambda v: getattr(v, "__name__", None)
+    ("compress", "options"),
+    [
+        *SIBLING_MODES,
+        (sparsify_weights, {}),
+        (sparsify_weights, {"block_size": 2}),
+        (sparsify_weights, {"target_sparsity": None, "n_m_ratio": (2, 4)}),
+        (sparsify_weights, {"quantize_dtype": DType.INT8}),
+    ],
+    ids=lambda v: getattr(v, "__name__", None),
 )
-def test_sibling_passes_leave_a_weight_without_elements_dense(
+def test_a_weight_without_elements_stays_dense_silently(
     compress: object,
     options: dict[str, object],
     shape: tuple[int, int],
     sparsify_log: pytest.LogCaptureFixture,
 ) -> None:
-    # nothing to quantize or cluster (a zero-size constant chain once crashed the process)
+    # nothing to compress (the quantize chain of a zero-size weight once reached the Core AI
+    # verifier, which kills the process)
     program = linear_program(np.zeros(shape, dtype=np.float32))
     before = str(program)
-    report = {quantize_weights: quantize_with_report, palettize_weights: palettize_with_report}
+    report = {
+        quantize_weights: quantize_with_report,
+        palettize_weights: palettize_with_report,
+        sparsify_weights: sparsify_with_report,
+    }
     result = report[compress](program, weight_num_threshold=0, **options)  # type: ignore[index]
     (row,) = result.weights
     assert row.mode is None and row.reason == "no elements"

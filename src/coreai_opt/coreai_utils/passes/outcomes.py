@@ -108,9 +108,12 @@ def working_copy(program: AIProgram, in_place: object) -> AIProgram:
 
 
 def below_threshold(site: WeightSite, threshold: int) -> str | None:
-    """Why ``site`` stays dense under ``weight_num_threshold``, or None when it is large enough."""
+    """Why ``site`` stays dense for its size (below ``weight_num_threshold``, or no elements:
+    nothing to compress), or None when it is large enough."""
     if site.size < threshold:
         return f"{site.size} elements, below weight_num_threshold={threshold}"
+    if site.size == 0:
+        return "no elements"
     return None
 
 

@@ -50,11 +50,11 @@ def decide_all(
     program: AIProgram, threshold: int, decide: Callable[[WeightSite], Decision]
 ) -> list[Decision]:
     """One decision per candidate weight (read-only): below ``threshold``, or without
-    elements (nothing to quantize or cluster), it stays dense."""
+    elements, it stays dense."""
     module = program._module._mlir_module  # noqa: SLF001
     decisions = []
     for site in find_weights(module):
-        reason = below_threshold(site, threshold) or ("no elements" if site.size == 0 else None)
+        reason = below_threshold(site, threshold)
         decisions.append(decide(site) if reason is None else Decision(site, None, reason))
     return decisions
 
