@@ -104,3 +104,18 @@ def test_pipeline_reraises_the_first_error_and_starts_nothing_after_it() -> None
     failed_at = started.index((1, 2))
     # only tasks already running when it failed may have started after it: one per thread
     assert len(started) - failed_at - 1 < parallel.workers()
+
+
+def test_parallel_map_inside_the_pool_runs_in_turn() -> None:
+    # a stage (or any pool task) that maps again must not wait on the pool it occupies
+    results: dict[int, list[int]] = {}
+
+    def stage(item: int) -> None:
+        results[item] = parallel.parallel_map(lambda x: x * item, range(50))
+
+    pipeline(4, [stage, stage], serial=0)
+    assert results == {i: [x * i for x in range(50)] for i in range(4)}
+    nested = parallel.parallel_map(
+        lambda i: sum(parallel.parallel_map(abs, range(-i, i))), range(8)
+    )
+    assert nested == [i * i for i in range(8)]

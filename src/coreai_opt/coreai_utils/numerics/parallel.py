@@ -33,6 +33,7 @@ CHUNK_ELEMENTS = 1 << 18
 to keep per-chunk temporaries cheap."""
 
 _pool: ThreadPoolExecutor | None = None
+_PREFIX = "coreai-opt"  # the pool's thread names
 
 
 def workers() -> int:
@@ -45,19 +46,21 @@ def workers() -> int:
 
 
 def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """``[fn(item) for item in items]``, on the shared pool when there is more than one."""
+    """``[fn(item) for item in items]``, on the shared pool when there is more than one (in
+    turn when called from one of the pool's own threads: waiting on the pool from inside it
+    could wait forever)."""
     items = list(items)
-    if len(items) <= 1 or workers() == 1:
+    if len(items) <= 1 or workers() == 1 or threading.current_thread().name.startswith(_PREFIX):
         return [fn(item) for item in items]
     global _pool  # noqa: PLW0603 - one process-wide pool, created on first use
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="coreai-opt")
+        _pool = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix=_PREFIX)
     return list(_pool.map(fn, items))
 
 
 def pipeline(items: int, stages: Sequence[Callable[[int], None]], *, serial: int) -> None:
     """Run ``stages[0](i)``, ``stages[1](i)``, ... in that order for every item ``i`` of
-    ``range(items)``, on the shared pool; the stages must not use the pool themselves.
+    ``range(items)``, on the shared pool (a stage's own :func:`parallel_map` runs in turn).
 
     Stages of different items run at the same time, except stage ``serial``, which runs
     for one item at a time: it is meant for work that holds the GIL (``np.bincount``),
