@@ -36,7 +36,12 @@ import numpy as np
 
 from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
 from coreai_opt.coreai_utils.numerics.masks import check_finite
-from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_chunks, row_extremes
+from coreai_opt.coreai_utils.numerics.parallel import (
+    parallel_map,
+    row_absmax,
+    row_chunks,
+    row_extremes,
+)
 from coreai_opt.coreai_utils.numerics.quantize import (
     float_carried,
     float_round,
@@ -155,13 +160,6 @@ def _from_rows(
     order = [x for axis in range(rank) for x in (axis, rank + axis)]
     full = blocked.transpose(order).reshape([g * b for g, b in zip(grid, block, strict=True)])
     return full[tuple(slice(0, n) for n in shape)]
-
-
-def _absmax(rows: np.ndarray) -> np.ndarray:
-    """Each row's largest magnitude (float64; NaN if the row holds one)."""
-    low, high = row_extremes(rows)
-    largest: np.ndarray = np.maximum(high, -low).astype(np.float64)
-    return largest
 
 
 def _encode_int(
@@ -336,7 +334,7 @@ def quantize_blocks(
     zero_point = None
     if dtype in _FLOATS:
         storage = numpy_dtype(dtype)
-        absmax = _absmax(rows)
+        absmax = row_absmax(rows)
         check_finite(absmax)
         scale = _float_scales(rows, absmax, storage, scales_in, out)
         codes = _encode_float(rows, scale, absmax, storage)
@@ -347,7 +345,7 @@ def quantize_blocks(
         qmin, qmax = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
         if symmetric:
             half = (1 << (bits - 1)) - 1
-            absmax = _absmax(rows)
+            absmax = row_absmax(rows)
             check_finite(absmax)
             scale = stored_scale(absmax / half, scales_in)
             offset = 0 if signed else 1 << (bits - 1)

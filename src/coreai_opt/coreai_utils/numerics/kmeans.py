@@ -442,10 +442,9 @@ class _Grid:
 
     def _label_table(self, lut: np.ndarray, rows: slice) -> tuple[np.ndarray, np.ndarray]:
         """``(table, bounds)`` for :meth:`label` of ``rows`` (``lut`` theirs): ``bounds``
-        ``[r, k - 1]`` the midpoints
-        between distinct entries (inf for repeats, so sorted); ``table`` ``[R,
-        label_bins]`` uint8, the midpoints in earlier label bins, 255 on the label bins
-        whose values are compared with the midpoints."""
+        ``[r, k - 1]`` the midpoints between distinct entries (inf for repeats, so sorted);
+        ``table`` ``[r, label_bins]`` uint8, the midpoints in earlier label bins, 255 on the
+        label bins whose values are compared with the midpoints."""
         entries = lut.astype(np.float64)
         count, k = entries.shape
         size = self.label_bins

@@ -34,7 +34,7 @@ from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized, quantize_blocks
 from coreai_opt.coreai_utils.numerics.kmeans import nearest_sorted, palettize_rows
 from coreai_opt.coreai_utils.numerics.masks import NonFiniteError, all_finite, check_finite
-from coreai_opt.coreai_utils.numerics.parallel import parallel_map, workers
+from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_absmax, workers
 
 __all__ = ["GroupedPalette", "kmeans_vectors", "palettize_groups"]
 
@@ -238,7 +238,7 @@ def palettize_groups(
     channel_scale = None
     work = moved
     if per_channel_scale:
-        absmax = np.abs(moved.reshape(channels, -1).astype(np.float64)).max(axis=1)
+        absmax = row_absmax(moved.reshape(channels, -1))
         check_finite(absmax)
         channel_scale = np.where(absmax > 0, absmax, 1.0).astype(out)
         safe = np.where(channel_scale.astype(np.float32) > 0, channel_scale.astype(np.float32), 1.0)

@@ -19,6 +19,7 @@ __all__ = [
     "CHUNK_ELEMENTS",
     "parallel_map",
     "pipeline",
+    "row_absmax",
     "row_chunks",
     "row_extremes",
     "tiles",
@@ -172,3 +173,11 @@ def row_extremes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         low[r0] = part_low[0] if c0 == 0 else np.minimum(low[r0], part_low[0])
         high[r0] = part_high[0] if c0 == 0 else np.maximum(high[r0], part_high[0])
     return low, high
+
+
+def row_absmax(rows: np.ndarray) -> np.ndarray:
+    """Each row's largest magnitude (float64; NaN if the row holds one), from
+    :func:`row_extremes` (no full-size ``abs`` temporary)."""
+    low, high = row_extremes(rows)
+    largest: np.ndarray = np.maximum(high, -low).astype(np.float64)
+    return largest
