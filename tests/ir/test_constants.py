@@ -1,4 +1,4 @@
-"""Reading constants in every storage form, and the bytecode reader behind resource blobs."""
+"""Reading constants in every storage form, and the bytecode framing check."""
 
 import io
 
@@ -24,8 +24,8 @@ from coreai._compiler.ir import (
 )
 from coreai.authoring import Context
 
-from coreai_opt.coreai_utils.ir.bytecode import BytecodeError, resource_section
-from coreai_opt.coreai_utils.ir.constants import make_constant, read_constant
+from coreai_opt.coreai_utils.ir.bytecode import BytecodeError, check_bytecode
+from coreai_opt.coreai_utils.ir.constants import ConstantReadError, make_constant, read_constant
 
 TYPES = {
     "f32": (np.dtype(np.float32), F32Type.get),
@@ -106,13 +106,35 @@ def test_resource_roundtrip_with_several_uses(block: object, name: str) -> None:
     assert not got.flags.writeable
 
 
-def test_read_is_a_view_for_inline_f32(block: object) -> None:
+def test_inline_f32(block: object) -> None:
     data = np.arange(12, dtype=np.float32).reshape(3, 4)
     op = constant_op(DenseElementsAttr.get(data))
     assert same_bits(read_constant(op, np.dtype(np.float32)), data)
 
 
-def test_resource_section_of_real_bytecode(block: object) -> None:
+@pytest.mark.parametrize("shape", [(0,), (0, 4), (3, 0, 2)])
+def test_zero_size(block: object, shape: tuple[int, ...]) -> None:
+    data = np.zeros(shape, dtype=np.float32)
+    op = constant_op(DenseElementsAttr.get(data))
+    assert read_constant(op, np.dtype(np.float32)).shape == shape
+
+
+def test_elided_resource_is_a_read_error() -> None:
+    """A resource without its blob (``dense_resource<__elided__>``) raises, naming why."""
+    text = (
+        "func.func @f() -> tensor<4x3xf32> {\n"
+        '  %0 = "coreai.constant"() {value = dense_resource<__elided__> : tensor<4x3xf32>}'
+        " : () -> tensor<4x3xf32>\n"
+        "  return %0 : tensor<4x3xf32>\n}"
+    )
+    with Context()._mlir_context:
+        module = Module.parse(text)
+        op = module.body.operations[0].regions[0].blocks[0].operations[0]
+        with pytest.raises(ConstantReadError, match="no blob"):
+            read_constant(op, np.dtype(np.float32))
+
+
+def test_real_bytecode_passes_the_check(block: object) -> None:
     data = np.arange(10, dtype=np.float32)
     op = constant_op(
         DenseResourceElementsAttr.get_from_buffer(
@@ -121,10 +143,10 @@ def test_resource_section_of_real_bytecode(block: object) -> None:
     )
     buffer = io.BytesIO()
     op.write_bytecode(buffer)
-    assert bytes(resource_section(buffer.getvalue())[-40:]) == data.tobytes()
+    check_bytecode(buffer.getvalue())
 
 
 @pytest.mark.parametrize("data", [b"", b"MLIR", b"ML\xefR", b"ML\xefR\x0dprod\x00\x05\x21"])
-def test_resource_section_rejects_bad_bytes(data: bytes) -> None:
+def test_check_bytecode_rejects_bad_bytes(data: bytes) -> None:
     with pytest.raises(BytecodeError):
-        resource_section(data)
+        check_bytecode(data)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from itertools import count
 from typing import Any
 
 import ml_dtypes
 import numpy as np
+from coreai._compiler._mlir_libs._coreaiIR._bindings.compiler import (
+    copy_constant_value_to_array as _copy_constant,
+)
 from coreai._compiler.dialects._coreai_ops_gen import ConstantOp
 from coreai._compiler.ir import (
     BF16Type,
@@ -20,10 +22,8 @@ from coreai._compiler.ir import (
     Float8E5M2Type,
     Float8E8M0FNUType,
     FloatAttr,
-    InsertionPoint,
     IntegerAttr,
     IntegerType,
-    Module,
     Operation,
     OpResult,
     RankedTensorType,
@@ -31,7 +31,6 @@ from coreai._compiler.ir import (
 )
 
 from coreai_opt.coreai_utils.dtypes import DType
-from coreai_opt.coreai_utils.ir.bytecode import resource_section
 
 __all__ = [
     "ConstantReadError",
@@ -51,12 +50,7 @@ _FLOAT_TYPES: tuple[tuple[Any, np.dtype], ...] = (
     (F16Type, np.dtype(np.float16)),
     (BF16Type, np.dtype(ml_dtypes.bfloat16)),
 )
-_BUFFER_READABLE = (np.dtype(np.float32), np.dtype(np.float16))
-_HEX = re.compile(r'^dense<"0x([0-9A-Fa-f]*)">')
-_TOKEN = re.compile(r"0x[0-9A-Fa-f]+|[-+]?(?:inf|nan|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
 _names = count()
-# Above this size the blob is the only piece of a one-constant bytecode that large.
-_SHORTCUT_BYTES = 4096
 
 
 class ConstantReadError(ValueError):
@@ -93,77 +87,29 @@ def int_operand(op: Operation, index: int) -> tuple[int, ...] | None:
 
 
 def read_constant(op: Operation, dtype: np.dtype) -> np.ndarray:
-    """The value of a float ``coreai.constant`` as a read-only array of its static shape.
+    """The value of a float ``coreai.constant`` (inline ``dense<...>``, splat or
+    ``dense_resource`` blob) as a read-only array of its static shape: a copy made by the
+    bindings' own ``copy_constant_value_to_array`` (one memcpy into a numpy array; splats
+    come expanded).
 
-    Inline ``dense<...>`` attributes are returned as views where the bindings allow;
-    ``dense_resource`` blobs are read from the op's bytecode.
+    Raises:
+        ConstantReadError: the attribute is not dense elements or a resource blob, or its
+            data cannot be copied (a resource without its blob, ``dense_resource<__elided__>``).
     """
     attr = op.attributes["value"]
-    shape = tuple(RankedTensorType(attr.type).shape)
-    if DenseResourceElementsAttr.isinstance(attr):
-        flat = _read_resource(op, dtype, int(np.prod(shape)))
-    elif DenseElementsAttr.isinstance(attr):
-        flat = _read_dense(DenseElementsAttr(attr), dtype)
-    else:
+    if not (DenseResourceElementsAttr.isinstance(attr) or DenseElementsAttr.isinstance(attr)):
         msg = f"unsupported constant attribute kind: {type(attr).__name__}"
         raise ConstantReadError(msg)
-    if flat.size == 1 and shape and np.prod(shape) != 1:
-        flat = np.broadcast_to(flat.reshape(()), shape)
-    out = flat.reshape(shape)
+    shape = tuple(RankedTensorType(attr.type).shape)
+    data = np.empty(int(np.prod(shape)) * dtype.itemsize, dtype=np.uint8)
+    try:
+        _copy_constant(constant_op=op, destination=data)
+    except RuntimeError as error:
+        # the bindings' message ends with the reason, after the op's location
+        raise ConstantReadError(str(error).rsplit(": ", 1)[-1]) from None
+    out = data.view(dtype).reshape(shape)
     out.flags.writeable = False
     return out
-
-
-def _read_resource(op: Operation, dtype: np.dtype, size: int) -> np.ndarray:
-    # Serialize a use-free clone in a scratch module: writing an op whose result has uses
-    # makes the bytecode writer number the users too, and it aborts the process on them.
-    with op.context, op.location:
-        scratch = Module.create()
-        op.clone(ip=InsertionPoint(scratch.body))
-    pieces = _Pieces()
-    scratch.operation.write_bytecode(pieces)
-    nbytes = size * dtype.itemsize
-    # The writer hands the blob over as one piece: view it in place rather than joining
-    # (a second copy of the weight). Fall back to joining if it ever arrives split.
-    blob = next((p for p in pieces.parts if len(p) == nbytes), None)
-    if blob is not None and nbytes > _SHORTCUT_BYTES:
-        return np.frombuffer(blob, dtype=dtype)
-    section = resource_section(b"".join(pieces.parts))
-    if len(section) < nbytes:
-        msg = f"resource blob holds {len(section)} bytes, expected {nbytes}"
-        raise ConstantReadError(msg)
-    return np.frombuffer(section[len(section) - nbytes :], dtype=dtype)
-
-
-class _Pieces:
-    """A write-only file that keeps the pieces it is given."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: bytes) -> int:
-        self.parts.append(data)
-        return len(data)
-
-
-def _read_dense(attr: DenseElementsAttr, dtype: np.dtype) -> np.ndarray:
-    if dtype in _BUFFER_READABLE:
-        return np.asarray(attr).reshape(-1)
-    # The buffer protocol aborts the process for bf16, so go through the printed form:
-    # hex bytes for large attributes, decimal (or 0x bit pattern) tokens for small ones.
-    text = str(attr)
-    hex_match = _HEX.match(text)
-    if hex_match:
-        return np.frombuffer(bytes.fromhex(hex_match.group(1)), dtype=dtype)
-    body = text[len("dense<") : text.rindex("> : ")]
-    bits = np.dtype(f"<u{dtype.itemsize}")
-    values = [
-        np.array(int(tok, 16), dtype=bits).view(dtype)
-        if tok.startswith("0x")
-        else np.array(float(tok), dtype=np.float32).astype(dtype)
-        for tok in _TOKEN.findall(body)
-    ]
-    return np.array(values, dtype=dtype).reshape(-1)
 
 
 def mask_type() -> IntegerType:
