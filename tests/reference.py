@@ -53,14 +53,17 @@ def ref_nm(weight: np.ndarray, n: int, m: int, axis: int) -> np.ndarray:
 
 
 def ref_lloyd(values: np.ndarray, k: int, iterations: int = 10_000) -> np.ndarray:
-    """Plain Lloyd k-means on the raw values from quantile starts, run to convergence."""
-    x = values.astype(np.float64)
+    """Plain Lloyd k-means on the raw values from quantile starts, run to convergence (on
+    the distinct values weighted by their counts: the same iterations, faster)."""
+    x = values.astype(np.float64).reshape(-1)
+    points, counts = np.unique(x, return_counts=True)
+    weights = counts.astype(np.float64)
     centroids = np.unique(np.quantile(x, (np.arange(k) + 0.5) / k))
     for _ in range(iterations):
-        labels = nearest_index(x, centroids)
-        counts = np.bincount(labels, minlength=centroids.size)
-        sums = np.bincount(labels, weights=x, minlength=centroids.size)
-        new = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+        labels = nearest_index(points, centroids)
+        mass = np.bincount(labels, weights=weights, minlength=centroids.size)
+        sums = np.bincount(labels, weights=weights * points, minlength=centroids.size)
+        new = np.where(mass > 0, sums / np.maximum(mass, 1), centroids)
         if np.array_equal(new, centroids):
             break
         centroids = np.unique(new)
