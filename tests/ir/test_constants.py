@@ -1,4 +1,4 @@
-"""Reading constants in every storage form, and the bytecode framing check."""
+"""Reading constants in every storage form, and the bytecode reader behind resource blobs."""
 
 import io
 
@@ -24,7 +24,7 @@ from coreai._compiler.ir import (
 )
 from coreai.authoring import Context
 
-from coreai_opt.coreai_utils.ir.bytecode import BytecodeError, check_bytecode
+from coreai_opt.coreai_utils.ir.bytecode import BytecodeError, check_bytecode, resource_section
 from coreai_opt.coreai_utils.ir.constants import ConstantReadError, make_constant, read_constant
 
 TYPES = {
@@ -120,7 +120,7 @@ def test_zero_size(block: object, shape: tuple[int, ...]) -> None:
 
 
 def test_elided_resource_is_a_read_error() -> None:
-    """A resource without its blob (``dense_resource<__elided__>``) raises, naming why."""
+    """A resource without its blob (``dense_resource<__elided__>``) raises."""
     text = (
         "func.func @f() -> tensor<4x3xf32> {\n"
         '  %0 = "coreai.constant"() {value = dense_resource<__elided__> : tensor<4x3xf32>}'
@@ -130,8 +130,31 @@ def test_elided_resource_is_a_read_error() -> None:
     with Context()._mlir_context:
         module = Module.parse(text)
         op = module.body.operations[0].regions[0].blocks[0].operations[0]
-        with pytest.raises(ConstantReadError, match="no blob"):
+        with pytest.raises(ConstantReadError, match="holds 0 bytes"):
             read_constant(op, np.dtype(np.float32))
+
+
+@pytest.mark.parametrize("held", [1000, 3000])
+def test_a_blob_of_the_wrong_size_is_a_read_error(block: object, held: int) -> None:
+    """The bindings accept a blob shorter or longer than its type; the read refuses both."""
+    data = np.arange(held, dtype=np.float32)
+    attr = DenseResourceElementsAttr.get_from_buffer(
+        data, "odd", RankedTensorType.get([2000], F32Type.get())
+    )
+    with pytest.raises(ConstantReadError, match="resource blob holds"):
+        read_constant(constant_op(attr), np.dtype(np.float32))
+
+
+def test_resource_section_of_real_bytecode(block: object) -> None:
+    data = np.arange(10, dtype=np.float32)
+    op = constant_op(
+        DenseResourceElementsAttr.get_from_buffer(
+            data, "blob", RankedTensorType.get([10], F32Type.get())
+        )
+    )
+    buffer = io.BytesIO()
+    op.write_bytecode(buffer)
+    assert bytes(resource_section(buffer.getvalue())[-40:]) == data.tobytes()
 
 
 def test_real_bytecode_passes_the_check(block: object) -> None:
@@ -147,6 +170,8 @@ def test_real_bytecode_passes_the_check(block: object) -> None:
 
 
 @pytest.mark.parametrize("data", [b"", b"MLIR", b"ML\xefR", b"ML\xefR\x0dprod\x00\x05\x21"])
-def test_check_bytecode_rejects_bad_bytes(data: bytes) -> None:
+def test_bad_bytes_are_rejected(data: bytes) -> None:
     with pytest.raises(BytecodeError):
         check_bytecode(data)
+    with pytest.raises(BytecodeError):
+        resource_section(data)

@@ -1,14 +1,18 @@
-"""Just enough of the MLIR bytecode format to check its framing (magic, header, section
-lengths) before a file reaches the Core AI loader, which aborts the process on malformed
-bytecode instead of raising."""
+"""Just enough of the MLIR bytecode format to pull a resource blob out of it.
+
+The bindings can create ``dense_resource`` attributes from a buffer but cannot read one back.
+Serializing a lone ``coreai.constant`` to bytecode writes its blob, unchanged and contiguous,
+as the tail of the resource section; this module finds that section.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-__all__ = ["BytecodeError", "check_bytecode"]
+__all__ = ["BytecodeError", "check_bytecode", "resource_section"]
 
 _MAGIC = b"ML\xefR"
+_RESOURCE_SECTION = 5
 
 
 class BytecodeError(ValueError):
@@ -68,6 +72,14 @@ def _sections(data: bytes | memoryview) -> Iterator[tuple[int, memoryview]]:
                 raise BytecodeError(f"bad section alignment {alignment}")
             reader.pos += -reader.pos % alignment
         yield id_and_aligned & 0x7F, reader.take(length)
+
+
+def resource_section(data: bytes | memoryview) -> memoryview:
+    """The payload of the resource section of a bytecode buffer (a view, no copy)."""
+    for section, payload in _sections(data):
+        if section == _RESOURCE_SECTION:
+            return payload
+    raise BytecodeError("bytecode has no resource section")
 
 
 def check_bytecode(data: bytes | memoryview) -> None:
