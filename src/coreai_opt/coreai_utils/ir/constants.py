@@ -134,14 +134,13 @@ def _read_resource(op: Operation, dtype: np.dtype, nbytes: int) -> np.ndarray:
     pieces = _Pieces()
     scratch.operation.write_bytecode(pieces)
     if nbytes > _SHORTCUT_BYTES:
-        # The writer hands a blob this large over as one piece, the largest: view it in
-        # place rather than joining (a second copy of the weight).
+        # The writer hands a blob over as one piece (the others are a few dozen bytes): view
+        # it in place rather than joining (a second copy of the weight).
         largest = max(pieces.parts, key=len)
-        if len(largest) == nbytes:
-            return np.frombuffer(largest, dtype=dtype)
-        if len(largest) > nbytes:
-            msg = f"resource blob holds {len(largest)} bytes, its type {nbytes}"
+        if len(largest) != nbytes:
+            msg = f"resource blob is not the {nbytes} bytes its type needs"
             raise ConstantReadError(msg)
+        return np.frombuffer(largest, dtype=dtype)
     section = resource_section(b"".join(pieces.parts))
     if len(section) < nbytes:
         msg = f"resource blob holds {len(section)} bytes, expected {nbytes}"
