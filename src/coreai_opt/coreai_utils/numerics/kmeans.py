@@ -637,30 +637,12 @@ def _exact_row(
     lut = _padded_rows(edge[None], values.dtype)[0]
     entries = np.unique(lut.astype(np.float64))
     if values.dtype.itemsize < 4:  # rounding to float32 moves an entry by ~1e-7 at most
-        entries = _stored_lloyd(points, weights, entries, values.dtype)
+        # on values a few storage steps apart (fp16 near 7) a cluster of two values has its
+        # mean rounded onto one of them, which plain Lloyd then leaves
+        entries = lloyd_weighted(points, weights, k, entries, stored=values.dtype)
         edge = np.pad(entries, (0, k - entries.size), mode="edge")
         lut = _padded_rows(edge[None], values.dtype)[0]
     return lut, nearest_sorted(wide, entries)
-
-
-def _stored_lloyd(
-    points: np.ndarray, weights: np.ndarray, entries: np.ndarray, dtype: np.dtype
-) -> np.ndarray:
-    """Lloyd steps on sorted ``points`` whose means are rounded to ``dtype`` (the LUT's
-    storage), from the sorted distinct ``entries`` (values of ``dtype``), until stable (at
-    most 100 steps). No step raises the error: the best stored value for a cluster is the
-    one nearest its mean. On 16-bit values only a few steps apart (fp16 near 7), a cluster
-    of two values has its mean rounded onto one of them, which plain Lloyd then leaves."""
-    for _ in range(100):
-        labels = nearest_sorted(points, entries)
-        mass = np.bincount(labels, weights=weights, minlength=entries.size)
-        sums = np.bincount(labels, weights=weights * points, minlength=entries.size)
-        means = np.where(mass > 0, sums / np.where(mass > 0, mass, 1.0), entries)
-        moved = np.unique(means.astype(dtype).astype(np.float64))
-        if np.array_equal(moved, entries):
-            break
-        entries = moved
-    return entries
 
 
 def _sse(points: np.ndarray, weights: np.ndarray, centroids: np.ndarray) -> float:
@@ -677,14 +659,21 @@ def nearest_sorted(values: np.ndarray, entries: np.ndarray) -> np.ndarray:
 
 
 def lloyd_weighted(
-    points: np.ndarray, weights: np.ndarray, k: int, starts: np.ndarray | None = None
+    points: np.ndarray,
+    weights: np.ndarray,
+    k: int,
+    starts: np.ndarray | None = None,
+    *,
+    stored: np.dtype | None = None,
 ) -> np.ndarray:
     """Sorted centroids of a weighted 1-D k-means on sorted ``points``, from quantile starts
     (or the given sorted ``starts``).
 
     Iterates until the assignment is stable (or a fixed cap); an empty cluster keeps its
-    centroid. Returns at most ``k`` distinct centroids; with no more than ``k`` points, the
-    points themselves.
+    centroid. With ``stored``, each mean is rounded to that dtype (a LUT's storage): no step
+    raises the error, since the best stored value for a cluster is the one nearest its mean.
+    Returns at most ``k`` distinct centroids; with no more than ``k`` points, the points
+    themselves.
     """
     if points.size <= k:
         return points.copy()
@@ -707,4 +696,6 @@ def lloyd_weighted(
         moment = prefix_x[cuts[1:]] - prefix_x[cuts[:-1]]
         # an empty cluster keeps its centroid (it may win points back later)
         centroids = np.sort(np.where(mass > 0, moment / np.where(mass > 0, mass, 1.0), centroids))
+        if stored is not None:
+            centroids = np.unique(centroids.astype(stored).astype(np.float64))
     return np.unique(centroids)
