@@ -50,6 +50,7 @@ entries and every value the index of its nearest entry; :func:`palettize` is one
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -538,13 +539,27 @@ def _binned_quantiles(mass: np.ndarray, k: int) -> np.ndarray:
     and dyadic fractions well inside float64's precision."""
     count, size = mass.shape
     totals = mass[:, -1:]
-    offsets = np.arange(count)[:, None] * (totals.max() + 1)
-    ranks = (np.arange(k) + 0.5) / k * totals + offsets
+    ranks = (np.arange(k) + 0.5) / k * totals
     # the first prefix sum above the rank ends the bin that holds it
-    found = np.searchsorted((mass + offsets).reshape(-1), ranks.reshape(-1), side="right")
-    flat_start = np.arange(count)[:, None] * size
-    result: np.ndarray = np.maximum(found.reshape(count, k) - 1, flat_start)
+    within = _search_rows(mass, ranks, totals.max() + 1, side="right")
+    result: np.ndarray = np.maximum(within - 1, 0) + np.arange(count)[:, None] * size
     return result
+
+
+def _search_rows(
+    rows: np.ndarray, targets: np.ndarray, gap: float, *, side: Literal["left", "right"]
+) -> np.ndarray:
+    """``np.searchsorted`` of ``targets`` ``[r, t]`` in each sorted row of ``rows`` ``[r, m]``
+    (indices within the row), in one search: row ``i`` and its targets shifted by ``i *
+    gap``, ``gap`` above every row's and target's spread."""
+    shift = np.arange(rows.shape[0])[:, None]
+    found = np.searchsorted(
+        (rows + shift * gap).reshape(-1),
+        (targets + shift * gap).reshape(-1),
+        side=side,
+    )
+    within: np.ndarray = found.reshape(targets.shape) - shift * rows.shape[1]
+    return within
 
 
 def _float32(rows: np.ndarray) -> np.ndarray:
@@ -586,12 +601,8 @@ def _cube_root_starts(mass: np.ndarray, centre: np.ndarray, k: int) -> np.ndarra
     cumulative = np.cumsum(np.exp(density, out=density), axis=1).astype(np.float64)
     totals = cumulative[:, -1:]
     cumulative /= np.where(totals > 0, totals, 1.0)  # each row in [0, 1], whatever its scale
-    offsets = 2.0 * np.arange(count)[:, None]  # rows made disjoint
-    targets = (np.arange(k) + 0.5) / k + offsets
-    cumulative += offsets
-    found = np.searchsorted(cumulative.reshape(-1), targets.reshape(-1))
-    within = found.reshape(count, k) - (np.arange(count) * (bins // merge))[:, None]
-    start = within * merge + merge // 2
+    targets = np.broadcast_to((np.arange(k) + 0.5) / k, (count, k))
+    start = _search_rows(cumulative, targets, 2.0, side="left") * merge + merge // 2
     step = np.arange(k)
     start = np.maximum.accumulate(np.clip(start, 0, bins - 1) - step, axis=1) + step
     # strictly increasing in [0, bins) (rows of fewer bins than k are clustered exactly)
