@@ -334,16 +334,17 @@ class _Grid:
         best = np.take(flat_centre, first + params[-1])
         self._iterate(best, active, params, flat_centre, flat)
         best_sums = self._sums(best, params, flat_centre, flat)
+        best_explained = _explained(best_sums)
         if quantiles is None:
             quantiles = np.take(flat_centre, _binned_quantiles(prefix[0], k))
             promising = _explained(self._sums(quantiles, params, flat_centre, flat))
-            active = active[promising[active] > _explained(best_sums)[active]]
+            active = active[promising[active] > best_explained[active]]
         if active.size:
             centroids = quantiles.copy()
             self._iterate(centroids, active, params, flat_centre, flat)
             sums = self._sums(centroids, params, flat_centre, flat)
             better = np.zeros(count, dtype=bool)
-            better[active] = _explained(sums)[active] > _explained(best_sums)[active]
+            better[active] = _explained(sums)[active] > best_explained[active]
             best[better], best_sums[:, better] = centroids[better], sums[:, better]
         # coarse: the binning error (count * width**2 / 12 over the bins) above 1 % of the
         # clustered error, estimated as mass * spacing**2 / 12 per cluster (spacing: half
@@ -647,16 +648,14 @@ def _exact_row(
         other = lloyd_weighted(points, weights, k, quantiles)
         if _sse(points, weights, other) < _sse(points, weights, centroids):
             centroids = other
-    # k sorted centroids for _padded_rows: the last one repeated
-    edge = np.pad(centroids, (0, k - centroids.size), mode="edge")
-    lut = _padded_rows(edge[None], values.dtype)[0]
-    entries = np.unique(lut.astype(np.float64))
+    entries = np.unique(centroids.astype(values.dtype).astype(np.float64))
     if values.dtype.itemsize < 4:  # rounding to float32 moves an entry by ~1e-7 at most
         # on values a few storage steps apart (fp16 near 7) a cluster of two values has its
         # mean rounded onto one of them, which plain Lloyd then leaves
         entries = lloyd_weighted(points, weights, k, entries, stored=values.dtype)
-        edge = np.pad(entries, (0, k - entries.size), mode="edge")
-        lut = _padded_rows(edge[None], values.dtype)[0]
+    # k sorted entries for _padded_rows: the last one repeated
+    edge = np.pad(entries, (0, k - entries.size), mode="edge")
+    lut = _padded_rows(edge[None], values.dtype)[0]
     return lut, nearest_sorted(wide, entries)
 
 
