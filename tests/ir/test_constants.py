@@ -24,7 +24,12 @@ from coreai._compiler.ir import (
 )
 from coreai.authoring import Context
 
-from coreai_opt.coreai_utils.ir.bytecode import BytecodeError, check_bytecode, resource_section
+from coreai_opt.coreai_utils.ir.bytecode import (
+    BytecodeError,
+    check_bytecode,
+    resource_blob,
+    resource_section,
+)
 from coreai_opt.coreai_utils.ir.constants import ConstantReadError, make_constant, read_constant
 
 TYPES = {
@@ -145,6 +150,18 @@ def test_a_blob_of_the_wrong_size_is_a_read_error(block: object, held: int) -> N
         read_constant(constant_op(attr), np.dtype(np.float32))
 
 
+@pytest.mark.parametrize("held", [3, 5, 8])
+def test_a_small_blob_of_the_wrong_size_is_a_read_error(block: object, held: int) -> None:
+    """Below the one-piece shortcut the blob's own size field decides: the read took the
+    section's last 16 bytes and returned wrong values for these."""
+    data = np.arange(held, dtype=np.float32)
+    attr = DenseResourceElementsAttr.get_from_buffer(
+        data, "odd", RankedTensorType.get([4], F32Type.get())
+    )
+    with pytest.raises(ConstantReadError, match=f"holds {4 * held} bytes, expected 16"):
+        read_constant(constant_op(attr), np.dtype(np.float32))
+
+
 def test_resource_section_of_real_bytecode(block: object) -> None:
     data = np.arange(10, dtype=np.float32)
     op = constant_op(
@@ -156,6 +173,7 @@ def test_resource_section_of_real_bytecode(block: object) -> None:
     op.write_bytecode(buffer)
     check_bytecode(buffer.getvalue())
     assert bytes(resource_section(buffer.getvalue())[-40:]) == data.tobytes()
+    assert bytes(resource_blob(buffer.getvalue())) == data.tobytes()
 
 
 @pytest.mark.parametrize("data", [b"", b"MLIR", b"ML\xefR", b"ML\xefR\x0dprod\x00\x05\x21"])

@@ -2,14 +2,15 @@
 
 The bindings can create ``dense_resource`` attributes from a buffer but cannot read one back.
 Serializing a lone ``coreai.constant`` to bytecode writes its blob, unchanged and contiguous,
-as the tail of the resource section; this module finds that section.
+as the tail of the resource section, after its alignment, its size and padding; this module
+finds that blob.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-__all__ = ["BytecodeError", "check_bytecode", "resource_section"]
+__all__ = ["BytecodeError", "check_bytecode", "resource_blob", "resource_section"]
 
 _MAGIC = b"ML\xefR"
 _RESOURCE_SECTION = 5
@@ -80,6 +81,22 @@ def resource_section(data: bytes | memoryview) -> memoryview:
         if section == _RESOURCE_SECTION:
             return payload
     raise BytecodeError("bytecode has no resource section")
+
+
+def resource_blob(data: bytes | memoryview) -> memoryview:
+    """The blob of a bytecode buffer holding one resource (a view, no copy): as many bytes
+    as its size field says, ending the resource section; empty when the section is (an
+    elided resource). Raises ``BytecodeError`` when the section does not frame one blob."""
+    section = resource_section(data)
+    if not section:
+        return section
+    reader = _Reader(section)
+    alignment = reader.varint()
+    size = reader.varint()
+    padding = len(section) - reader.pos - size
+    if alignment == 0 or alignment & (alignment - 1) or not 0 <= padding < alignment:
+        raise BytecodeError("the resource section does not hold one blob")
+    return section[len(section) - size :]
 
 
 def check_bytecode(data: bytes | memoryview) -> None:

@@ -33,7 +33,7 @@ from coreai._compiler.ir import (
 )
 
 from coreai_opt.coreai_utils.dtypes import DType
-from coreai_opt.coreai_utils.ir.bytecode import resource_section
+from coreai_opt.coreai_utils.ir.bytecode import resource_blob
 
 __all__ = [
     "ConstantReadError",
@@ -141,11 +141,11 @@ def _read_resource(op: Operation, dtype: np.dtype, nbytes: int) -> np.ndarray:
             msg = f"resource blob is not the {nbytes} bytes its type needs"
             raise ConstantReadError(msg)
         return np.frombuffer(largest, dtype=dtype)
-    section = resource_section(b"".join(pieces.parts))
-    if len(section) < nbytes:
-        msg = f"resource blob holds {len(section)} bytes, expected {nbytes}"
+    blob = resource_blob(b"".join(pieces.parts))
+    if len(blob) != nbytes:
+        msg = f"resource blob holds {len(blob)} bytes, expected {nbytes}"
         raise ConstantReadError(msg)
-    return np.frombuffer(section[len(section) - nbytes :], dtype=dtype)
+    return np.frombuffer(blob, dtype=dtype)
 
 
 class _Pieces:
