@@ -368,7 +368,7 @@ class _Grid:
             best_explained[better] = explained[better]
 
         if few_entries and active.size:
-            runs = _merged_runs(prefix[:, active], _OPTIMAL_POINTS)
+            runs = _merged_runs(prefix, _OPTIMAL_POINTS)[:, active]  # no copy of prefix
             optimal = best.copy()
             optimal[active] = optimal_centroids(runs[0], runs[1], k)
             improve(optimal, active)
