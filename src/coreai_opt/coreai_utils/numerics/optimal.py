@@ -76,22 +76,25 @@ def _chunk(weight: np.ndarray, total: np.ndarray, k: int) -> np.ndarray:
             np.maximum(last[:, -1], ending.max(axis=1), out=last[:, -1])
             best.append(last)
     every = np.arange(rows)
-    end = np.full(rows, points - 1)
-    centroids = np.full((rows, k), np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for m in range(layers - 1, 0, -1):
-            # a run was added unless at most m runs do as well (ties: fewer runs)
-            added = best[m][every, end] > best[m - 1][every, end]
-            options = gain[every, 1:, end] + best[m - 1][:, :-1]  # [r, i - 1]
-            low = np.where(added, options.argmax(axis=1) + 1, 0)
+
+    def run_mean(low: np.ndarray, end: np.ndarray) -> np.ndarray:
+        # each row's mean of points low..end, NaN without mass
+        with np.errstate(divide="ignore", invalid="ignore"):
             run_mass = mass[every, end + 1] - mass[every, low]
             centre = (moment[every, end + 1] - moment[every, low]) / run_mass * unit[:, 0]
-            centre += mean[:, 0]
-            centroids[:, m] = np.where(added & (run_mass > 0), centre, np.nan)
-            end = np.where(added, low - 1, end)
-        run_mass = mass[every, end + 1]
-        centre = moment[every, end + 1] / run_mass * unit[:, 0] + mean[:, 0]
-        centroids[:, 0] = np.where(run_mass > 0, centre, np.nan)
+        result: np.ndarray = np.where(run_mass > 0, centre + mean[:, 0], np.nan)
+        return result
+
+    end = np.full(rows, points - 1)
+    centroids = np.full((rows, k), np.nan)
+    for m in range(layers - 1, 0, -1):
+        # a run was added unless at most m runs do as well (ties: fewer runs)
+        added = best[m][every, end] > best[m - 1][every, end]
+        options = gain[every, 1:, end] + best[m - 1][:, :-1]  # [r, i - 1]
+        low = np.where(added, options.argmax(axis=1) + 1, 0)
+        centroids[:, m] = np.where(added, run_mean(low, end), np.nan)
+        end = np.where(added, low - 1, end)
+    centroids[:, 0] = run_mean(np.zeros(rows, dtype=np.intp), end)
     centroids.sort(axis=1)  # NaN (no run) last
     found = np.count_nonzero(~np.isnan(centroids), axis=1)
     last = centroids[every, np.maximum(found - 1, 0)]
