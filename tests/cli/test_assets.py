@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from coreai_opt.cli.assets import write_atomically
-from coreai_opt.cli.flags import CliError
+from coreai_opt.cli.errors import CliError
 from coreai_opt.coreai_utils.assets import AssetError, load_program
 from tests.helpers import linear_program
 

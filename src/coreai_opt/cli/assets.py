@@ -9,7 +9,7 @@ from pathlib import Path
 
 from coreai.authoring import AIProgram
 
-from coreai_opt.cli.flags import CliError
+from coreai_opt.cli.errors import CliError
 from coreai_opt.coreai_utils.assets import AssetError
 from coreai_opt.coreai_utils.assets import load_program as load_asset_program
 

@@ -11,7 +11,7 @@ import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
-from coreai_opt.cli.flags import CliError
+from coreai_opt.cli.errors import CliError
 from coreai_opt.cli.samples import load_samples
 from coreai_opt.coreai_utils.ir.signature import graph_inputs
 from coreai_opt.coreai_utils.runtime import run_asset, run_samples

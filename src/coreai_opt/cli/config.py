@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coreai_opt.cli.flags import CliError, parse_n_m
+from coreai_opt.cli.errors import CliError, parse_n_m
 from coreai_opt.coreai_utils.passes.control import OVERRIDABLE
 
 __all__ = ["Config", "load_config"]

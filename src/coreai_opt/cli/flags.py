@@ -7,22 +7,19 @@ import argparse
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
+from coreai_opt.cli.config import Config
+from coreai_opt.cli.errors import CliError, parse_n_m
 from coreai_opt.coreai_utils import DType
 from coreai_opt.coreai_utils.passes.control import apply_values
-
-if TYPE_CHECKING:
-    from coreai_opt.cli.config import Config
 
 __all__ = [
     "COMPRESS",
     "PROG",
-    "CliError",
     "Flags",
     "library_kwargs",
     "parse_flags",
-    "parse_n_m",
     "reword",
 ]
 
@@ -51,10 +48,6 @@ _FLAG_OF = {
     "weight_num_threshold": "--weight-num-threshold",
 }
 ALGORITHM_CHOICES = ("magnitude", "wanda", "sparsegpt")
-
-
-class CliError(Exception):
-    """A user error: printed as one line on stderr, exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -90,15 +83,6 @@ class Flags:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise CliError(message)
-
-
-def parse_n_m(text: str) -> tuple[int, int]:
-    """``"2:4"`` -> ``(2, 4)``; ``ValueError`` for anything else."""
-    match = re.fullmatch(r"\s*(-?\d+)\s*:\s*(-?\d+)\s*", text)
-    if match is None:
-        msg = f"takes N:M with integers N and M (like 2:4), got {text!r}"
-        raise ValueError(msg)
-    return int(match.group(1)), int(match.group(2))
 
 
 def _n_m(text: str) -> tuple[int, int]:

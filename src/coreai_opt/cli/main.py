@@ -16,11 +16,11 @@ from rich.markup import escape
 from coreai_opt.cli.assets import check_paths, load_program, write_atomically
 from coreai_opt.cli.checks import MAIN, SEED, main_samples, validate, validate_with
 from coreai_opt.cli.config import Config, load_config
+from coreai_opt.cli.errors import CliError
 from coreai_opt.cli.flags import (
     COMPRESS,
     LIBRARY_DEFAULTS,
     PROG,
-    CliError,
     Flags,
     library_kwargs,
     parse_flags,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coreai_opt.cli.flags import CliError
+from coreai_opt.cli.errors import CliError
 from coreai_opt.coreai_utils.ir.signature import InputSpec
 
 __all__ = ["load_samples"]

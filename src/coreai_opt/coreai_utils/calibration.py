@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from coreai.authoring import AIProgram
 
+from coreai_opt.coreai_utils.arguments import check_int
 from coreai_opt.coreai_utils.ir.capture import Tap, TapPlan, expose_taps, find_taps
 from coreai_opt.coreai_utils.ir.signature import InputSpec, graph_inputs, runtime_function
 from coreai_opt.coreai_utils.ir.weights import find_weights
@@ -29,7 +30,6 @@ from coreai_opt.coreai_utils.numerics.activations import (
     empty_stats,
     linear_rows,
 )
-from coreai_opt.coreai_utils.passes.options import check_int
 from coreai_opt.coreai_utils.runtime import run_samples
 
 __all__ = [

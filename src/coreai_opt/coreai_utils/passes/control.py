@@ -12,12 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from coreai_opt.coreai_utils.arguments import ArgumentTypeError
 from coreai_opt.coreai_utils.ir.weights import LayerKind, WeightSite
-from coreai_opt.coreai_utils.passes.options import (
-    ArgumentTypeError,
-    SparsifyOptions,
-    validate_options,
-)
+from coreai_opt.coreai_utils.passes.options import SparsifyOptions, validate_options
 
 __all__ = [
     "OVERRIDABLE",

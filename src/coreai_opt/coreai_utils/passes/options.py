@@ -6,32 +6,23 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from numbers import Integral, Real
+from numbers import Real
 
+from coreai_opt.coreai_utils.arguments import ArgumentTypeError, as_int, check_int
 from coreai_opt.coreai_utils.dtypes import DType
 
 __all__ = [
     "PALETTIZE_NBITS",
     "QUANTIZE_DTYPES",
     "Algorithm",
-    "ArgumentTypeError",
     "SparsifyOptions",
     "check_algorithm",
-    "check_int",
     "check_threshold",
     "validate_options",
 ]
 
 QUANTIZE_DTYPES = (DType.INT8, DType.UINT8, DType.FP8_E4M3FN, DType.FP8_E5M2)
 PALETTIZE_NBITS = (1, 2, 3, 4, 6, 8)
-
-
-class ArgumentTypeError(TypeError, ValueError):
-    """An argument of the wrong type.
-
-    A ``TypeError`` by nature, and also a ``ValueError`` so that callers catching the
-    documented ``ValueError`` for bad configuration catch this too.
-    """
 
 
 class Algorithm(StrEnum):
@@ -58,13 +49,6 @@ class SparsifyOptions:
     algorithm: Algorithm = Algorithm.MAGNITUDE
 
 
-def _as_int(value: object) -> int | None:
-    """``value`` as an int if it is an integer (numpy integers included, bool excluded)."""
-    if isinstance(value, Integral) and not isinstance(value, bool):
-        return int(value)
-    return None
-
-
 def _check_target_sparsity(value: object) -> float | None:
     if value is None:
         return None
@@ -74,18 +58,6 @@ def _check_target_sparsity(value: object) -> float | None:
     number = float(value)
     if math.isnan(number) or not 0.0 <= number <= 1.0:
         msg = f"target_sparsity must be in [0, 1], got {value!r}"
-        raise ValueError(msg)
-    return number
-
-
-def check_int(name: str, value: object, minimum: int, requirement: str) -> int:
-    """``value`` as an int of at least ``minimum``; wrong type or range names ``name``."""
-    number = _as_int(value)
-    if number is None:
-        msg = f"{name} must be an int ({requirement}), got {value!r}"
-        raise ArgumentTypeError(msg)
-    if number < minimum:
-        msg = f"{name} must be {requirement}, got {value!r}"
         raise ValueError(msg)
     return number
 
@@ -100,7 +72,7 @@ def _check_n_m_ratio(value: object) -> tuple[int, int] | None:
     if not isinstance(value, Iterable):
         msg = f"n_m_ratio must be a pair (n, m) of ints, got {value!r}"
         raise ValueError(msg)
-    items = [_as_int(item) for item in value]
+    items = [as_int(item) for item in value]
     if len(items) != 2:
         msg = f"n_m_ratio must have length 2, got {value!r}"
         raise ValueError(msg)
@@ -135,7 +107,7 @@ def _check_quantize_dtype(value: object) -> DType | None:
 def _check_palettize_nbits(value: object) -> int | None:
     if value is None:
         return None
-    number = _as_int(value)
+    number = as_int(value)
     if number not in PALETTIZE_NBITS:
         msg = f"palettize_nbits must be one of {set(PALETTIZE_NBITS)}, got {value!r}"
         raise ValueError(msg)

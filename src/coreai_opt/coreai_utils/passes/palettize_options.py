@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from coreai_opt.coreai_utils.arguments import ArgumentTypeError, check_int, member
 from coreai_opt.coreai_utils.dtypes import DType
-from coreai_opt.coreai_utils.passes.options import (
-    PALETTIZE_NBITS,
-    ArgumentTypeError,
-    check_int,
-    check_threshold,
-)
-from coreai_opt.coreai_utils.passes.quantize_options import member
+from coreai_opt.coreai_utils.passes.options import PALETTIZE_NBITS, check_threshold
 from coreai_opt.coreai_utils.schemes import CompressionGranularity
 
 __all__ = ["LUT_DTYPES", "PalettizeOptions", "validate_palettize_options"]

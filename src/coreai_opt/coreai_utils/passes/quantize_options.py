@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import TypeVar
 
+from coreai_opt.coreai_utils.arguments import check_int, member
 from coreai_opt.coreai_utils.dtypes import DType
-from coreai_opt.coreai_utils.passes.options import check_int, check_threshold
+from coreai_opt.coreai_utils.passes.options import check_threshold
 from coreai_opt.coreai_utils.schemes import CompressionGranularity, QScheme
 
 __all__ = [
     "QUANTIZE_WEIGHT_DTYPES",
     "QuantizeOptions",
-    "member",
     "validate_quantize_options",
 ]
 
@@ -41,21 +39,6 @@ class QuantizeOptions:
     block_size: int
     scale_dtype: DType | None
     weight_num_threshold: int
-
-
-E = TypeVar("E", bound=StrEnum)
-
-
-def member(enum: type[E], name: str, value: object) -> E:
-    """``value`` as a member of ``enum`` (a member or its string value); ``ValueError``
-    naming ``name`` otherwise."""
-    if isinstance(value, enum):
-        return value
-    if isinstance(value, str) and value in enum._value2member_map_:
-        return enum(value)
-    allowed = ", ".join(f"{enum.__name__}.{m.name}" for m in enum)
-    msg = f"{name} must be one of {allowed}; got {value!r}"
-    raise ValueError(msg)
 
 
 def validate_quantize_options(
