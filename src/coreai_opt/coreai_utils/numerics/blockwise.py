@@ -50,7 +50,17 @@ from coreai_opt.coreai_utils.numerics.quantize import (
     stored_scale,
 )
 
-__all__ = ["INTEGER_BITS", "BlockQuantized", "block_shape", "code_bits", "quantize_blocks"]
+__all__ = [
+    "INTEGER_BITS",
+    "BlockParams",
+    "BlockQuantized",
+    "block_params",
+    "block_shape",
+    "code_bits",
+    "decode_rows",
+    "encode_rows",
+    "quantize_blocks",
+]
 
 INTEGER_BITS = {DType.INT4: 4, DType.INT8: 8, DType.UINT4: 4, DType.UINT8: 8}
 _FLOATS = (DType.FP8_E4M3FN, DType.FP8_E5M2, DType.FP4_E2M1FN)
@@ -314,6 +324,96 @@ def _float_scales(
     return chosen
 
 
+@dataclass(frozen=True)
+class BlockParams:
+    """The parameters of each row of ``[blocks, elements]``: ``scale`` (in the scale dtype),
+    ``zero_point`` (float64 holding integers; the fixed offset of unsigned symmetric codes,
+    0 for signed and float types), the integer code range ``limits`` (None for float types)
+    and ``absmax`` (float types: each row's largest magnitude, which decides saturation)."""
+
+    dtype: DType
+    scale: np.ndarray
+    zero_point: np.ndarray
+    limits: tuple[int, int] | None
+    absmax: np.ndarray | None
+
+    def stored_zero_point(self, symmetric: bool) -> np.ndarray | None:  # noqa: FBT001
+        """The zero points as stored (codes of the code type), None when there are none
+        (symmetric signed and float types)."""
+        signed = self.dtype in (DType.INT4, DType.INT8)
+        if self.limits is None or (symmetric and signed):
+            return None
+        stored: np.ndarray = self.zero_point.astype(np.int8 if signed else np.uint8)
+        return stored
+
+
+def block_params(
+    rows: np.ndarray,
+    dtype: DType,
+    *,
+    symmetric: bool,
+    scale_dtype: np.dtype,
+    out: np.dtype,
+) -> BlockParams:
+    """The scale (and zero point) of each row of ``rows`` (float32 ``[blocks, elements]``,
+    one block per row) as the module docstring defines them; ``out`` is the weight's dtype.
+    Raises :class:`NonFiniteError` when a value is NaN or infinite."""
+    if dtype in _FLOATS:
+        storage = numpy_dtype(dtype)
+        absmax = row_absmax(rows)
+        check_finite(absmax)
+        scale = _float_scales(rows, absmax, storage, scale_dtype, out)
+        return BlockParams(dtype, scale, np.zeros(rows.shape[0]), None, absmax)
+    bits = INTEGER_BITS[dtype]
+    signed = dtype in (DType.INT4, DType.INT8)
+    qmin, qmax = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if symmetric:
+        half = (1 << (bits - 1)) - 1
+        absmax = row_absmax(rows)
+        check_finite(absmax)
+        scale = stored_scale(absmax / half, scale_dtype)
+        offset = 0 if signed else 1 << (bits - 1)
+        zp = np.full(rows.shape[0], offset, dtype=np.float64)
+        limits = (-half, half) if signed else (1, (1 << bits) - 1)
+    else:
+        least, most = row_extremes(rows)
+        lo = np.minimum(least, 0.0).astype(np.float64)
+        hi = np.maximum(most, 0.0).astype(np.float64)
+        check_finite(lo, hi)
+        scale = stored_scale((hi - lo) / (qmax - qmin), scale_dtype)
+        zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
+        limits = (qmin, qmax)
+    return BlockParams(dtype, scale, zp, limits, None)
+
+
+def encode_rows(
+    rows: np.ndarray, params: BlockParams, peak: np.ndarray | None = None
+) -> np.ndarray:
+    """The codes of ``rows`` (float32 ``[blocks, elements]``) under ``params`` (one row
+    each): int8/uint8 for integer types, the ml_dtypes float for fp8/fp4. ``peak``: each
+    row's largest magnitude for float types (default ``params.absmax``)."""
+    if params.limits is None:
+        storage = numpy_dtype(params.dtype)
+        absmax = peak if peak is not None else params.absmax
+        if absmax is None:
+            absmax = row_absmax(rows)
+        return _encode_float(rows, params.scale, absmax, storage)
+    signed = params.dtype in (DType.INT4, DType.INT8)
+    code_type = np.int8 if signed else np.uint8
+    return _encode_int(rows, params.scale, params.zero_point, params.limits, code_type)
+
+
+def decode_rows(codes: np.ndarray, params: BlockParams, out: np.dtype) -> np.ndarray:
+    """The values ``codes`` (one row per block) stand for, as the runtime rebuilds them:
+    ``(q - zero_point) * scale`` in float32, rounded once to ``out``."""
+    values = codes.astype(np.float32)
+    if params.limits is not None:
+        values -= params.zero_point.astype(np.float32)[:, None]
+    values *= params.scale.astype(np.float32)[:, None]
+    result: np.ndarray = values.astype(out)
+    return result
+
+
 def quantize_blocks(
     weight: np.ndarray,
     block: tuple[int, ...],
@@ -331,41 +431,13 @@ def quantize_blocks(
     out = weight.dtype
     scales_in = np.dtype(scale_dtype) if scale_dtype is not None else out
     rows, grid = _as_rows(weight, block)
-    zero_point = None
-    if dtype in _FLOATS:
-        storage = numpy_dtype(dtype)
-        absmax = row_absmax(rows)
-        check_finite(absmax)
-        scale = _float_scales(rows, absmax, storage, scales_in, out)
-        codes = _encode_float(rows, scale, absmax, storage)
-    else:
-        bits = INTEGER_BITS[dtype]
-        signed = dtype in (DType.INT4, DType.INT8)
-        code_type = np.int8 if signed else np.uint8
-        qmin, qmax = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-        if symmetric:
-            half = (1 << (bits - 1)) - 1
-            absmax = row_absmax(rows)
-            check_finite(absmax)
-            scale = stored_scale(absmax / half, scales_in)
-            offset = 0 if signed else 1 << (bits - 1)
-            zp = np.full(rows.shape[0], offset, dtype=np.float64)
-            low, high = (-half, half) if signed else (1, (1 << bits) - 1)
-        else:
-            least, most = row_extremes(rows)
-            lo = np.minimum(least, 0.0).astype(np.float64)
-            hi = np.maximum(most, 0.0).astype(np.float64)
-            check_finite(lo, hi)
-            scale = stored_scale((hi - lo) / (qmax - qmin), scales_in)
-            zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
-            low, high = qmin, qmax
-        codes = _encode_int(rows, scale, zp, (low, high), code_type)
-        if not symmetric or not signed:
-            zero_point = zp.astype(code_type).reshape(grid)
+    params = block_params(rows, dtype, symmetric=symmetric, scale_dtype=scales_in, out=out)
+    codes = encode_rows(rows, params)
+    zero_point = params.stored_zero_point(symmetric)
     return BlockQuantized(
         dtype=dtype,
         codes=_from_rows(codes, grid, block, weight.shape),
-        scale=scale.reshape(grid),
-        zero_point=zero_point,
+        scale=params.scale.reshape(grid),
+        zero_point=None if zero_point is None else zero_point.reshape(grid),
         block=block,
     )
