@@ -13,13 +13,8 @@ from hypothesis import strategies as st
 
 from coreai_opt.coreai_utils.numerics import magnitude_mask, to_sparse
 from coreai_opt.coreai_utils.numerics.activations import StatsLayout, empty_stats
-from coreai_opt.coreai_utils.numerics.sparsegpt import (
-    _blocks,
-    _group_bounds,
-    inverse_cholesky_upper,
-    sparsegpt,
-    sparsegpt_weight,
-)
+from coreai_opt.coreai_utils.numerics.obs import blocks, inverse_cholesky_upper
+from coreai_opt.coreai_utils.numerics.sparsegpt import _group_bounds, sparsegpt, sparsegpt_weight
 from coreai_opt.coreai_utils.numerics.wanda import wanda_mask
 from tests.reference import ref_sparsegpt
 
@@ -100,8 +95,8 @@ def test_inverse_cholesky_upper() -> None:
 def test_blocks_cover_the_columns_at_group_boundaries(
     columns: int, m: int | None, segment: int, limit: int
 ) -> None:
-    bounds = _group_bounds(columns, m, segment)
-    runs = _blocks(bounds, limit)
+    bounds = _group_bounds(columns, m, segment) or list(range(columns + 1))
+    runs = blocks(bounds, limit)
     assert runs[0][0] == 0 and runs[-1][1] == columns
     assert all(a[1] == b[0] for a, b in itertools.pairwise(runs))
     for start, end in runs:

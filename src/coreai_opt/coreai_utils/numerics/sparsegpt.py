@@ -1,95 +1,100 @@
 """SparseGPT (Frantar & Alistarh 2023): prune and update the kept weights, pure numpy.
 
-For a 2-D weight ``W [rows, columns]`` used as ``y = W x`` and the inputs' Gram matrix
-``H = X^T X`` (columns x columns), the columns are swept left to right; pruning a column
-spreads its error onto the columns not yet visited (optimal-brain-surgeon updates through
-the upper Cholesky factor of ``H^-1``), so the kept weights compensate for the pruned ones.
+The column sweep of :mod:`obs` with the :class:`Prune` projection: pruning a column spreads
+its error onto the columns not yet visited, so the kept weights compensate for the pruned
+ones. As in the paper's reference implementation (the shared details are in :mod:`obs`):
 
-Details, as in the paper's reference implementation:
-
-* dampening: ``H += 0.01 * mean(diag(H)) * I``; a dead column (zero diagonal: the input is
-  always zero) gets ``H_dd = 1`` and its weights are set to zero first (they have no effect
-  on the calibration outputs, so they are pruned before anything else);
-* columns are processed in blocks of (up to) 128 that hold whole n:m groups;
-* unstructured: the mask of each block is chosen when the sweep reaches it:
+* a dead column's weights are set to zero first (they have no effect on the calibration
+  outputs, so they are pruned before anything else);
+* unstructured: the mask of each block of 128 columns is chosen when the sweep reaches it:
   ``floor(rows * block_columns * sparsity)`` elements with the lowest ``w^2 / U_jj^2``
   (ties by position, column-major within the block); n:m: the mask of each group is chosen
   when the sweep reaches the group, the ``n`` lowest ``w^2 / U_jj^2`` per row;
-* everything is computed in float64; the caller rounds the result once.
+* with a ``rounding`` projection the kept values are also rounded in the sweep (joint
+  compression, as the paper does for 50 % + 4 bits);
+* the caller rounds the result once to the weight's dtype.
 
 Pruned positions are exact zeros; kept values change.
 """
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsLayout
 from coreai_opt.coreai_utils.numerics.masks import all_finite, prune_count, select_lowest
+from coreai_opt.coreai_utils.numerics.obs import (
+    DAMPENING,
+    Joint,
+    Projection,
+    factor,
+    sweep,
+)
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, to_sparse
 
-__all__ = ["DAMPENING", "inverse_cholesky_upper", "sparsegpt", "sparsegpt_weight"]
-
-DAMPENING = 0.01
-BLOCK = 128
-_SUB_BLOCK = 16
-_DIRECT_INVERSE = 256
+__all__ = ["Prune", "sparsegpt", "sparsegpt_weight"]
 
 
-def _lower_inverse(lower: np.ndarray, out: np.ndarray) -> None:
-    """``out = lower^-1`` for a lower-triangular ``lower`` by recursive blocking (the work
-    is in matmuls); ``out`` is zero above the diagonal on entry and stays so."""
-    size = lower.shape[0]
-    if size <= _DIRECT_INVERSE:
-        out[:] = np.tril(np.linalg.inv(lower))
-        return
-    half = size // 2
-    _lower_inverse(lower[:half, :half], out[:half, :half])
-    _lower_inverse(lower[half:, half:], out[half:, half:])
-    out[half:, :half] = -(out[half:, half:] @ lower[half:, :half]) @ out[:half, :half]
-
-
-def inverse_cholesky_upper(gram: np.ndarray, dtype: type = np.float64) -> np.ndarray:
-    """``U`` upper triangular with ``U^T U = gram^-1`` (``gram`` symmetric positive definite),
-    as a contiguous array of ``dtype``; the factorization runs in float64.
-
-    With ``J`` the reversal, ``cholesky(J H J) = L`` gives ``H = R R^T`` for the upper
-    ``R = J L J``, so ``H^-1 = R^-T R^-1`` and ``U = R^-1 = J L^-1 J``.
-    """
-    lower = np.linalg.cholesky(np.asarray(gram, dtype=np.float64)[::-1, ::-1])
-    inverse = np.zeros_like(lower)
-    _lower_inverse(lower, inverse)
-    del lower
-    return np.ascontiguousarray(inverse[::-1, ::-1], dtype=dtype)
-
-
-def _blocks(bounds: list[int], limit: int) -> list[tuple[int, int]]:
-    """Split ``[bounds[0], bounds[-1])`` at the group ``bounds`` into runs of at most
-    ``limit`` columns (a single group longer than ``limit`` is its own run)."""
-    runs: list[tuple[int, int]] = []
-    i = 0
-    while i < len(bounds) - 1:
-        j = i + 1
-        while j + 1 < len(bounds) and bounds[j + 1] - bounds[i] <= limit:
-            j += 1
-        runs.append((bounds[i], bounds[j]))
-        i = j
-    return runs
-
-
-def _group_bounds(columns: int, m: int | None, segment: int) -> list[int]:
-    """Group boundaries: groups of ``m`` restarting at every ``segment`` columns (or every
-    column when ``m`` is None)."""
+def _group_bounds(columns: int, m: int | None, segment: int) -> list[int] | None:
+    """n:m group boundaries: groups of ``m`` restarting at every ``segment`` columns (None
+    when ``m`` is None: unstructured masks are chosen per block)."""
     if m is None:
-        return list(range(columns + 1))
+        return None
     bounds: list[int] = []
     for seg_start in range(0, columns, segment):
         seg_end = min(seg_start + segment, columns)
         bounds.extend(range(seg_start, seg_end, m))
     bounds.append(columns)
     return bounds
+
+
+class Prune(Projection):
+    """SparseGPT's projection: zero the pruned entries. Unstructured: the mask of a block
+    is chosen when the sweep enters it (``floor(rows * block_columns * sparsity)`` lowest
+    ``w^2 / U_cc^2``, ties by position, column-major within the block); n:m: the mask of a
+    group when the sweep enters it, the ``n`` lowest scores per row (a trailing partial
+    group of ``r`` drops ``max(0, n - (m - r))``). ``keep`` (``[columns, rows]``) is the
+    mask so far."""
+
+    def __init__(
+        self,
+        rows: int,
+        columns: int,
+        *,
+        sparsity: float | None,
+        n_m: tuple[int, int] | None,
+        segment: int | None = None,
+    ) -> None:
+        self.sparsity = sparsity
+        self.n_m = n_m
+        self.segment = segment or columns
+        self.keep = np.ones((columns, rows), dtype=bool)
+
+    def groups(self, columns: int) -> list[int] | None:
+        return _group_bounds(columns, self.n_m[1] if self.n_m else None, self.segment)
+
+    def enter_block(self, start: int, values: np.ndarray, scale: np.ndarray) -> None:
+        if self.sparsity is None:
+            return
+        scores = values**2 / scale[:, None] ** 2
+        end = start + values.shape[0]
+        self.keep[start:end] = ~select_lowest(scores, prune_count(scores.size, self.sparsity))
+
+    def enter_group(self, start: int, values: np.ndarray, scale: np.ndarray) -> None:
+        if self.n_m is None:
+            return
+        n, m = self.n_m
+        width = values.shape[0]
+        drop = max(0, n - (m - width))
+        scores = values**2 / scale[:, None] ** 2
+        order = np.argsort(scores, axis=0, kind="stable")
+        chosen = np.ones(scores.shape, dtype=bool)
+        np.put_along_axis(chosen, order[:drop], values=False, axis=0)
+        self.keep[start : start + width] = chosen
+
+    def project(self, column: int, values: np.ndarray) -> np.ndarray:
+        result: np.ndarray = np.where(self.keep[column], values, values.dtype.type(0))
+        return result
 
 
 def sparsegpt(
@@ -101,13 +106,16 @@ def sparsegpt(
     segment: int | None = None,
     dampening: float = DAMPENING,
     precision: type = np.float32,
+    rounding: Projection | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Prune ``weight [rows, columns]`` against ``gram [columns, columns]``.
 
     Exactly one of ``sparsity`` (unstructured) and ``n_m`` is given. For n:m, groups of
     ``m`` consecutive columns restart every ``segment`` columns (default: all columns form
     one segment); a trailing partial group of ``r`` columns drops ``max(0, n - (m - r))``
-    per row, as in :func:`masks.nm_mask`.
+    per row, as in :func:`masks.nm_mask`. ``rounding`` (a projection without groups, e.g. a
+    quantization grid) also rounds the kept values inside the sweep, so that later columns
+    compensate the rounding too.
 
     The Hessian is factorized in float64; the sweep runs in ``precision`` (float32 by
     default, as in the paper; float64 for an exact comparison with a reference).
@@ -122,71 +130,11 @@ def sparsegpt(
     if gram.shape != (columns, columns):
         msg = f"gram of shape {gram.shape} does not match {columns} columns"
         raise ValueError(msg)
-    hessian = np.array(gram, dtype=np.float64)
-    diagonal = np.diagonal(hessian).copy()
-    dead = diagonal == 0
-    diagonal[dead] = 1.0
-    diagonal += dampening * float(np.mean(diagonal))
-    hessian[np.diag_indices(columns)] = diagonal
-    upper = inverse_cholesky_upper(hessian, precision)
-    del hessian
-    scale = np.diagonal(upper).copy()
-    work: np.ndarray = np.ascontiguousarray(weight.T, dtype=precision)  # [columns, rows]
-    work[dead] = 0.0
-
-    m = n_m[1] if n_m is not None else None
-    bounds = _group_bounds(columns, m, segment or columns)
-    group_end = dict(itertools.pairwise(bounds)) if n_m is not None else {}
-    keep = np.ones((columns, rows), dtype=bool)
-    for start, end in _blocks(bounds, BLOCK):
-        if sparsity is not None:
-            scores = work[start:end] ** 2 / scale[start:end, None] ** 2
-            keep[start:end] = ~select_lowest(scores, prune_count(scores.size, sparsity))
-        errors: np.ndarray = np.zeros((end - start, rows), dtype=precision)
-        inner = [b for b in bounds if start <= b <= end]
-        for sub_start, sub_end in _blocks(inner, _SUB_BLOCK):
-            _sweep(work, upper, scale, keep, errors, start, sub_start, sub_end, group_end, n_m)
-            if sub_end < end:
-                work[sub_end:end] -= (
-                    upper[sub_start:sub_end, sub_end:end].T
-                    @ errors[sub_start - start : sub_end - start]
-                )
-        if end < columns:
-            work[end:] -= upper[start:end, end:].T @ errors
-    return work.T, keep.T
-
-
-def _sweep(
-    work: np.ndarray,
-    upper: np.ndarray,
-    scale: np.ndarray,
-    keep: np.ndarray,
-    errors: np.ndarray,
-    block_start: int,
-    start: int,
-    end: int,
-    group_end: dict[int, int],
-    n_m: tuple[int, int] | None,
-) -> None:
-    """One sub-block of columns (whole n:m groups), updated eagerly within it; n:m masks
-    are chosen when the sweep reaches a group's first column."""
-    for column in range(start, end):
-        if n_m is not None and column in group_end:
-            stop = group_end[column]
-            width = stop - column
-            drop = max(0, n_m[0] - (n_m[1] - width))
-            scores = work[column:stop] ** 2 / scale[column:stop, None] ** 2
-            order = np.argsort(scores, axis=0, kind="stable")
-            chosen = np.ones(scores.shape, dtype=bool)
-            np.put_along_axis(chosen, order[:drop], values=False, axis=0)
-            keep[column:stop] = chosen
-        values = work[column]
-        pruned = np.where(keep[column], values, values.dtype.type(0))
-        error = (values - pruned) / scale[column]
-        work[column] = pruned
-        errors[column - block_start] = error
-        if column + 1 < end:
-            work[column + 1 : end] -= np.outer(upper[column, column + 1 : end], error)
+    prune = Prune(rows, columns, sparsity=sparsity, n_m=n_m, segment=segment)
+    projection = prune if rounding is None else Joint(prune, rounding)
+    factored = factor(gram, dampening=dampening, precision=precision)
+    result = sweep(weight, factored, projection, zero_dead=True, precision=precision)
+    return result, prune.keep.T
 
 
 def sparsegpt_weight(
