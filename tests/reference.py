@@ -338,3 +338,42 @@ def vector_mse(points: np.ndarray, centroids: np.ndarray) -> float:
     x = points.astype(np.float64)
     d = ((x[:, None, :] - centroids[None].astype(np.float64)) ** 2).sum(-1)
     return float(d.min(axis=1).mean())
+
+
+def ref_gptq(
+    weight: np.ndarray,
+    gram: np.ndarray,
+    bits: int,
+    group: int | None = None,
+    dampening: float = 0.01,
+) -> np.ndarray:
+    """GPTQ transcribed plainly (float64, one column at a time, every later column updated
+    eagerly), symmetric signed ``bits``-bit codes: per-row scales ``absmax / qmax`` of the
+    original weight, or with ``group`` of the updated weights when a group of columns is
+    entered. Rounding as the runtime decodes: ``rint(w / s)`` in float32, ``q * s`` in
+    float32. Dead columns keep their values (rounded) and pass no error on. Returns the
+    decoded weight (float64)."""
+    w = weight.astype(np.float64).copy()
+    h = gram.astype(np.float64).copy()
+    cols = w.shape[1]
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1
+    h += dampening * np.mean(np.diag(h)) * np.eye(cols)
+    upper = np.linalg.cholesky(np.linalg.inv(h)).T
+    qmax = (1 << (bits - 1)) - 1
+
+    def scales(block: np.ndarray) -> np.ndarray:
+        absmax = np.abs(block.astype(np.float32)).max(axis=1).astype(np.float64)
+        return np.where(absmax > 0, (absmax / qmax).astype(np.float32), 1.0).astype(np.float32)
+
+    scale = scales(w)
+    for c in range(cols):
+        if group is not None and c % group == 0:
+            scale = scales(w[:, c : c + group])
+        col = w[:, c].astype(np.float32)
+        q = np.clip(np.rint(col / scale), -qmax, qmax)
+        decoded = (q.astype(np.float32) * scale).astype(np.float64)
+        e = (w[:, c] - decoded) / upper[c, c]
+        w[:, c] = decoded
+        w[:, c + 1 :] -= np.outer(e, upper[c, c + 1 :])
+    return w

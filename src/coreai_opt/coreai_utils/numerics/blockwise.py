@@ -54,9 +54,11 @@ __all__ = [
     "INTEGER_BITS",
     "BlockParams",
     "BlockQuantized",
+    "as_rows",
     "block_params",
     "block_shape",
     "code_bits",
+    "code_type",
     "decode_rows",
     "encode_rows",
     "quantize_blocks",
@@ -73,6 +75,14 @@ _SUBNORMAL = 0xFF  # a NaN code in both fp8 types: never the code of a finite va
 def code_bits(dtype: DType) -> int:
     """Bits per stored code: 4 for int4, uint4 and fp4, else 8."""
     return 4 if dtype in (DType.INT4, DType.UINT4, DType.FP4_E2M1FN) else 8
+
+
+def code_type(dtype: DType) -> np.dtype:
+    """The numpy type of the codes: int8 for signed integers, uint8 for unsigned ones, the
+    ml_dtypes float for fp8 and fp4."""
+    if dtype in _FLOATS:
+        return numpy_dtype(dtype)
+    return np.dtype(np.int8 if dtype in (DType.INT4, DType.INT8) else np.uint8)
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ def block_shape(
     return tuple(block)
 
 
-def _as_rows(weight: np.ndarray, block: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+def as_rows(weight: np.ndarray, block: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
     """``[blocks, block elements]`` float32 (zero-padded to whole blocks) and the grid; a
     view of a float32 ``weight`` whenever the layout allows (never written to)."""
     grid = tuple(-(-n // b) for n, b in zip(weight.shape, block, strict=True))
@@ -337,6 +347,16 @@ class BlockParams:
     limits: tuple[int, int] | None
     absmax: np.ndarray | None
 
+    def take(self, index: np.ndarray) -> BlockParams:
+        """The parameters of the blocks ``index`` (e.g. one per weight row)."""
+        return BlockParams(
+            self.dtype,
+            self.scale[index],
+            self.zero_point[index],
+            self.limits,
+            None if self.absmax is None else self.absmax[index],
+        )
+
     def stored_zero_point(self, symmetric: bool) -> np.ndarray | None:  # noqa: FBT001
         """The zero points as stored (codes of the code type), None when there are none
         (symmetric signed and float types)."""
@@ -398,9 +418,9 @@ def encode_rows(
         if absmax is None:
             absmax = row_absmax(rows)
         return _encode_float(rows, params.scale, absmax, storage)
-    signed = params.dtype in (DType.INT4, DType.INT8)
-    code_type = np.int8 if signed else np.uint8
-    return _encode_int(rows, params.scale, params.zero_point, params.limits, code_type)
+    return _encode_int(
+        rows, params.scale, params.zero_point, params.limits, code_type(params.dtype).type
+    )
 
 
 def decode_rows(codes: np.ndarray, params: BlockParams, out: np.dtype) -> np.ndarray:
@@ -430,7 +450,7 @@ def quantize_blocks(
     """
     out = weight.dtype
     scales_in = np.dtype(scale_dtype) if scale_dtype is not None else out
-    rows, grid = _as_rows(weight, block)
+    rows, grid = as_rows(weight, block)
     params = block_params(rows, dtype, symmetric=symmetric, scale_dtype=scales_in, out=out)
     codes = encode_rows(rows, params)
     zero_point = params.stored_zero_point(symmetric)

@@ -193,7 +193,8 @@ def sweep(
         raise ValueError(msg)
     upper = factored.upper
     scale = factored.scale.copy()
-    work: np.ndarray = np.ascontiguousarray(weight.T, dtype=precision)  # [columns, rows]
+    # [columns, rows], always a copy: the caller's weight is never written
+    work: np.ndarray = np.array(weight.T, dtype=precision, order="C")
     if zero_dead:
         work[factored.dead] = 0.0
     grouped = projection.groups(columns)
