@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from coreai_opt.coreai_utils.numerics import pack_bits, palettize, unpack_bits
-from coreai_opt.coreai_utils.numerics.kmeans import _Grid, palettize_rows
+from coreai_opt.coreai_utils.numerics.kmeans import palettize_rows
+from coreai_opt.coreai_utils.numerics.kmeans.grid import Grid
+from coreai_opt.coreai_utils.numerics.kmeans.labels import assign
 from coreai_opt.coreai_utils.numerics.masks import NonFiniteError
 from tests.reference import mse_to_nearest, ref_lloyd
 
@@ -265,10 +267,10 @@ def test_values_at_and_beside_midpoints_get_their_nearest_entry(
         [middle, *near, (rng.standard_normal(5000) * spread).astype(np.float32)]
     )
     rows = rng.permutation(values)[None, :]
-    grid = _Grid.of(rows, 2**nbits)
+    grid = Grid.of(rows, 2**nbits)
     codes, _ = grid.bin_counts(rows)
     indices = np.zeros(rows.shape, dtype=np.uint8)
-    grid.assign(rows, codes, lut, indices)
+    assign(grid, rows, codes, lut, indices)
     distance = np.abs(rows[0].astype(np.float64)[:, None] - lut[0].astype(np.float64)[None, :])
     assert np.array_equal(indices[0], np.argmin(distance, axis=1))
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from coreai_opt.coreai_utils.numerics.optimal import optimal_centroids
+from coreai_opt.coreai_utils.numerics.kmeans.optimal import optimal_centroids
 
 
 def _run_error(weight: np.ndarray, position: np.ndarray, cuts: tuple[int, ...]) -> float:
