@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -216,7 +217,11 @@ def test_statistics_of_another_program_do_not_fit(
 ) -> None:
     calibration = collect_calibration(linear_program(weight), scaled_inputs(1))
     other = linear_program(np.ones((IN, OUT), np.float32))  # in = 32 columns, stats have 48
-    result = sparsify_with_report(other, weight_num_threshold=0, calibration=calibration)
+    with pytest.raises(ValueError, match="calibration is from another program: weight @main/w0"):
+        sparsify_with_report(other, weight_num_threshold=0, calibration=calibration)
+    # a file of an earlier version records no shapes: the statistics just do not fit
+    unrecorded = dataclasses.replace(calibration, shapes={})
+    result = sparsify_with_report(other, weight_num_threshold=0, calibration=unrecorded)
     (row,) = result.weights
     assert row.algorithm == "magnitude" and "do not fit" in (row.reason or "")
     assert "do not fit" in sparsify_log.text

@@ -236,7 +236,8 @@ def test_demo(tmp_path: Path) -> None:
     assert data["input"] == "<demo>"
     assert data["totals"]["weights_compressed"] == 8
     kinds = {row["kind"] for row in data["weights"]}
-    assert kinds == {"linear", "conv"}  # the tied embedding also feeds the lm head: linear
+    # the tied embedding also feeds the lm head: reported as the embedding it is
+    assert kinds == {"linear", "conv", "embedding"}
     outputs = data["validation"]["functions"]["main"]
     assert set(outputs) == {"logits", "features"}
     assert all(0.5 < v["cosine"] < 1.0 for v in outputs.values())

@@ -81,11 +81,17 @@ class Tap:
 
 @dataclass(frozen=True)
 class TapPlan:
-    """The taps of one weight, or the ``reason`` it has none the capture can see."""
+    """The taps of one weight, or the ``reason`` it has none the capture can see.
+
+    A weight with several consumers is captured through those that have an activation; the
+    others (a ``gather_nd`` lookup of a tied embedding, a consumer the capture does not
+    see) contribute nothing and block nothing: ``note`` then says what was left out.
+    """
 
     site: WeightSite
     taps: tuple[Tap, ...]
     reason: str | None
+    note: str | None = None
 
 
 def graph_path_of(op: Operation) -> str:
@@ -130,56 +136,75 @@ def _conv_tap(owner: Operation, site: WeightSite) -> Tap | str:
     )
 
 
+_LOOKUP = "the gather_nd lookup (no activation)"
+
+
 def _use_taps(
     owner: Operation, index: int, rank: int, site: WeightSite, *, through_transpose: bool
-) -> list[Tap] | str:
-    """Taps of one use of the weight (or of a transpose of it, ``through_transpose``)."""
+) -> tuple[list[Tap], list[str]]:
+    """Taps of one use of the weight (or of a transpose of it, ``through_transpose``), and
+    why the uses without one have none."""
     name = owner.name
-    found: list[Tap] | Tap | str
+    found: Tap | str
     if name == TRANSPOSE and index == 0:
-        found = _taps_of(owner.results[0], site, through_transpose=True)
-    elif name in MATMULS:
+        return _taps_of(owner.results[0], site, through_transpose=True)
+    if name in MATMULS:
         found = _matmul_tap(owner, index, rank)
     elif name in CONVS and index == 1 and not through_transpose:
         found = _conv_tap(owner, site)
     elif name in CONV_TRANSPOSES and index == 1 and not through_transpose:
         found = Tap(owner.operands[0], graph_path_of(owner), StatsLayout.CHANNELS, 1, site.shape[0])
     elif name in GATHERS:
-        found = "read by gather_nd (an embedding lookup): no activation to capture"
+        found = _LOOKUP
     else:
         found = f"used by {name}, which the capture does not see"
-    return [found] if isinstance(found, Tap) else found
+    return ([found], []) if isinstance(found, Tap) else ([], [found])
 
 
-def _taps_of(value: Value, site: WeightSite, *, through_transpose: bool) -> list[Tap] | str:
-    """Taps of every use of ``value`` (the weight, or a transpose of it); a reason string
-    if some use cannot be captured."""
+def _taps_of(
+    value: Value, site: WeightSite, *, through_transpose: bool
+) -> tuple[list[Tap], list[str]]:
+    """Taps of every use of ``value`` (the weight, or a transpose of it), and the reasons of
+    the uses without one."""
     ranked = tensor_type(value.type)
     rank = len(ranked.shape) if ranked is not None else 0
     taps: list[Tap] = []
+    reasons: list[str] = []
     for operand in value.uses:
-        found = _use_taps(
+        found, why = _use_taps(
             operand.owner.operation,
             operand.operand_number,
             rank,
             site,
             through_transpose=through_transpose,
         )
-        if isinstance(found, str):
-            return found
         taps.extend(found)
-    return taps
+        reasons.extend(why)
+    return taps, reasons
 
 
 def find_taps(sites: list[WeightSite]) -> list[TapPlan]:
-    """The taps of each weight (read-only)."""
+    """The taps of each weight (read-only): those of every consumer that has an activation,
+    with a note naming the others; a reason when none has."""
     plans = []
     for site in sites:
-        taps = _taps_of(site.op.results[0], site, through_transpose=False)
-        if isinstance(taps, str):
-            plans.append(TapPlan(site, (), taps))
-        elif not taps:
-            plans.append(TapPlan(site, (), "no consumer to capture"))
+        taps, reasons = _taps_of(site.op.results[0], site, through_transpose=False)
+        unique = list(dict.fromkeys(reasons))
+        if not taps:
+            if not unique:
+                reason = "no consumer to capture"
+            elif unique == [_LOOKUP]:
+                reason = "read by gather_nd only (an embedding lookup): no activation to capture"
+            else:
+                reason = "; ".join(unique)
+            plans.append(TapPlan(site, (), reason))
+        elif unique == [_LOOKUP]:
+            note = "calibrated through its matmul; the gather_nd lookup has no activation"
+            plans.append(TapPlan(site, tuple(taps), None, note))
+        elif unique:
+            total = len(taps) + len(reasons)
+            note = f"calibrated through {len(taps)} of {total} consumers; {'; '.join(unique)}"
+            plans.append(TapPlan(site, tuple(taps), None, note))
         else:
             plans.append(TapPlan(site, tuple(taps), None))
     return plans

@@ -45,6 +45,7 @@ class _Use:
     kind: LayerKind
     out_axis: int | None
     in_axis: int | None
+    structured: bool = False  # a matmul or convolution reads it (tied: also a lookup)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,12 @@ class WeightSite:
 
     ``out_axis``/``in_axis`` are axes of the constant itself (after mapping through any
     transposes), or None when the consumers do not determine them or disagree.
+
+    ``kind`` is ``embedding`` for a table read by ``gather_nd``, also when a matmul reads it
+    too (a tied embedding / LM head, as small language models have); ``structured`` says
+    whether a matmul or convolution reads it along known axes, so that the structured
+    sparsity modes (n:m, block) apply: true for linear and conv weights and for a tied
+    embedding / head.
     """
 
     op: Operation
@@ -75,6 +82,7 @@ class WeightSite:
     kind: LayerKind
     out_axis: int | None
     in_axis: int | None
+    structured: bool = False
 
     @property
     def size(self) -> int:
@@ -114,11 +122,11 @@ def _uses_of(value: Value) -> list[_Use] | None:
         if name in MATMULS and rank >= 2:
             # y = x @ w: w is [..., in, out]; y = w @ x: w is [..., out, in].
             out_axis, in_axis = (rank - 1, rank - 2) if index == 1 else (rank - 2, rank - 1)
-            uses.append(_Use(LayerKind.LINEAR, out_axis, in_axis))
+            uses.append(_Use(LayerKind.LINEAR, out_axis, in_axis, structured=True))
         elif name in CONVS and index == 1:
-            uses.append(_Use(LayerKind.CONV, 0, 1))
+            uses.append(_Use(LayerKind.CONV, 0, 1, structured=True))
         elif name in CONV_TRANSPOSES and index == 1:
-            uses.append(_Use(LayerKind.CONV, 1, 0))
+            uses.append(_Use(LayerKind.CONV, 1, 0, structured=True))
         elif name in GATHERS and index == 0:
             uses.append(_Use(LayerKind.EMBEDDING, 0, 1 if rank >= 2 else None))
         elif name == TRANSPOSE and index == 0:
@@ -139,19 +147,24 @@ def _through_transpose(op: Operation) -> _Use:
     def back(axis: int | None) -> int | None:
         return None if axis is None else perm[axis]
 
-    return _Use(merged.kind, back(merged.out_axis), back(merged.in_axis))
+    return _Use(
+        merged.kind, back(merged.out_axis), back(merged.in_axis), structured=merged.structured
+    )
 
 
 def _merge(uses: list[_Use]) -> _Use:
+    """One use for all: axes only when every use agrees; ``embedding`` when a lookup reads
+    it (even beside a matmul: a tied embedding / head), else conv, else linear."""
     kinds = {u.kind for u in uses}
     axes = {(u.out_axis, u.in_axis) for u in uses}
     if len(axes) != 1 or LayerKind.OTHER in kinds:
         return _Use(LayerKind.OTHER, None, None)
     out_axis, in_axis = axes.pop()
-    for kind in (LayerKind.CONV, LayerKind.LINEAR):
+    structured = any(u.structured for u in uses)
+    for kind in (LayerKind.EMBEDDING, LayerKind.CONV, LayerKind.LINEAR):
         if kind in kinds:
-            return _Use(kind, out_axis, in_axis)
-    return _Use(LayerKind.EMBEDDING, out_axis, in_axis)
+            return _Use(kind, out_axis, in_axis, structured=structured)
+    return _Use(LayerKind.OTHER, None, None)
 
 
 def find_weights(module: Module) -> list[WeightSite]:
@@ -191,6 +204,7 @@ def find_weights(module: Module) -> list[WeightSite]:
                 kind=merged.kind,
                 out_axis=merged.out_axis,
                 in_axis=merged.in_axis,
+                structured=merged.structured,
             ),
         )
     paths = unique_paths([site.path for site in sites])

@@ -33,6 +33,7 @@ import numpy as np
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized, quantize_blocks
 from coreai_opt.coreai_utils.numerics.kmeans import nearest_sorted, palettize_rows
+from coreai_opt.coreai_utils.numerics.kmeans.weighted import weighted_rows
 from coreai_opt.coreai_utils.numerics.masks import NonFiniteError, all_finite, check_finite
 from coreai_opt.coreai_utils.numerics.parallel import parallel_map, row_absmax, workers
 
@@ -93,16 +94,25 @@ class GroupedPalette:
         return np.ascontiguousarray(result)
 
 
-def _scalar_luts(flat: np.ndarray, nbits: int, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _scalar_luts(
+    flat: np.ndarray, nbits: int, group_size: int, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(lut [groups, 2**nbits, 1], indices [C, n])`` for the groups of ``group_size`` rows
     of ``flat`` (``[C, n]``; the last group may be partial), by
-    :func:`kmeans.palettize_rows` (the whole groups in one batch)."""
+    :func:`kmeans.palettize_rows` (the whole groups in one batch); with ``weights`` (``[C,
+    n]``) refined by :func:`kmeans.weighted.weighted_rows` from there."""
     channels = flat.shape[0]
     whole = channels // group_size * group_size
     luts, indices = [], []
-    for part, size in ((flat[:whole], group_size), (flat[whole:], channels - whole)):
+    for rows, size in ((slice(0, whole), group_size), (slice(whole, channels), channels - whole)):
+        part = flat[rows]
         if part.shape[0]:
-            lut, codes = palettize_rows(part.reshape(part.shape[0] // size, -1), nbits)
+            grouped = part.reshape(part.shape[0] // size, -1)
+            lut, codes = palettize_rows(grouped, nbits)
+            if weights is not None:
+                lut, codes = weighted_rows(
+                    grouped, weights[rows].reshape(grouped.shape), nbits, lut
+                )
             luts.append(lut[:, :, None])
             indices.append(codes.reshape(part.shape))
     if len(luts) == 1:
@@ -223,12 +233,16 @@ def palettize_groups(
     cluster_dim: int = 1,
     per_channel_scale: bool = False,
     lut_dtype: DType | None = None,
+    weights: np.ndarray | None = None,
 ) -> GroupedPalette:
     """Palettize ``weight`` with one LUT per ``group_size`` output channels (module doc).
 
     ``group_size`` at least the output channel count means one LUT for the tensor; 1 means
     one per channel. ``cluster_dim`` must divide the input axis (checked by the caller).
-    Raises :class:`NonFiniteError` when a value is NaN or infinite.
+    ``weights`` (scalar LUTs only; broadcastable to ``weight``, non-negative): the
+    importance of each value's error; the LUTs minimize ``sum(weights * error**2)`` (with
+    a per-channel scale, in the weight's own units). Raises :class:`NonFiniteError` when a
+    value is NaN or infinite.
     """
     out = weight.dtype
     k = 1 << nbits
@@ -244,9 +258,20 @@ def palettize_groups(
         safe = np.where(channel_scale.astype(np.float32) > 0, channel_scale.astype(np.float32), 1.0)
         work = (moved.astype(np.float32) / safe.reshape(-1, *([1] * (moved.ndim - 1)))).astype(out)
     groups = -(-channels // group_size)
+    importance = None
+    if weights is not None:
+        if cluster_dim != 1:
+            msg = "weighted palettization is for scalar LUTs (cluster_dim 1)"
+            raise ValueError(msg)
+        moved_weights = np.moveaxis(
+            np.broadcast_to(weights, weight.shape), (out_axis, in_axis), (0, -1)
+        )
+        importance = moved_weights.reshape(channels, -1).astype(np.float64)
+        if channel_scale is not None:  # the error of a normalized value, in the weight's units
+            importance = importance * channel_scale.astype(np.float64)[:, None] ** 2
     if cluster_dim == 1:  # palettize_rows checks for NaN and Inf
         lut, indices = _scalar_luts(
-            np.ascontiguousarray(work).reshape(channels, -1), nbits, group_size
+            np.ascontiguousarray(work).reshape(channels, -1), nbits, group_size, importance
         )
     else:
         if not all_finite(work):

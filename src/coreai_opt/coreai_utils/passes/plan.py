@@ -5,19 +5,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
-from coreai_opt.coreai_utils.ir.weights import LayerKind, WeightSite
-from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsLayout
+from coreai_opt.coreai_utils.calibration.record import Calibration
+from coreai_opt.coreai_utils.ir.weights import WeightSite
+from coreai_opt.coreai_utils.numerics.activations import ActivationStats
+from coreai_opt.coreai_utils.passes.calibrated import no_gram, offered
 from coreai_opt.coreai_utils.passes.options import Algorithm, SparsifyOptions
 from coreai_opt.coreai_utils.passes.outcomes import below_threshold
 
-if TYPE_CHECKING:
-    from coreai_opt.coreai_utils.calibration import Calibration
-
 __all__ = ["Mode", "WeightPlan", "expected_bytes", "plan_weight"]
-
-_STRUCTURED_KINDS = (LayerKind.LINEAR, LayerKind.CONV)
 
 
 class Mode(StrEnum):
@@ -62,46 +58,30 @@ def plan_weight(
     return replace(plan, algorithm=algorithm, stats=stats, reason=reason, warn=plan.warn or warn)
 
 
-def _stats_fit(site: WeightSite, stats: ActivationStats) -> bool:
-    """Whether ``stats`` describe the inputs of a weight of this shape and axes."""
-    if site.out_axis is None or site.in_axis is None:
-        return False
-    if stats.layout is StatsLayout.CONV:
-        return (
-            site.kind is LayerKind.CONV
-            and (site.out_axis, site.in_axis) == (0, 1)
-            and stats.columns == math.prod(site.shape[1:])
-            and site.shape[0] % stats.groups == 0
-        )
-    if stats.layout is StatsLayout.LINEAR and len(site.shape) != 2:
-        return False
-    return stats.groups == 1 and stats.columns == site.shape[site.in_axis]
-
-
 def _plan_algorithm(
     site: WeightSite, mode: Mode, options: SparsifyOptions, calibration: Calibration
 ) -> tuple[Algorithm, ActivationStats | None, str | None, bool]:
-    """``(algorithm, stats, fallback note, warn)`` following sparsegpt -> wanda -> magnitude."""
+    """``(algorithm, stats, fallback note, warn)`` following sparsegpt -> wanda -> magnitude;
+    the note also says what the statistics leave out (a tied head's lookup, padding)."""
     wanted = options.algorithm
-    stats = calibration.stats.get(site.id)
-    if stats is None:
-        why = calibration.missing.get(site.id, "no calibration statistics for this weight")
-        return Algorithm.MAGNITUDE, None, f"{wanted.value}: {why}; magnitude used", False
-    if not _stats_fit(site, stats):
-        note = f"{wanted.value}: the calibration statistics do not fit this weight; magnitude used"
-        return Algorithm.MAGNITUDE, None, note, True
+    offer = offered(site, calibration)
+    if offer.stats is None:
+        return Algorithm.MAGNITUDE, None, f"{wanted.value}: {offer.why}; magnitude used", offer.warn
+    stats, note = offer.stats, offer.note
     if wanted is Algorithm.WANDA:
-        return Algorithm.WANDA, stats, None, False
+        return Algorithm.WANDA, stats, note, False
     if mode is Mode.BLOCK:
-        return Algorithm.WANDA, stats, "sparsegpt does not do block sparsity; wanda used", True
-    if stats.gram is None:
-        why = (
-            "per-channel statistics only (transposed convolution)"
-            if stats.layout is StatsLayout.CHANNELS
-            else f"{stats.columns} input columns, above max_gram_channels"
-        )
-        return Algorithm.WANDA, stats, f"sparsegpt: no X^T X ({why}); wanda used", False
-    return Algorithm.SPARSEGPT, stats, None, False
+        why = "sparsegpt does not do block sparsity; wanda used"
+        return Algorithm.WANDA, stats, _joined(note, why), True
+    missing_gram = no_gram(stats)
+    if missing_gram is not None:
+        why = f"sparsegpt: {missing_gram}; wanda used"
+        return Algorithm.WANDA, stats, _joined(note, why), False
+    return Algorithm.SPARSEGPT, stats, note, False
+
+
+def _joined(*parts: str | None) -> str | None:
+    return "; ".join(p for p in parts if p) or None
 
 
 def _plan_mode(site: WeightSite, options: SparsifyOptions) -> WeightPlan:
@@ -117,7 +97,7 @@ def _plan_mode(site: WeightSite, options: SparsifyOptions) -> WeightPlan:
 
 
 def _plan_n_m(site: WeightSite, m: int) -> WeightPlan:
-    if site.kind not in _STRUCTURED_KINDS or site.in_axis is None:
+    if not site.structured or site.in_axis is None:
         reason = f"n:m applies to linear and conv weights only, not {site.kind.value}"
         return WeightPlan(site, None, reason, warn=True)
     channels = site.shape[site.in_axis]
@@ -128,7 +108,7 @@ def _plan_n_m(site: WeightSite, m: int) -> WeightPlan:
 
 
 def _plan_block(site: WeightSite, block_size: int) -> WeightPlan:
-    if site.kind not in _STRUCTURED_KINDS or site.out_axis is None:
+    if not site.structured or site.out_axis is None:
         reason = (
             "block sparsity applies to linear and conv weights only; "
             f"{site.kind.value} weight pruned unstructured"

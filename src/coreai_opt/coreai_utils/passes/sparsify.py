@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from coreai._compiler.ir import Module
 from coreai.authoring import AIProgram
 
+from coreai_opt.coreai_utils.calibration.record import Calibration
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.ir.rewrite import (
     emit_palettized_chain,
@@ -21,6 +21,7 @@ from coreai_opt.coreai_utils.ir.weights import find_weights
 from coreai_opt.coreai_utils.numerics.kmeans import Palette
 from coreai_opt.coreai_utils.numerics.quantize import Quantized
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
+from coreai_opt.coreai_utils.passes.calibrated import check_calibration
 from coreai_opt.coreai_utils.passes.compress import compress_values, prune
 from coreai_opt.coreai_utils.passes.control import Control, resolve, unmatched, validate_control
 from coreai_opt.coreai_utils.passes.options import SparsifyOptions, validate_options
@@ -34,9 +35,6 @@ from coreai_opt.coreai_utils.passes.outcomes import (
     working_copy,
 )
 from coreai_opt.coreai_utils.passes.plan import WeightPlan, plan_weight
-
-if TYPE_CHECKING:
-    from coreai_opt.coreai_utils.calibration import Calibration
 
 __all__ = [
     "Settings",
@@ -275,15 +273,12 @@ def _settings(
     """Validate a call's arguments (``call``: its ``locals()``, holding the options)."""
     arguments = {name: call[name] for name in _OPTION_ARGUMENTS}
     check_program(coreai_program)
-    from coreai_opt.coreai_utils.calibration import Calibration  # noqa: PLC0415
-
-    if calibration is not None and not isinstance(calibration, Calibration):
-        msg = f"calibration must be a Calibration or None, got {type(calibration).__name__}"
-        raise TypeError(msg)
+    module = coreai_program._module._mlir_module  # type: ignore[attr-defined]  # noqa: SLF001
+    check_calibration(calibration, find_weights(module))
     calibrated = calibration is not None
     options = validate_options(calibrated=calibrated, **arguments)
     control = validate_control(exclude, overrides, arguments, calibrated=calibrated)
-    return Settings(options, control, calibration)
+    return Settings(options, control, calibration)  # type: ignore[arg-type]
 
 
 def _plans(module: Module, settings: Settings) -> list[WeightPlan]:

@@ -1,25 +1,21 @@
-"""Activation statistics from the Core AI runtime, for calibration-aware pruning.
-
-:func:`collect_calibration` runs a scratch copy of a program, in which every candidate
-weight's activation operand is also an output, on each sample and reduces the activations
-as they arrive. The result, a :class:`Calibration`, is plain data keyed by weight id
-(``@graph/wK``, as in the report) and can be saved to and loaded from ``.npz``.
-"""
+"""Capture activation statistics on the Core AI runtime: run a copy of the program whose
+weights' activation operands are also outputs, and reduce them sample by sample."""
 
 from __future__ import annotations
 
 import copy
-import json
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.arguments import check_int
+from coreai_opt.coreai_utils.calibration.padding import unmappable
+from coreai_opt.coreai_utils.calibration.record import Calibration
+from coreai_opt.coreai_utils.calibration.samples import check_padding_mask, check_samples
 from coreai_opt.coreai_utils.ir.capture import Tap, TapPlan, expose_taps, find_taps
 from coreai_opt.coreai_utils.ir.signature import InputSpec, graph_inputs, runtime_function
 from coreai_opt.coreai_utils.ir.weights import find_weights
@@ -35,135 +31,13 @@ from coreai_opt.coreai_utils.runtime import run_samples
 __all__ = [
     "DEFAULT_MAX_CAPTURE_BYTES",
     "DEFAULT_MAX_GRAM_CHANNELS",
-    "Calibration",
-    "CalibrationFileError",
     "calibration_outline",
-    "check_samples",
     "collect_calibration",
 ]
 
 DEFAULT_MAX_GRAM_CHANNELS = 8192
 DEFAULT_MAX_CAPTURE_BYTES = 512 << 20
-_FORMAT = "coreai-opt-calibration/1"
 _NON_NEGATIVE = "a non-negative int"
-
-
-class CalibrationFileError(ValueError):
-    """A file is not a calibration saved by :meth:`Calibration.save`."""
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Activation statistics per weight id, from ``samples`` runs of ``function``.
-
-    ``stats`` maps a weight id to its :class:`ActivationStats` (weights sharing an input,
-    like q/k/v projections, share one object); ``missing`` maps the ids of candidate
-    weights without statistics to the reason (an embedding read by ``gather_nd``, a
-    consumer the capture cannot see, a graph ``function`` does not reach).
-    """
-
-    function: str
-    samples: int
-    stats: Mapping[str, ActivationStats]
-    missing: Mapping[str, str] = field(default_factory=dict)
-
-    def save(self, path: Path | str) -> None:
-        """Write to ``path`` (``.npz``); shared statistics are stored once."""
-        arrays: dict[str, np.ndarray] = {}
-        index_of: dict[int, int] = {}
-        entries: dict[str, dict[str, object]] = {}
-        for weight_id, stats in self.stats.items():
-            if id(stats) not in index_of:
-                k = index_of[id(stats)] = len(index_of)
-                arrays[f"sq_sum_{k}"] = stats.sq_sum
-                if stats.gram is not None:
-                    arrays[f"gram_{k}"] = stats.gram
-            k = index_of[id(stats)]
-            entries[weight_id] = {"stats": k, "layout": stats.layout.value, "count": stats.count}
-        meta = {
-            "format": _FORMAT,
-            "function": self.function,
-            "samples": self.samples,
-            "weights": entries,
-            "missing": dict(self.missing),
-        }
-        arrays["meta"] = np.array(json.dumps(meta))
-        with Path(path).open("wb") as stream:
-            np.savez(stream, **arrays)  # type: ignore[arg-type]
-
-    @classmethod
-    def load(cls, path: Path | str) -> Calibration:
-        """Read a file written by :meth:`save`; ``CalibrationFileError`` if it is not one."""
-        source = Path(path)
-        try:
-            with np.load(source, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                if meta.get("format") != _FORMAT:
-                    raise CalibrationFileError(f"{source}: not a calibration file")
-                shared: dict[int, ActivationStats] = {}
-                stats: dict[str, ActivationStats] = {}
-                for weight_id, entry in meta["weights"].items():
-                    k = int(entry["stats"])
-                    if k not in shared:
-                        gram = data.get(f"gram_{k}")
-                        shared[k] = ActivationStats(
-                            StatsLayout(entry["layout"]),
-                            np.array(data[f"sq_sum_{k}"], dtype=np.float64),
-                            int(entry["count"]),
-                            None if gram is None else np.array(gram, dtype=np.float64),
-                        )
-                    stats[weight_id] = shared[k]
-        except CalibrationFileError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            msg = f"{source}: not a calibration file ({type(error).__name__}: {error})"
-            raise CalibrationFileError(msg) from None
-        return cls(meta["function"], int(meta["samples"]), stats, dict(meta["missing"]))
-
-
-def check_samples(
-    specs: list[InputSpec], samples: Iterable[Mapping[str, object]], function: str
-) -> list[dict[str, np.ndarray]]:
-    """The samples as dicts of arrays, after checking every name, dtype and static shape
-    against ``specs``; ``ValueError`` naming the first problem (nothing has run yet)."""
-    expected = {spec.name: spec for spec in specs}
-    checked: list[dict[str, np.ndarray]] = []
-    for number, sample in enumerate(samples):
-        if not isinstance(sample, Mapping):
-            kind = type(sample).__name__
-            msg = f"sample {number} must be a dict of input name -> array, got {kind}"
-            raise TypeError(msg)
-        missing = sorted(set(expected) - set(sample))
-        extra = sorted(set(sample) - set(expected))
-        if missing or extra:
-            parts = [f"missing input {n!r}" for n in missing] + [
-                f"unknown input {n!r}" for n in extra
-            ]
-            msg = (
-                f"sample {number} for {function!r}: {', '.join(parts)}; expected {sorted(expected)}"
-            )
-            raise ValueError(msg)
-        arrays = {}
-        for name, spec in expected.items():
-            value = np.asarray(sample[name])
-            if spec.dtype is not None and value.dtype != spec.dtype:
-                msg = (
-                    f"sample {number}: input {name!r} must have dtype {spec.dtype}, "
-                    f"got {value.dtype}"
-                )
-                raise ValueError(msg)
-            if spec.shape is not None and tuple(value.shape) != spec.shape:
-                msg = (
-                    f"sample {number}: input {name!r} must have shape {spec.shape}, "
-                    f"got {tuple(value.shape)}"
-                )
-                raise ValueError(msg)
-            arrays[name] = value
-        checked.append(arrays)
-    if not checked:
-        msg = "samples is empty: calibration needs at least one sample"
-        raise ValueError(msg)
-    return checked
 
 
 def _empty_for(tap: Tap, max_gram_channels: int) -> ActivationStats:
@@ -173,10 +47,13 @@ def _empty_for(tap: Tap, max_gram_channels: int) -> ActivationStats:
     return empty_stats(tap.layout, tap.groups, tap.columns, with_gram=gram)
 
 
-def _rows(tap: Tap, activation: np.ndarray) -> np.ndarray:
+def _rows(tap: Tap, activation: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """The tap's rows (``[groups, n, columns]``), only those where ``keep`` (one flag per
+    row, from the padding mask) is true when given."""
     if tap.layout is StatsLayout.CONV:
         return conv_patches(activation, tap.kernel, tap.stride, tap.dilation, tap.groups)
-    return linear_rows(activation, tap.axis)
+    rows = linear_rows(activation, tap.axis)
+    return rows if keep is None else rows[:, keep]
 
 
 def _groups(plans: list[TapPlan], budget: int) -> list[list[TapPlan]]:
@@ -209,6 +86,7 @@ def collect_calibration(
     max_gram_channels: int = DEFAULT_MAX_GRAM_CHANNELS,
     max_capture_bytes: int = DEFAULT_MAX_CAPTURE_BYTES,
     on_sample: Callable[[int, int], None] | None = None,
+    padding_mask: str | None = None,
 ) -> Calibration:
     """Run ``program``'s ``function`` on ``samples`` and reduce every weight's activations.
 
@@ -241,7 +119,8 @@ def collect_calibration(
         TypeError: ``program`` is not an ``AIProgram``, or a sample is not a dict.
         ValueError: ``function`` does not exist; a sample does not match its inputs;
             ``samples`` is empty; ``max_gram_channels`` or ``max_capture_bytes`` is not a
-            non-negative int.
+            non-negative int; ``padding_mask`` is not an input of ``function``, not of an
+            integer or bool dtype, or not of a static shape of rank 1 or more.
     """
     if not isinstance(program, AIProgram):
         msg = f"program must be a coreai.authoring.AIProgram, got {type(program).__name__}"
@@ -253,10 +132,19 @@ def collect_calibration(
         specs = graph_inputs(module, function)
     except KeyError as error:
         raise ValueError(f"function {function!r} not found: {error.args[0]}") from None
+    mask = check_padding_mask(specs, padding_mask, function)
     checked = check_samples(specs, samples, function)
     plans = find_taps(find_weights(module))
     missing = {p.site.id: p.reason for p in plans if p.reason is not None}
+    notes = {p.site.id: p.note for p in plans if p.note is not None}
+    shapes = {p.site.id: p.site.shape for p in plans}
     capturable = [p for p in plans if p.reason is None]
+    unmasked: dict[str, str] = {}
+    if mask is not None and mask.shape is not None:
+        for plan in capturable:
+            why = next((r for t in plan.taps if (r := unmappable(t, mask.shape))), None)
+            if why is not None:
+                unmasked[plan.site.id] = f"padding kept: {why}"
     stats: dict[str, ActivationStats] = {}
     runs = _groups(capturable, max_capture_bytes)
     total = len(checked) * len(runs)
@@ -269,12 +157,14 @@ def collect_calibration(
                 on_sample(count, total)
 
         reduced, unreached = _capture(
-            program, ids, checked, function, max_gram_channels, done, progress
+            program, ids, checked, function, max_gram_channels, done, progress, mask
         )
         done += len(checked)
         stats.update(reduced)
         missing.update(unreached)
-    return Calibration(function, len(checked), stats, missing)
+    unmasked = {key: why for key, why in unmasked.items() if key in stats}
+    name = None if mask is None else mask.name
+    return Calibration(function, len(checked), stats, missing, notes, name, unmasked, shapes)
 
 
 def calibration_outline(
@@ -297,7 +187,9 @@ def calibration_outline(
         if plan.reason is None:
             stats[plan.site.id] = _empty_for(plan.taps[0], max_gram_channels)
     missing = {p.site.id: p.reason for p in plans if p.reason is not None}
-    return Calibration(function, 0, stats, missing)
+    notes = {p.site.id: p.note for p in plans if p.note is not None}
+    shapes = {p.site.id: p.site.shape for p in plans}
+    return Calibration(function, 0, stats, missing, notes, shapes=shapes)
 
 
 def _capture(
@@ -308,8 +200,10 @@ def _capture(
     max_gram_channels: int,
     done: int,
     progress: Callable[[int], None],
+    mask: InputSpec | None,
 ) -> tuple[dict[str, ActivationStats], dict[str, str]]:
-    """One run: expose the taps of weights ``ids`` in a copy, run every sample, reduce."""
+    """One run: expose the taps of weights ``ids`` in a copy, run every sample, reduce
+    (without the rows of padded positions where ``mask``, an input, maps onto them)."""
     scratch = copy.deepcopy(program)
     module = scratch._module._mlir_module  # noqa: SLF001
     plans = [p for p in find_taps(find_weights(module)) if p.site.id in ids]
@@ -324,14 +218,20 @@ def _capture(
         carried = expose_taps(module, taps, function)
         module.operation.verify()
     accumulators = [_empty_for(tap, max_gram_channels) for tap in taps]
+    mapped = [
+        mask is not None and mask.shape is not None and unmappable(tap, mask.shape) is None
+        for tap in taps
+    ]
     with tempfile.TemporaryDirectory(prefix="coreai-calibration-") as scratch_dir:
         asset = Path(scratch_dir) / "capture.aimodel"
         scratch.save_asset(asset)
         with closing(run_samples(asset, samples, runtime_function(function))) as outputs:
             for number, result in enumerate(outputs):
+                keep = None if mask is None else samples[number][mask.name].reshape(-1) != 0
                 for index, tap in enumerate(taps):
+                    rows = keep if mapped[index] else None
                     for name in carried.get(index, []):
-                        accumulators[index].add(_rows(tap, result[name]))
+                        accumulators[index].add(_rows(tap, result[name], rows))
                 del result
                 progress(done + number + 1)
     for accumulator in accumulators:

@@ -1,0 +1,147 @@
+"""1-D k-means with a weight per value, batched over rows (pure numpy).
+
+For calibrated palettization a value's error counts in proportion to how strongly its input
+channel is driven: ``weights[r, i] * (x[r, i] - c)**2`` is minimized instead of the plain
+squared error. :func:`weighted_rows` refines given starts (the plain k-means LUT, which is
+already close) and the rows' weighted quantiles by Lloyd on each row's sorted values, all
+rows at once: in 1-D a cluster is a run of sorted values, so an iteration is one search per
+midpoint and the weighted means from prefix sums. Per row the start that ends with the
+lower weighted error is kept; a row whose weights are all zero keeps its first start.
+
+The LUT is rounded to the values' dtype (sorted, distinct, padded by repeating the last
+entry, as the plain k-means does) and each value gets its nearest entry (ties to the lower):
+a value's own error does not depend on its weight, only the entries do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from coreai_opt.coreai_utils.numerics.kmeans.exact import nearest_sorted, padded_rows
+from coreai_opt.coreai_utils.numerics.kmeans.starts import search_rows
+from coreai_opt.coreai_utils.numerics.masks import check_finite
+
+__all__ = ["weighted_error", "weighted_rows"]
+
+_ITERATIONS = 300  # Lloyd stops earlier when no row's clusters change
+
+
+def _prefix(ordered: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``[2, r, n + 1]`` prefix sums (from 0) of the weights and the weighted values."""
+    rows, n = ordered.shape
+    prefix = np.zeros((2, rows, n + 1))
+    np.cumsum(weights, axis=1, out=prefix[0, :, 1:])
+    np.cumsum(weights * ordered, axis=1, out=prefix[1, :, 1:])
+    return prefix
+
+
+def _cuts(ordered: np.ndarray, centroids: np.ndarray, gap: float) -> np.ndarray:
+    """``[r, k + 1]`` cluster bounds in each sorted row: a value joins the lower centroid
+    when it is at most the midpoint."""
+    rows, n = ordered.shape
+    midpoints = (centroids[:, 1:] + centroids[:, :-1]) / 2
+    cuts = np.empty((rows, centroids.shape[1] + 1), dtype=np.intp)
+    cuts[:, 0] = 0
+    cuts[:, -1] = n
+    cuts[:, 1:-1] = search_rows(ordered, midpoints, gap, side="right")
+    return cuts
+
+
+def _sums(prefix: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """``[2, r, k]`` each cluster's weight and weighted sum."""
+    sums: np.ndarray = np.diff(np.take_along_axis(prefix, cuts[None], axis=2), axis=2)
+    return sums
+
+
+def _explained(sums: np.ndarray) -> np.ndarray:
+    """Per row, the sum over clusters of ``sum**2 / weight``: a row's weighted error is
+    its weighted sum of squares minus this, so the larger the better."""
+    filled = sums[0] > 0
+    ratio = np.where(filled, sums[1] ** 2 / np.where(filled, sums[0], 1.0), 0.0)
+    result: np.ndarray = ratio.sum(axis=1)
+    return result
+
+
+def _lloyd(
+    ordered: np.ndarray, prefix: np.ndarray, centroids: np.ndarray, gap: float
+) -> np.ndarray:
+    """Weighted Lloyd from ``centroids`` (``[r, k]`` sorted, updated in place) until no
+    row's clusters change; an empty cluster keeps its centroid."""
+    active = np.arange(ordered.shape[0])
+    cuts = np.full((ordered.shape[0], centroids.shape[1] + 1), -1, dtype=np.intp)
+    for _ in range(_ITERATIONS):
+        if active.size == 0:
+            break
+        now = _cuts(ordered[active], centroids[active], gap)
+        sums = _sums(prefix[:, active], now)
+        filled = sums[0] > 0
+        moved = np.where(filled, sums[1] / np.where(filled, sums[0], 1.0), centroids[active])
+        moved.sort(axis=1)
+        centroids[active] = moved
+        going = np.any(now != cuts[active], axis=1)
+        cuts[active] = now
+        active = active[going]
+    return centroids
+
+
+def _weighted_quantiles(ordered: np.ndarray, prefix: np.ndarray, k: int) -> np.ndarray:
+    """``[r, k]`` the values at weighted ranks ``(j + 0.5) / k`` of each row."""
+    totals = prefix[0, :, -1:]
+    ranks = (np.arange(k) + 0.5) / k * totals
+    at = search_rows(prefix[0, :, 1:], ranks, float(totals.max()) + 1.0, side="left")
+    result: np.ndarray = np.take_along_axis(ordered, np.minimum(at, ordered.shape[1] - 1), axis=1)
+    return result
+
+
+def weighted_error(values: np.ndarray, weights: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Per row, ``sum(weights * (values - nearest entry of lut)**2)`` (float64)."""
+    rows = values.shape[0]
+    errors = np.empty(rows)
+    for r in range(rows):
+        entries = np.unique(lut[r].astype(np.float64))
+        x = values[r].astype(np.float64)
+        nearest = entries[nearest_sorted(x, entries)]
+        errors[r] = float(np.sum(weights[r] * (x - nearest) ** 2))
+    return errors
+
+
+def weighted_rows(
+    values: np.ndarray, weights: np.ndarray, nbits: int, starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(lut [r, 2**nbits] sorted in the values' dtype, indices [r, n] uint8)``: weighted
+    k-means of each row of ``values`` (module docstring), from ``starts`` (``[r, k]``
+    sorted, e.g. the plain k-means LUT) and from the weighted quantiles, keeping the lower
+    weighted error per row. ``weights`` (``[r, n]``, non-negative) may be a broadcast view.
+    Raises :class:`NonFiniteError` when a value or weight is NaN or infinite."""
+    k = 1 << nbits
+    count, n = values.shape
+    lut = np.zeros((count, k), dtype=values.dtype)
+    indices = np.zeros((count, n), dtype=np.uint8)
+    if n == 0 or count == 0:
+        return lut, indices
+    wide = values.astype(np.float64)
+    check_finite(wide)
+    order = np.argsort(wide, axis=1, kind="stable")
+    ordered = np.take_along_axis(wide, order, axis=1)
+    mass = np.take_along_axis(np.broadcast_to(weights, values.shape).astype(np.float64), order, 1)
+    check_finite(mass)
+    if np.any(mass < 0):
+        msg = "weights must be non-negative"
+        raise ValueError(msg)
+    del order
+    prefix = _prefix(ordered, mass)
+    gap = 2.0 * float(np.max(np.abs(ordered[:, [0, -1]]))) + 1.0
+    first = _lloyd(ordered, prefix, np.sort(starts.astype(np.float64), axis=1), gap)
+    second = _lloyd(ordered, prefix, _weighted_quantiles(ordered, prefix, k), gap)
+    better = _explained(_sums(prefix, _cuts(ordered, second, gap))) > _explained(
+        _sums(prefix, _cuts(ordered, first, gap))
+    )
+    centroids = np.where(better[:, None], second, first)
+    dead = prefix[0, :, -1] == 0
+    centroids[dead] = np.sort(starts[dead].astype(np.float64), axis=1)
+    lut[:] = padded_rows(centroids, values.dtype)
+    for r in range(count):
+        entries = lut[r].astype(np.float64)
+        distinct, first_index = np.unique(entries, return_index=True)
+        indices[r] = first_index[nearest_sorted(wide[r], distinct)]
+    return lut, indices
