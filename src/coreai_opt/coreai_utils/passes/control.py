@@ -4,28 +4,39 @@ A pattern is an ``fnmatch`` glob (case-sensitive) matched against a weight's id
 (``@main/w3``) and its readable path (``BertModel$1/.../Linear$2``), or a kind selector
 ``kind:linear``, ``kind:conv``, ``kind:embedding`` (``kind:other`` too). ``exclude`` wins over
 ``overrides``; among overrides the first matching pattern, in the mapping's order, wins.
+
+The same rules serve every pass; a :class:`Schema` says which options a pass lets an
+override set, which ones clear each other, and how the merged options are validated (with
+the top-level arguments' own errors, prefixed with the pattern).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import Generic, TypeVar
 
 from coreai_opt.coreai_utils.arguments import ArgumentTypeError
 from coreai_opt.coreai_utils.ir.weights import LayerKind, WeightSite
-from coreai_opt.coreai_utils.passes.options import SparsifyOptions, validate_options
 
 __all__ = [
     "OVERRIDABLE",
+    "SPARSIFY_CLEARS",
     "Control",
     "Rule",
+    "Schema",
     "apply_values",
+    "dense_reason",
     "matches",
     "resolve",
+    "resolve_all",
     "unmatched",
     "validate_control",
 ]
+
+OptionsT = TypeVar("OptionsT")
 
 OVERRIDABLE = (
     "target_sparsity",
@@ -36,31 +47,45 @@ OVERRIDABLE = (
     "weight_num_threshold",
     "algorithm",
 )
-# setting one of these in an override clears the others unless the override sets them too
-_CLEARS = {
+"""The options of ``sparsify_weights`` an override may set."""
+
+SPARSIFY_CLEARS: Mapping[str, tuple[str, ...]] = {
     "target_sparsity": ("n_m_ratio",),
     "n_m_ratio": ("target_sparsity", "block_size"),
     "block_size": ("n_m_ratio",),
     "quantize_dtype": ("palettize_nbits",),
     "palettize_nbits": ("quantize_dtype",),
 }
+"""Setting one of these in an override clears the others unless the override sets them too."""
 _KIND = "kind:"
+_log = logging.getLogger("coreai_opt.coreai_utils.passes")
 
 
 @dataclass(frozen=True)
-class Rule:
+class Schema(Generic[OptionsT]):
+    """What an override may do in one pass: the option ``keys`` it may set, the options a
+    value ``clears`` (mutually exclusive ones), and ``validate`` (merged options -> the
+    pass's options record, raising like the pass's own argument checks)."""
+
+    keys: tuple[str, ...]
+    validate: Callable[[dict[str, object]], OptionsT]
+    clears: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rule(Generic[OptionsT]):
     """One override: the weights matching ``pattern`` get ``options``, or stay dense (None)."""
 
     pattern: str
-    options: SparsifyOptions | None
+    options: OptionsT | None
 
 
 @dataclass(frozen=True)
-class Control:
+class Control(Generic[OptionsT]):
     """Validated ``exclude`` patterns and override rules (in order)."""
 
     exclude: tuple[str, ...] = ()
-    rules: tuple[Rule, ...] = ()
+    rules: tuple[Rule[OptionsT], ...] = ()
 
     @property
     def patterns(self) -> tuple[str, ...]:
@@ -87,27 +112,19 @@ def matches(pattern: str, site: WeightSite) -> bool:
     return fnmatchcase(site.id, pattern) or fnmatchcase(site.path, pattern)
 
 
-def _merged(
-    base: Mapping[str, object], values: Mapping[object, object], pattern: str
+def apply_values(
+    base: Mapping[str, object],
+    values: Mapping[str, object],
+    clears: Mapping[str, tuple[str, ...]] = SPARSIFY_CLEARS,
 ) -> dict[str, object]:
-    unknown = sorted(str(k) for k in values if k not in OVERRIDABLE)
-    if unknown:
-        msg = (
-            f"overrides[{pattern!r}]: unknown option {', '.join(map(repr, unknown))}; "
-            f"allowed: {', '.join(OVERRIDABLE)}"
-        )
-        raise ValueError(msg)
-    return apply_values(base, {str(k): v for k, v in values.items()})
-
-
-def apply_values(base: Mapping[str, object], values: Mapping[str, object]) -> dict[str, object]:
     """``base`` with ``values`` replacing its entries; a value for one of a mutually exclusive
-    pair clears the other unless ``values`` sets both (``n_m_ratio`` clears
-    ``target_sparsity`` and ``block_size``; ``target_sparsity`` and ``block_size`` clear
-    ``n_m_ratio``; ``quantize_dtype`` and ``palettize_nbits`` clear each other)."""
+    set clears the others unless ``values`` sets them too (``clears``; sparsify's by
+    default: ``n_m_ratio`` clears ``target_sparsity`` and ``block_size``,
+    ``target_sparsity`` and ``block_size`` clear ``n_m_ratio``, ``quantize_dtype`` and
+    ``palettize_nbits`` clear each other)."""
     merged = dict(base)
     for key in values:
-        for cleared in _CLEARS.get(key, ()):
+        for cleared in clears.get(key, ()):
             if cleared not in values:
                 merged[cleared] = None
     merged.update(values)
@@ -118,13 +135,13 @@ def validate_control(
     exclude: object,
     overrides: object,
     base: Mapping[str, object],
-    *,
-    calibrated: bool,
-) -> Control:
-    """Check ``exclude`` and ``overrides`` against the call's arguments ``base``.
+    schema: Schema[OptionsT],
+) -> Control[OptionsT]:
+    """Check ``exclude`` and ``overrides`` against the call's options ``base``.
 
-    Each override's merged options are validated exactly like the top-level arguments; the
-    error names the pattern. Raises ``TypeError`` (also a ``ValueError``) or ``ValueError``.
+    Each override's merged options are validated exactly like the top-level arguments
+    (``schema.validate``); the error names the pattern. Raises ``TypeError`` (also a
+    ``ValueError``) or ``ValueError``.
     """
     if isinstance(exclude, str):
         exclude = (exclude,)
@@ -137,7 +154,7 @@ def validate_control(
     if not isinstance(overrides, Mapping):
         msg = f"overrides must be a mapping of pattern -> options or None, got {overrides!r}"
         raise ArgumentTypeError(msg)
-    rules = []
+    rules: list[Rule[OptionsT]] = []
     for pattern, values in overrides.items():
         _check_pattern(pattern, "overrides key")
         if values is None:
@@ -146,9 +163,16 @@ def validate_control(
         if not isinstance(values, Mapping):
             msg = f"overrides[{pattern!r}] must be a mapping of options or None, got {values!r}"
             raise ArgumentTypeError(msg)
-        merged = _merged(base, values, pattern)
+        unknown = sorted(str(k) for k in values if k not in schema.keys)
+        if unknown:
+            msg = (
+                f"overrides[{pattern!r}]: unknown option {', '.join(map(repr, unknown))}; "
+                f"allowed: {', '.join(schema.keys)}"
+            )
+            raise ValueError(msg)
+        merged = apply_values(base, {str(k): v for k, v in values.items()}, schema.clears)
         try:
-            options = validate_options(calibrated=calibrated, **merged)
+            options = schema.validate(merged)
         except ArgumentTypeError as error:
             raise ArgumentTypeError(f"overrides[{pattern!r}]: {error}") from None
         except ValueError as error:
@@ -158,8 +182,8 @@ def validate_control(
 
 
 def resolve(
-    site: WeightSite, control: Control, options: SparsifyOptions
-) -> tuple[SparsifyOptions | None, str | None]:
+    site: WeightSite, control: Control[OptionsT], options: OptionsT
+) -> tuple[OptionsT | None, str | None]:
     """``(options, pattern)``: the options for ``site`` (None: leave it dense) and the pattern
     that decided them (None when the call's own options apply)."""
     for pattern in control.exclude:
@@ -171,6 +195,23 @@ def resolve(
     return options, None
 
 
-def unmatched(control: Control, sites: list[WeightSite]) -> list[str]:
+def dense_reason(control: Control[OptionsT], pattern: str) -> str:
+    """Why a weight that ``pattern`` leaves dense stays dense (for its report row)."""
+    if pattern in control.exclude:
+        return f"excluded by {pattern}"
+    return f"left dense by override {pattern}"
+
+
+def resolve_all(
+    sites: list[WeightSite], control: Control[OptionsT], options: OptionsT
+) -> list[tuple[WeightSite, OptionsT | None, str | None]]:
+    """:func:`resolve` for every weight, in order; logs a warning for each pattern that
+    matches no weight."""
+    for unused in unmatched(control, sites):
+        _log.warning("pattern %r (exclude/overrides) matches no weight", unused)
+    return [(site, *resolve(site, control, options)) for site in sites]
+
+
+def unmatched(control: Control[OptionsT], sites: list[WeightSite]) -> list[str]:
     """The patterns of ``control`` that select no weight, in order."""
     return [p for p in control.patterns if not any(matches(p, s) for s in sites)]

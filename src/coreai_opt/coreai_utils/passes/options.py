@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from numbers import Real
+from typing import TypeVar
 
 from coreai_opt.coreai_utils.arguments import ArgumentTypeError, as_int, check_int
 from coreai_opt.coreai_utils.dtypes import DType
@@ -18,6 +19,7 @@ __all__ = [
     "SparsifyOptions",
     "check_algorithm",
     "check_threshold",
+    "choose_algorithm",
     "validate_options",
 ]
 
@@ -118,19 +120,37 @@ def check_threshold(value: object) -> int:
     return check_int("weight_num_threshold", value, 0, "non-negative")
 
 
-def check_algorithm(value: object, *, calibrated: bool) -> Algorithm:
-    """The algorithm to use: ``value`` checked, None resolved (wanda when ``calibrated``)."""
+E = TypeVar("E", bound=StrEnum)
+
+
+def choose_algorithm(
+    enum: type[E], value: object, *, calibrated: bool, plain: E, calibrated_default: E
+) -> E:
+    """The algorithm to use among ``enum``: ``value`` checked, None resolved (``plain``
+    without calibration, ``calibrated_default`` with it); only ``plain`` works without a
+    calibration (``ValueError`` naming the algorithm otherwise)."""
     if value is None:
-        return Algorithm.WANDA if calibrated else Algorithm.MAGNITUDE
-    algorithm = Algorithm._value2member_map_.get(value) if isinstance(value, str) else None
-    if not isinstance(algorithm, Algorithm):
-        allowed = ", ".join(repr(a.value) for a in Algorithm)
+        return calibrated_default if calibrated else plain
+    chosen = enum._value2member_map_.get(value) if isinstance(value, str) else None
+    if not isinstance(chosen, enum):
+        allowed = ", ".join(repr(a.value) for a in enum)
         msg = f"algorithm must be None or one of {allowed}; got {value!r}"
         raise ValueError(msg)
-    if algorithm is not Algorithm.MAGNITUDE and not calibrated:
-        msg = f"algorithm={algorithm.value!r} needs calibration (see collect_calibration)"
+    if chosen is not plain and not calibrated:
+        msg = f"algorithm={chosen.value!r} needs calibration (see collect_calibration)"
         raise ValueError(msg)
-    return algorithm
+    return chosen
+
+
+def check_algorithm(value: object, *, calibrated: bool) -> Algorithm:
+    """The pruning algorithm: ``value`` checked, None resolved (wanda when ``calibrated``)."""
+    return choose_algorithm(
+        Algorithm,
+        value,
+        calibrated=calibrated,
+        plain=Algorithm.MAGNITUDE,
+        calibrated_default=Algorithm.WANDA,
+    )
 
 
 def validate_options(

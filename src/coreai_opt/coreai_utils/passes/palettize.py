@@ -2,24 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 import numpy as np
 from coreai.authoring import AIProgram
 
+from coreai_opt.coreai_utils.calibration.record import Calibration
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.ir.palette import emit_lut_chain
 from coreai_opt.coreai_utils.ir.weights import WeightSite
+from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsLayout, input_norms
 from coreai_opt.coreai_utils.numerics.lut import GroupedPalette, palettize_groups
-from coreai_opt.coreai_utils.passes.outcomes import SparsifyResult, WeightOutcome, check_program
+from coreai_opt.coreai_utils.numerics.lut_rounding import obs_palettize
+from coreai_opt.coreai_utils.passes.calibrated import no_gram, offered
+from coreai_opt.coreai_utils.passes.control import Schema
+from coreai_opt.coreai_utils.passes.outcomes import SparsifyResult, WeightOutcome
 from coreai_opt.coreai_utils.passes.palettize_options import (
+    PALETTIZE_OVERRIDABLE,
+    PalettizeAlgorithm,
     PalettizeOptions,
     validate_palettize_options,
 )
-from coreai_opt.coreai_utils.passes.runner import Decision, Encoded, run_weight_pass
+from coreai_opt.coreai_utils.passes.runner import (
+    Decision,
+    Encoded,
+    Settings,
+    decide_all,
+    joined,
+    run_weight_pass,
+    settings,
+)
 from coreai_opt.coreai_utils.schemes import CompressionGranularity
 
-__all__ = ["decide_palettize", "palettize_weight", "palettize_weights", "palettize_with_report"]
+__all__ = [
+    "decide_palettize",
+    "palettize_weight",
+    "palettize_weights",
+    "palettize_with_report",
+    "plan_palettize",
+]
 
 _PER_TENSOR = CompressionGranularity.PER_TENSOR
 
@@ -34,6 +56,11 @@ def palettize_weights(
     enable_per_channel_scale: bool = False,  # noqa: FBT001, FBT002
     weight_num_threshold: int = 1024,
     in_place: bool = False,  # noqa: FBT001, FBT002
+    *,
+    calibration: Calibration | None = None,
+    algorithm: str | None = None,
+    exclude: Iterable[str] = (),
+    overrides: Mapping[str, Mapping[str, object] | None] | None = None,
 ) -> AIProgram:
     """Palettize the weights of a Core AI program with ``lut_to_dense``.
 
@@ -58,12 +85,46 @@ def palettize_weights(
     * Scalar LUTs are the exact 1-D k-means (Lloyd to convergence from quantile starts);
       lossless when a weight (or group) has at most ``2**n_bits`` distinct values.
 
+    Calibrated palettization (keyword-only ``calibration`` from
+    :func:`~coreai_opt.coreai_utils.collect_calibration`, and ``algorithm``):
+
+    * ``"kmeans"`` (the default without calibration): as above; bit-identical to a call
+      without these arguments.
+    * ``"weighted_kmeans"``: every value's squared error is weighted by its input channel's
+      activation energy (the sum of squares of that input over the calibration rows; for
+      convolutions each unfolded patch column; with a per-channel scale, times the scale
+      squared), so the entries go where the inputs are strong. The LUT starts from the plain
+      k-means LUT and the weighted quantiles and keeps the lower weighted error; indices
+      are each value's nearest entry. Scalar LUTs only: vector LUTs fall back to ``kmeans``.
+    * ``"obs"`` (the default with calibration): the ``weighted_kmeans`` LUTs (plain k-means
+      for vector LUTs), then every index chosen by OBS rounding with error feedback: the
+      columns (input channels) are set to their nearest LUT entries one at a time and the
+      error is pushed onto the columns not yet set, through the inverse of the inputs'
+      ``X^T X`` (as GPTQ does for a grid). Vector LUTs: a row takes the entry nearest its
+      current values when the sweep enters a vector's columns. Linear weights and
+      scalar-LUT convolutions; a vector LUT of a convolution falls back to ``kmeans``, a
+      weight without ``X^T X`` to ``weighted_kmeans``.
+    * Every granularity, ``cluster_dim``, per-channel scale and ``lut_dtype`` above (a
+      quantized LUT: the indices point into it as decoded). A weight without statistics
+      that fit it falls back to ``kmeans``; the report row says why. A tied embedding / LM
+      head is calibrated through its matmul.
+
+    Per-weight control (keyword-only ``exclude`` and ``overrides``), as for
+    :func:`sparsify_weights`: an override sets any of ``lut_dtype``, ``n_bits``,
+    ``granularity``, ``group_size``, ``cluster_dim``, ``enable_per_channel_scale``,
+    ``weight_num_threshold``, ``algorithm`` for the weights it matches, or None leaves them
+    dense; ``exclude`` wins, then the first matching override; each override's merged
+    options are validated like the arguments.
+
     Raises:
         TypeError: ``coreai_program`` is not an ``AIProgram``; an argument has the wrong type.
         ValueError: ``lut_dtype`` not None/INT8/UINT8/FP8_E4M3FN/FP8_E5M2; ``n_bits`` not in
             {1, 2, 3, 4, 6, 8}; ``granularity`` per_block; ``group_size`` or ``cluster_dim``
             not a positive int; ``enable_per_channel_scale`` with ``cluster_dim > 1``;
-            ``weight_num_threshold`` negative.
+            ``weight_num_threshold`` negative; ``algorithm`` not one of ``"kmeans"``,
+            ``"weighted_kmeans"``, ``"obs"``, or a calibrated one without calibration; a
+            calibration of another program; a bad ``exclude`` or ``overrides`` pattern,
+            option or merged options.
     """
     return palettize_with_report(
         coreai_program,
@@ -75,6 +136,10 @@ def palettize_weights(
         enable_per_channel_scale,
         weight_num_threshold,
         in_place,
+        calibration=calibration,
+        algorithm=algorithm,
+        exclude=exclude,
+        overrides=overrides,
     ).program
 
 
@@ -89,32 +154,125 @@ def palettize_with_report(
     weight_num_threshold: int = 1024,
     in_place: bool = False,  # noqa: FBT001, FBT002
     *,
+    calibration: Calibration | None = None,
+    algorithm: str | None = None,
+    exclude: Iterable[str] = (),
+    overrides: Mapping[str, Mapping[str, object] | None] | None = None,
     on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
 ) -> SparsifyResult:
     """:func:`palettize_weights`, also returning one outcome per candidate weight (``mode``
-    is the granularity used, ``joint`` names the palette)."""
-    check_program(coreai_program)
-    options = validate_palettize_options(
-        lut_dtype=lut_dtype,
-        n_bits=n_bits,
-        granularity=granularity,
-        group_size=group_size,
-        cluster_dim=cluster_dim,
-        enable_per_channel_scale=enable_per_channel_scale,
-        weight_num_threshold=weight_num_threshold,
-    )
+    is the granularity used, ``joint`` names the palette, ``algorithm`` how it was made)."""
+    validated = _settings(coreai_program, calibration, exclude, overrides, locals())
     return run_weight_pass(
         coreai_program,
         in_place=in_place,
-        threshold=options.weight_num_threshold,
-        decide=lambda site: decide_palettize(site, options),
-        encode=lambda weight, decision: _encode(weight, decision, options),
+        decide=lambda program: _decisions(program, validated),
+        encode=_encode,
         on_weight=on_weight,
     )
 
 
-def decide_palettize(site: WeightSite, options: PalettizeOptions) -> Decision:
-    """The granularity for ``site``, or why it is skipped (read-only)."""
+def plan_palettize(
+    coreai_program: AIProgram,
+    lut_dtype: DType | None = None,
+    n_bits: int = 4,
+    granularity: CompressionGranularity = CompressionGranularity.PER_TENSOR,
+    group_size: int = 32,
+    cluster_dim: int = 1,
+    enable_per_channel_scale: bool = False,  # noqa: FBT001, FBT002
+    weight_num_threshold: int = 1024,
+    *,
+    calibration: Calibration | None = None,
+    algorithm: str | None = None,
+    exclude: Iterable[str] = (),
+    overrides: Mapping[str, Mapping[str, object] | None] | None = None,
+) -> tuple[Decision, ...]:
+    """The decisions :func:`palettize_weights` would follow, one per candidate weight: the
+    same validation, no weight data read, nothing changed."""
+    validated = _settings(coreai_program, calibration, exclude, overrides, locals())
+    return tuple(_decisions(coreai_program, validated))
+
+
+def _schema(calibrated: bool) -> Schema[PalettizeOptions]:  # noqa: FBT001
+    def validate(merged: dict[str, object]) -> PalettizeOptions:
+        return validate_palettize_options(calibrated=calibrated, **merged)
+
+    return Schema(PALETTIZE_OVERRIDABLE, validate)
+
+
+def _settings(
+    program: object,
+    calibration: object,
+    exclude: object,
+    overrides: object,
+    call: Mapping[str, object],
+) -> Settings[PalettizeOptions]:
+    """Validate a call's arguments (``call``: its ``locals()``) before anything is touched."""
+    arguments = {name: call[name] for name in PALETTIZE_OVERRIDABLE}
+    return settings(program, calibration, exclude, overrides, arguments, _schema)
+
+
+def _decisions(program: AIProgram, validated: Settings[PalettizeOptions]) -> list[Decision]:
+    return decide_all(
+        program,
+        validated.control,
+        validated.options,
+        lambda site, options: decide_palettize(site, options, validated.calibration),
+    )
+
+
+_KMEANS = PalettizeAlgorithm.KMEANS
+_WEIGHTED = PalettizeAlgorithm.WEIGHTED_KMEANS
+_OBS = PalettizeAlgorithm.OBS
+
+
+def decide_palettize(
+    site: WeightSite, options: PalettizeOptions, calibration: Calibration | None = None
+) -> Decision:
+    """The granularity for ``site`` or why it is skipped, and the algorithm (obs ->
+    weighted_kmeans -> kmeans where the statistics or the LUT do not allow it), read-only."""
+    decision = _granularity(site, options)
+    wanted = options.algorithm
+    if decision.mode is None or wanted is _KMEANS or calibration is None:
+        return replace(decision, algorithm=_KMEANS.value)
+    vector = options.cluster_dim > 1
+    offer = offered(site, calibration)
+    if offer.stats is None:
+        return _fallback(decision, wanted, _KMEANS, offer.why, offer.warn)
+    if wanted is _WEIGHTED and vector:
+        return _fallback(decision, wanted, _KMEANS, "vector LUTs are clustered unweighted")
+    if wanted is _OBS:
+        why = no_gram(offer.stats)
+        if why is None and vector and offer.stats.layout is not StatsLayout.LINEAR:
+            why = "a convolution's vectors do not run along consecutive columns"
+        if why is not None:
+            fallback = _KMEANS if vector else _WEIGHTED
+            return _fallback(decision, wanted, fallback, why, stats=offer.stats, note=offer.note)
+    reason = joined(decision.reason, offer.note)
+    return replace(decision, reason=reason, algorithm=wanted.value, stats=offer.stats)
+
+
+def _fallback(
+    decision: Decision,
+    wanted: PalettizeAlgorithm,
+    used: PalettizeAlgorithm,
+    why: str | None,
+    warn: bool = False,  # noqa: FBT001, FBT002
+    *,
+    stats: ActivationStats | None = None,
+    note: str | None = None,
+) -> Decision:
+    reason = joined(decision.reason, note, f"{wanted.value}: {why}; {used.value} used")
+    return replace(
+        decision,
+        reason=reason,
+        warn=decision.warn or warn,
+        algorithm=used.value,
+        stats=stats if used is not _KMEANS else None,
+    )
+
+
+def _granularity(site: WeightSite, options: PalettizeOptions) -> Decision:
     wanted = options.granularity
     if options.cluster_dim > 1:
         if site.in_axis is None:
@@ -136,16 +294,26 @@ def decide_palettize(site: WeightSite, options: PalettizeOptions) -> Decision:
 
 
 def palettize_weight(
-    weight: np.ndarray, site: WeightSite, granularity: str, options: PalettizeOptions
+    weight: np.ndarray,
+    site: WeightSite,
+    granularity: str,
+    options: PalettizeOptions,
+    algorithm: str = _KMEANS.value,
+    stats: ActivationStats | None = None,
 ) -> GroupedPalette:
-    """The numbers for one weight at ``granularity`` (pure numpy)."""
+    """The numbers for one weight at ``granularity`` (pure numpy): plain k-means, or with
+    ``stats`` k-means weighted by the input channels' activation energy (scalar LUTs), and
+    for ``obs`` the indices chosen by the OBS sweep."""
     rank = weight.ndim
     out_axis = site.out_axis if site.out_axis is not None else 0
     fallback = rank - 1 if out_axis != rank - 1 else 0
     in_axis = site.in_axis if site.in_axis is not None else fallback
     channels = weight.shape[out_axis]
     group = {"per_tensor": channels, "per_channel": 1}.get(granularity, options.group_size)
-    return palettize_groups(
+    weights = None
+    if stats is not None and options.cluster_dim == 1 and algorithm != _KMEANS.value:
+        weights = input_norms(stats, site.shape, out_axis, in_axis) ** 2
+    palette = palettize_groups(
         weight,
         options.n_bits,
         out_axis=out_axis,
@@ -154,12 +322,20 @@ def palettize_weight(
         cluster_dim=options.cluster_dim,
         per_channel_scale=options.enable_per_channel_scale,
         lut_dtype=options.lut_dtype,
+        weights=weights,
     )
+    if algorithm == _OBS.value and stats is not None:
+        return obs_palettize(weight, stats, palette)
+    return palette
 
 
-def _encode(weight: np.ndarray, decision: Decision, options: PalettizeOptions) -> Encoded:
+def _encode(weight: np.ndarray, decision: Decision) -> Encoded:
     site = decision.site
-    palette = palettize_weight(weight, site, decision.mode or _PER_TENSOR.value, options)
+    options: PalettizeOptions = decision.options
+    granularity = decision.mode or _PER_TENSOR.value
+    palette = palettize_weight(
+        weight, site, granularity, options, decision.algorithm or _KMEANS.value, decision.stats
+    )
     joint = f"palettize{options.n_bits}"
     if options.cluster_dim > 1:
         joint += f"x{options.cluster_dim}"

@@ -3,15 +3,53 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from coreai_opt.coreai_utils.arguments import ArgumentTypeError, check_int, member
 from coreai_opt.coreai_utils.dtypes import DType
-from coreai_opt.coreai_utils.passes.options import PALETTIZE_NBITS, check_threshold
+from coreai_opt.coreai_utils.passes.options import (
+    PALETTIZE_NBITS,
+    check_threshold,
+    choose_algorithm,
+)
 from coreai_opt.coreai_utils.schemes import CompressionGranularity
 
-__all__ = ["LUT_DTYPES", "PalettizeOptions", "validate_palettize_options"]
+__all__ = [
+    "LUT_DTYPES",
+    "PALETTIZE_OVERRIDABLE",
+    "PalettizeAlgorithm",
+    "PalettizeOptions",
+    "validate_palettize_options",
+]
 
 LUT_DTYPES = (DType.INT8, DType.UINT8, DType.FP8_E4M3FN, DType.FP8_E5M2)
+
+
+class PalettizeAlgorithm(StrEnum):
+    """How the LUTs and indices are chosen: plain k-means (``kmeans``); k-means with every
+    value weighted by its input channel's activation energy (``weighted_kmeans``); those
+    LUTs with every index chosen by OBS rounding with error feedback (``obs``)."""
+
+    KMEANS = "kmeans"
+    WEIGHTED_KMEANS = "weighted_kmeans"
+    OBS = "obs"
+
+
+CALIBRATED_DEFAULT = PalettizeAlgorithm.OBS
+"""The algorithm with calibration when none is named: the best measured one (see the
+README's language-model and MiniLM tables)."""
+
+PALETTIZE_OVERRIDABLE = (
+    "lut_dtype",
+    "n_bits",
+    "granularity",
+    "group_size",
+    "cluster_dim",
+    "enable_per_channel_scale",
+    "weight_num_threshold",
+    "algorithm",
+)
+"""The options of ``palettize_weights`` an override may set."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +63,7 @@ class PalettizeOptions:
     cluster_dim: int
     enable_per_channel_scale: bool
     weight_num_threshold: int
+    algorithm: PalettizeAlgorithm = PalettizeAlgorithm.KMEANS
 
 
 def validate_palettize_options(
@@ -36,6 +75,8 @@ def validate_palettize_options(
     cluster_dim: object,
     enable_per_channel_scale: object,
     weight_num_threshold: object,
+    algorithm: object = None,
+    calibrated: bool = False,
 ) -> PalettizeOptions:
     """Check every argument; raise ``ValueError`` (``TypeError`` for wrong types) naming it."""
     lut = None
@@ -71,4 +112,11 @@ def validate_palettize_options(
         cluster_dim=dims,
         enable_per_channel_scale=enable_per_channel_scale,
         weight_num_threshold=check_threshold(weight_num_threshold),
+        algorithm=choose_algorithm(
+            PalettizeAlgorithm,
+            algorithm,
+            calibrated=calibrated,
+            plain=PalettizeAlgorithm.KMEANS,
+            calibrated_default=CALIBRATED_DEFAULT,
+        ),
     )

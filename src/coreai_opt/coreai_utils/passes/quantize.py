@@ -2,24 +2,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 import numpy as np
 from coreai.authoring import AIProgram
 
+from coreai_opt.coreai_utils.calibration.record import Calibration
 from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
 from coreai_opt.coreai_utils.ir.blockwise import emit_blockwise_chain
 from coreai_opt.coreai_utils.ir.weights import WeightSite
+from coreai_opt.coreai_utils.numerics.activations import ActivationStats
 from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized, block_shape, quantize_blocks
-from coreai_opt.coreai_utils.passes.outcomes import SparsifyResult, WeightOutcome, check_program
+from coreai_opt.coreai_utils.numerics.gptq import gptq_weight
+from coreai_opt.coreai_utils.passes.calibrated import no_gram, offered
+from coreai_opt.coreai_utils.passes.control import Schema
+from coreai_opt.coreai_utils.passes.outcomes import SparsifyResult, WeightOutcome
 from coreai_opt.coreai_utils.passes.quantize_options import (
+    QUANTIZE_CLEARS,
+    QUANTIZE_OVERRIDABLE,
+    QuantizeAlgorithm,
     QuantizeOptions,
     validate_quantize_options,
 )
-from coreai_opt.coreai_utils.passes.runner import Decision, Encoded, run_weight_pass
+from coreai_opt.coreai_utils.passes.runner import (
+    Decision,
+    Encoded,
+    Settings,
+    decide_all,
+    joined,
+    run_weight_pass,
+    settings,
+)
 from coreai_opt.coreai_utils.schemes import CompressionGranularity, QScheme
 
-__all__ = ["decide_quantize", "quantize_weight", "quantize_weights", "quantize_with_report"]
+__all__ = [
+    "GPTQ_ORDER",
+    "decide_quantize",
+    "plan_quantize",
+    "quantize_weight",
+    "quantize_weights",
+    "quantize_with_report",
+]
+
+GPTQ_ORDER = False
+"""Whether GPTQ visits the columns by decreasing Hessian diagonal where the scales are fixed
+before the sweep (per tensor, per channel); measured in the language-model benchmark."""
 
 _PER_TENSOR = CompressionGranularity.PER_TENSOR
 _PER_CHANNEL = CompressionGranularity.PER_CHANNEL
@@ -35,6 +63,11 @@ def quantize_weights(
     weight_num_threshold: int = 1024,
     scale_dtype: DType | None = None,
     in_place: bool = False,  # noqa: FBT001, FBT002
+    *,
+    calibration: Calibration | None = None,
+    algorithm: str | None = None,
+    exclude: Iterable[str] = (),
+    overrides: Mapping[str, Mapping[str, object] | None] | None = None,
 ) -> AIProgram:
     """Quantize the weights of a Core AI program with ``blockwise_shift_scale``.
 
@@ -59,13 +92,44 @@ def quantize_weights(
     per_block with block_size 32 and E8M0 scales (its default scale type). Scales are stored
     in the weight's float type unless ``scale_dtype`` says otherwise.
 
+    Calibrated quantization (keyword-only ``calibration`` from
+    :func:`~coreai_opt.coreai_utils.collect_calibration`, and ``algorithm``):
+
+    * ``"rtn"`` (the default without calibration): every value rounded to its nearest code,
+      as above; bit-identical to a call without these arguments.
+    * ``"gptq"`` (the default with calibration): GPTQ (Frantar et al. 2022). The columns
+      (input channels; for convolutions each unfolded patch column) are rounded one at a
+      time and the rounding error is pushed onto the columns not yet rounded, through the
+      inverse of the inputs' ``X^T X`` (1 % mean-diagonal dampening; dead columns, whose
+      input is always zero, are rounded and pass nothing on), in blocks of 128 with lazy
+      updates. Per-tensor and per-channel scales are round-to-nearest's, fixed before the
+      sweep; per-block scales (and zero points) are chosen by the same rule from the
+      updated weights when the sweep enters the block. Every dtype, scheme and granularity
+      above; the stored codes decode on the runtime to exactly what the sweep produced.
+    * A weight without statistics that fit it (an embedding read only by ``gather_nd``,
+      more than ``max_gram_channels`` input columns, a transposed convolution, unknown
+      axes) is rounded to nearest; the report row says why. A tied embedding / LM head is
+      calibrated through its matmul.
+
+    Per-weight control (keyword-only ``exclude`` and ``overrides``), as for
+    :func:`sparsify_weights`: glob patterns on a weight's id or path, or ``kind:`` selectors;
+    an override sets any of ``dtype``, ``qscheme``, ``granularity``, ``block_size``,
+    ``scale_dtype``, ``weight_num_threshold``, ``algorithm`` for the weights it matches
+    (its ``dtype`` clears ``scale_dtype`` unless it sets that too), or None leaves them
+    dense; ``exclude`` wins, then the first matching override. Each override's merged
+    options are validated like the arguments (errors prefixed with
+    ``overrides['<pattern>']``).
+
     Raises:
         TypeError: ``coreai_program`` is not an ``AIProgram``; an argument has the wrong type.
         ValueError: ``dtype`` is not INT4, UINT4, INT8, UINT8, FP8_E4M3FN, FP8_E5M2 or
             FP4_E2M1FN; ``qscheme=asymmetric`` with a float dtype; ``granularity`` is
             per_grouped_channel; ``scale_dtype`` set for an integer dtype or other than
             FP8_E8M0FNU; FP4 without per_block and block_size 32; ``block_size`` not a
-            positive int; ``weight_num_threshold`` negative; ``in_place`` not a bool.
+            positive int; ``weight_num_threshold`` negative; ``in_place`` not a bool;
+            ``algorithm`` not ``"rtn"`` or ``"gptq"``, or ``"gptq"`` without calibration;
+            a calibration of another program; a bad ``exclude`` or ``overrides`` pattern,
+            option or merged options.
     """
     return quantize_with_report(
         coreai_program,
@@ -76,6 +140,10 @@ def quantize_weights(
         weight_num_threshold,
         scale_dtype,
         in_place,
+        calibration=calibration,
+        algorithm=algorithm,
+        exclude=exclude,
+        overrides=overrides,
     ).program
 
 
@@ -89,31 +157,95 @@ def quantize_with_report(
     scale_dtype: DType | None = None,
     in_place: bool = False,  # noqa: FBT001, FBT002
     *,
+    calibration: Calibration | None = None,
+    algorithm: str | None = None,
+    exclude: Iterable[str] = (),
+    overrides: Mapping[str, Mapping[str, object] | None] | None = None,
     on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
 ) -> SparsifyResult:
     """:func:`quantize_weights`, also returning one outcome per candidate weight (``mode`` is
-    the granularity used, ``joint`` the storage dtype)."""
-    check_program(coreai_program)
-    options = validate_quantize_options(
-        dtype=dtype,
-        qscheme=qscheme,
-        granularity=granularity,
-        block_size=block_size,
-        scale_dtype=scale_dtype,
-        weight_num_threshold=weight_num_threshold,
-    )
+    the granularity used, ``joint`` the storage dtype, ``algorithm`` rtn or gptq)."""
+    validated = _settings(coreai_program, calibration, exclude, overrides, locals())
     return run_weight_pass(
         coreai_program,
         in_place=in_place,
-        threshold=options.weight_num_threshold,
-        decide=lambda site: decide_quantize(site, options),
-        encode=lambda weight, decision: _encode(weight, decision, options),
+        decide=lambda program: _decisions(program, validated),
+        encode=_encode,
         on_weight=on_weight,
     )
 
 
-def decide_quantize(site: WeightSite, options: QuantizeOptions) -> Decision:
-    """The granularity for ``site`` (coarser when its axes are unknown), read-only."""
+def plan_quantize(
+    coreai_program: AIProgram,
+    dtype: DType,
+    qscheme: QScheme = QScheme.SYMMETRIC,
+    granularity: CompressionGranularity = CompressionGranularity.PER_CHANNEL,
+    block_size: int = 32,
+    weight_num_threshold: int = 1024,
+    scale_dtype: DType | None = None,
+    *,
+    calibration: Calibration | None = None,
+    algorithm: str | None = None,
+    exclude: Iterable[str] = (),
+    overrides: Mapping[str, Mapping[str, object] | None] | None = None,
+) -> tuple[Decision, ...]:
+    """The decisions :func:`quantize_weights` would follow, one per candidate weight: the
+    same validation, no weight data read, nothing changed."""
+    validated = _settings(coreai_program, calibration, exclude, overrides, locals())
+    return tuple(_decisions(coreai_program, validated))
+
+
+def _schema(calibrated: bool) -> Schema[QuantizeOptions]:  # noqa: FBT001
+    def validate(merged: dict[str, object]) -> QuantizeOptions:
+        return validate_quantize_options(calibrated=calibrated, **merged)
+
+    return Schema(QUANTIZE_OVERRIDABLE, validate, QUANTIZE_CLEARS)
+
+
+def _settings(
+    program: object,
+    calibration: object,
+    exclude: object,
+    overrides: object,
+    call: Mapping[str, object],
+) -> Settings[QuantizeOptions]:
+    """Validate a call's arguments (``call``: its ``locals()``) before anything is touched."""
+    arguments = {name: call[name] for name in QUANTIZE_OVERRIDABLE}
+    return settings(program, calibration, exclude, overrides, arguments, _schema)
+
+
+def _decisions(program: AIProgram, validated: Settings[QuantizeOptions]) -> list[Decision]:
+    return decide_all(
+        program,
+        validated.control,
+        validated.options,
+        lambda site, options: decide_quantize(site, options, validated.calibration),
+    )
+
+
+def decide_quantize(
+    site: WeightSite, options: QuantizeOptions, calibration: Calibration | None = None
+) -> Decision:
+    """The granularity for ``site`` (coarser when its axes are unknown) and the algorithm
+    (gptq falls back to rtn without statistics that fit), read-only."""
+    decision = _granularity(site, options)
+    if decision.mode is None or options.algorithm is QuantizeAlgorithm.RTN:
+        return replace(decision, algorithm=QuantizeAlgorithm.RTN.value)
+    if calibration is None:  # unreachable: validation needs one for gptq
+        msg = "gptq needs a calibration"
+        raise ValueError(msg)
+    offer = offered(site, calibration)
+    why = offer.why if offer.stats is None else no_gram(offer.stats)
+    if why is not None:
+        reason = joined(decision.reason, f"gptq: {why}; rtn used")
+        rtn = QuantizeAlgorithm.RTN.value
+        return replace(decision, reason=reason, warn=decision.warn or offer.warn, algorithm=rtn)
+    reason = joined(decision.reason, offer.note)
+    gptq = QuantizeAlgorithm.GPTQ.value
+    return replace(decision, reason=reason, algorithm=gptq, stats=offer.stats)
+
+
+def _granularity(site: WeightSite, options: QuantizeOptions) -> Decision:
     wanted = options.granularity
     if wanted is _PER_BLOCK and site.in_axis is None:
         if options.dtype is DType.FP4_E2M1FN:
@@ -129,22 +261,37 @@ def decide_quantize(site: WeightSite, options: QuantizeOptions) -> Decision:
 
 
 def quantize_weight(
-    weight: np.ndarray, site: WeightSite, granularity: str, options: QuantizeOptions
+    weight: np.ndarray,
+    site: WeightSite,
+    granularity: str,
+    options: QuantizeOptions,
+    stats: ActivationStats | None = None,
 ) -> BlockQuantized:
-    """The numbers for one weight at ``granularity`` (pure numpy)."""
-    block = block_shape(site.shape, granularity, site.out_axis, site.in_axis, options.block_size)
+    """The numbers for one weight at ``granularity`` (pure numpy): round-to-nearest, or
+    GPTQ against ``stats``."""
     scales = numpy_dtype(options.scale_dtype) if options.scale_dtype is not None else None
-    return quantize_blocks(
-        weight,
-        block,
-        options.dtype,
-        symmetric=options.qscheme is QScheme.SYMMETRIC,
-        scale_dtype=scales,
-    )
+    symmetric = options.qscheme is QScheme.SYMMETRIC
+    if stats is not None and site.out_axis is not None and site.in_axis is not None:
+        return gptq_weight(
+            weight,
+            stats,
+            site.out_axis,
+            site.in_axis,
+            dtype=options.dtype,
+            granularity=granularity,
+            block_size=options.block_size,
+            symmetric=symmetric,
+            scale_dtype=scales,
+            order=GPTQ_ORDER,
+        )
+    block = block_shape(site.shape, granularity, site.out_axis, site.in_axis, options.block_size)
+    return quantize_blocks(weight, block, options.dtype, symmetric=symmetric, scale_dtype=scales)
 
 
-def _encode(weight: np.ndarray, decision: Decision, options: QuantizeOptions) -> Encoded:
-    quantized = quantize_weight(weight, decision.site, decision.mode or _PER_TENSOR.value, options)
+def _encode(weight: np.ndarray, decision: Decision) -> Encoded:
+    options: QuantizeOptions = decision.options
+    granularity = decision.mode or _PER_TENSOR.value
+    quantized = quantize_weight(weight, decision.site, granularity, options, decision.stats)
     return Encoded(
         emit=lambda op: emit_blockwise_chain(op, quantized),
         joint=options.dtype.value,

@@ -3,17 +3,44 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from coreai_opt.coreai_utils.arguments import check_int, member
 from coreai_opt.coreai_utils.dtypes import DType
-from coreai_opt.coreai_utils.passes.options import check_threshold
+from coreai_opt.coreai_utils.passes.options import check_threshold, choose_algorithm
 from coreai_opt.coreai_utils.schemes import CompressionGranularity, QScheme
 
 __all__ = [
+    "QUANTIZE_CLEARS",
+    "QUANTIZE_OVERRIDABLE",
     "QUANTIZE_WEIGHT_DTYPES",
+    "QuantizeAlgorithm",
     "QuantizeOptions",
     "validate_quantize_options",
 ]
+
+
+class QuantizeAlgorithm(StrEnum):
+    """How the codes are chosen: each value rounded to the nearest code (``rtn``), or column
+    by column with the error pushed onto the columns not yet rounded (``gptq``)."""
+
+    RTN = "rtn"
+    GPTQ = "gptq"
+
+
+QUANTIZE_OVERRIDABLE = (
+    "dtype",
+    "qscheme",
+    "granularity",
+    "block_size",
+    "scale_dtype",
+    "weight_num_threshold",
+    "algorithm",
+)
+"""The options of ``quantize_weights`` an override may set."""
+QUANTIZE_CLEARS = {"dtype": ("scale_dtype",)}
+"""An override's ``dtype`` clears ``scale_dtype`` unless it sets that too (an fp8 call's
+power-of-two scales do not apply to an int8 override)."""
 
 QUANTIZE_WEIGHT_DTYPES = (
     DType.INT4,
@@ -39,6 +66,7 @@ class QuantizeOptions:
     block_size: int
     scale_dtype: DType | None
     weight_num_threshold: int
+    algorithm: QuantizeAlgorithm = QuantizeAlgorithm.RTN
 
 
 def validate_quantize_options(
@@ -49,6 +77,8 @@ def validate_quantize_options(
     block_size: object,
     scale_dtype: object,
     weight_num_threshold: object,
+    algorithm: object = None,
+    calibrated: bool = False,
 ) -> QuantizeOptions:
     """Check every argument; raise ``ValueError`` (``TypeError`` for wrong types) naming it."""
     target = member(DType, "dtype", dtype)
@@ -96,4 +126,11 @@ def validate_quantize_options(
         block_size=block,
         scale_dtype=scales,
         weight_num_threshold=check_threshold(weight_num_threshold),
+        algorithm=choose_algorithm(
+            QuantizeAlgorithm,
+            algorithm,
+            calibrated=calibrated,
+            plain=QuantizeAlgorithm.RTN,
+            calibrated_default=QuantizeAlgorithm.GPTQ,
+        ),
     )

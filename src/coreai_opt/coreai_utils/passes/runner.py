@@ -1,40 +1,106 @@
-"""The skeleton the dense-weight passes share: decide per weight (read-only), then compress
+"""The skeleton the dense-weight passes share: decide per weight (read-only: ``exclude`` and
+``overrides`` resolved, the granularity, the algorithm and its statistics), then compress
 and rewrite each one (the only mutation), with warnings and one outcome per weight."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from coreai._compiler.ir import Operation, Value
 from coreai.authoring import AIProgram
 
+from coreai_opt.coreai_utils.calibration.record import Calibration
 from coreai_opt.coreai_utils.ir.rewrite import replace_constant
 from coreai_opt.coreai_utils.ir.weights import WeightSite, find_weights
+from coreai_opt.coreai_utils.numerics.activations import ActivationStats
 from coreai_opt.coreai_utils.numerics.masks import NonFiniteError
+from coreai_opt.coreai_utils.passes.calibrated import check_calibration
+from coreai_opt.coreai_utils.passes.control import (
+    Control,
+    Schema,
+    dense_reason,
+    resolve_all,
+    validate_control,
+)
 from coreai_opt.coreai_utils.passes.outcomes import (
     COMPRESS_ERRORS,
     SparsifyResult,
     WeightOutcome,
     below_threshold,
+    check_program,
     read_weight,
     warn_weight,
     working_copy,
 )
 
-__all__ = ["Decision", "Encoded", "decide_all", "run_weight_pass"]
+__all__ = [
+    "Decision",
+    "Encoded",
+    "PassOptions",
+    "Settings",
+    "decide_all",
+    "joined",
+    "run_weight_pass",
+    "settings",
+]
+
+OptionsT = TypeVar("OptionsT")
+
+
+class PassOptions(Protocol):
+    """What the skeleton reads of a pass's options record."""
+
+    @property
+    def weight_num_threshold(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Settings(Generic[OptionsT]):
+    """Validated arguments of one call: the call's options, the control, the calibration."""
+
+    options: OptionsT
+    control: Control[OptionsT]
+    calibration: Calibration | None
+
+
+def settings(
+    program: object,
+    calibration: object,
+    exclude: object,
+    overrides: object,
+    arguments: Mapping[str, object],
+    schema: Callable[[bool], Schema[OptionsT]],
+) -> Settings[OptionsT]:
+    """Validate a call before anything is touched: the program, the calibration (of this
+    program), the options ``arguments`` (``schema(calibrated).validate``), ``exclude`` and
+    ``overrides``. Raises ``TypeError`` or ``ValueError`` naming the argument."""
+    check_program(program)
+    module = program._module._mlir_module  # type: ignore[attr-defined]  # noqa: SLF001
+    check_calibration(calibration, find_weights(module))
+    rules = schema(calibration is not None)
+    options = rules.validate(dict(arguments))
+    control = validate_control(exclude, overrides, arguments, rules)
+    return Settings(options, control, calibration)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
 class Decision:
     """What to do with one weight: ``mode`` (the granularity used), or None to leave it
-    dense with ``reason``; ``reason`` with ``warn`` also notes a fallback."""
+    dense with ``reason``; ``reason`` with ``warn`` also notes a fallback. ``options`` are
+    the weight's own (the call's, or the override ``rule``'s), ``algorithm`` the one used
+    and ``stats`` its calibration statistics (None when it needs none)."""
 
     site: WeightSite
     mode: str | None
     reason: str | None = None
     warn: bool = False
+    options: Any = None
+    algorithm: str | None = None
+    stats: ActivationStats | None = None
+    rule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,16 +112,31 @@ class Encoded:
     bytes_after: int
 
 
+def joined(*parts: str | None) -> str | None:
+    """The non-empty ``parts`` joined with ``; `` (None when there are none)."""
+    return "; ".join(p for p in parts if p) or None
+
+
 def decide_all(
-    program: AIProgram, threshold: int, decide: Callable[[WeightSite], Decision]
+    program: AIProgram,
+    control: Control[Any],
+    options: PassOptions,
+    decide: Callable[[WeightSite, Any], Decision],
 ) -> list[Decision]:
-    """One decision per candidate weight (read-only): below ``threshold``, or without
-    elements, it stays dense."""
+    """One decision per candidate weight (read-only): ``exclude`` and ``overrides`` first,
+    then below the weight's ``weight_num_threshold``, or without elements, it stays dense;
+    else ``decide(site, its options)``."""
     module = program._module._mlir_module  # noqa: SLF001
     decisions = []
-    for site in find_weights(module):
-        reason = below_threshold(site, threshold)
-        decisions.append(decide(site) if reason is None else Decision(site, None, reason))
+    for site, own, pattern in resolve_all(find_weights(module), control, options):
+        if own is None:
+            decisions.append(
+                Decision(site, None, dense_reason(control, pattern or ""), rule=pattern)
+            )
+            continue
+        reason = below_threshold(site, own.weight_num_threshold)
+        decision = decide(site, own) if reason is None else Decision(site, None, reason)
+        decisions.append(replace(decision, options=own, rule=pattern))
     return decisions
 
 
@@ -63,15 +144,14 @@ def run_weight_pass(
     program: AIProgram,
     *,
     in_place: object,
-    threshold: int,
-    decide: Callable[[WeightSite], Decision],
+    decide: Callable[[AIProgram], list[Decision]],
     encode: Callable[[np.ndarray, Decision], Encoded],
     on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
 ) -> SparsifyResult:
     """Copy ``program`` unless ``in_place``, then decide and encode every candidate weight."""
     target = working_copy(program, in_place)
     module = target._module._mlir_module  # noqa: SLF001
-    decisions = decide_all(target, threshold, decide)
+    decisions = decide(target)
     outcomes: list[WeightOutcome] = []
     with module.context:
         for decision in decisions:
@@ -118,5 +198,5 @@ def _outcome(decision: Decision, encoded: Encoded | None = None) -> WeightOutcom
         sparsity=None,
         bytes_before=before,
         bytes_after=encoded.bytes_after if encoded is not None else before,
-        algorithm=None,
+        algorithm=decision.algorithm if encoded is not None else None,
     )

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from coreai._compiler.ir import Module
 from coreai.authoring import AIProgram
@@ -21,20 +20,25 @@ from coreai_opt.coreai_utils.ir.weights import find_weights
 from coreai_opt.coreai_utils.numerics.kmeans import Palette
 from coreai_opt.coreai_utils.numerics.quantize import Quantized
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
-from coreai_opt.coreai_utils.passes.calibrated import check_calibration
 from coreai_opt.coreai_utils.passes.compress import compress_values, prune
-from coreai_opt.coreai_utils.passes.control import Control, resolve, unmatched, validate_control
+from coreai_opt.coreai_utils.passes.control import (
+    OVERRIDABLE,
+    SPARSIFY_CLEARS,
+    Schema,
+    dense_reason,
+    resolve_all,
+)
 from coreai_opt.coreai_utils.passes.options import SparsifyOptions, validate_options
 from coreai_opt.coreai_utils.passes.outcomes import (
     COMPRESS_ERRORS,
     SparsifyResult,
     WeightOutcome,
-    check_program,
     read_weight,
     warn_weight,
     working_copy,
 )
 from coreai_opt.coreai_utils.passes.plan import WeightPlan, plan_weight
+from coreai_opt.coreai_utils.passes.runner import Settings, settings
 
 __all__ = [
     "Settings",
@@ -45,8 +49,6 @@ __all__ = [
     "sparsify_weights",
     "sparsify_with_report",
 ]
-
-_log = logging.getLogger(__name__)
 
 
 def sparsify_weights(
@@ -243,55 +245,33 @@ def plan_sparsify(
     return tuple(_plans(coreai_program._module._mlir_module, settings))  # noqa: SLF001
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Validated arguments of one call: the call's options, the control, the calibration."""
-
-    options: SparsifyOptions
-    control: Control
-    calibration: Calibration | None
-
-
-_OPTION_ARGUMENTS = (
-    "target_sparsity",
-    "block_size",
-    "n_m_ratio",
-    "quantize_dtype",
-    "palettize_nbits",
-    "weight_num_threshold",
-    "algorithm",
-)
-
-
 def _settings(
     coreai_program: object,
     calibration: object,
     exclude: object,
     overrides: object,
     call: Mapping[str, object],
-) -> Settings:
+) -> Settings[SparsifyOptions]:
     """Validate a call's arguments (``call``: its ``locals()``, holding the options)."""
-    arguments = {name: call[name] for name in _OPTION_ARGUMENTS}
-    check_program(coreai_program)
-    module = coreai_program._module._mlir_module  # type: ignore[attr-defined]  # noqa: SLF001
-    check_calibration(calibration, find_weights(module))
-    calibrated = calibration is not None
-    options = validate_options(calibrated=calibrated, **arguments)
-    control = validate_control(exclude, overrides, arguments, calibrated=calibrated)
-    return Settings(options, control, calibration)  # type: ignore[arg-type]
+    arguments = {name: call[name] for name in OVERRIDABLE}
+    return settings(coreai_program, calibration, exclude, overrides, arguments, _schema)
 
 
-def _plans(module: Module, settings: Settings) -> list[WeightPlan]:
+def _schema(calibrated: bool) -> Schema[SparsifyOptions]:  # noqa: FBT001
+    def validate(merged: dict[str, object]) -> SparsifyOptions:
+        return validate_options(calibrated=calibrated, **merged)
+
+    return Schema(OVERRIDABLE, validate, SPARSIFY_CLEARS)
+
+
+def _plans(module: Module, settings: Settings[SparsifyOptions]) -> list[WeightPlan]:
     """One plan per candidate weight (read-only); warns about patterns matching nothing."""
-    sites = find_weights(module)
-    for unused in unmatched(settings.control, sites):
-        _log.warning("pattern %r (exclude/overrides) matches no weight", unused)
     plans = []
-    for site in sites:
-        options, pattern = resolve(site, settings.control, settings.options)
+    for site, options, pattern in resolve_all(
+        find_weights(module), settings.control, settings.options
+    ):
         if options is None:
-            excluded = pattern in settings.control.exclude
-            reason = f"excluded by {pattern}" if excluded else f"left dense by override {pattern}"
+            reason = dense_reason(settings.control, pattern or "")
             plans.append(WeightPlan(site, None, reason, rule=pattern))
         else:
             plan = plan_weight(site, options, settings.calibration)
@@ -301,7 +281,7 @@ def _plans(module: Module, settings: Settings) -> list[WeightPlan]:
 
 def sparsify_program(
     program: AIProgram,
-    settings: Settings,
+    settings: Settings[SparsifyOptions],
     on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
 ) -> list[WeightOutcome]:
     """Apply ``settings`` to ``program`` in place; one outcome per candidate weight."""
