@@ -125,7 +125,7 @@ def test_report_schema(source_asset: Path, tmp_path: Path) -> None:
         source_asset, tmp_path, "--weight-num-threshold", "0", "--quantize-dtype", "uint8"
     )
     assert set(data) == REPORT_KEYS
-    assert data["version"] == 2
+    assert data["version"] == 3
     assert data["input"] == str(source_asset) and data["output"] == str(out)
     assert data["options"] == {
         "target_sparsity": 0.5,

@@ -34,7 +34,12 @@ def test_calibrated_wanda_with_report(source_asset: Path, tmp_path: Path) -> Non
     )
     assert snapshot(source_asset) == before
     assert report["options"]["algorithm"] == "wanda"
-    assert report["calibration"] == {"file": str(data_path), "function": "main", "samples": 3}
+    assert report["calibration"] == {
+        "file": str(data_path),
+        "function": "main",
+        "samples": 3,
+        "padding_mask": None,
+    }
     (row,) = report["weights"]
     assert row["algorithm"] == "wanda" and row["reason"] is None
     # the library's own statistics give the same result

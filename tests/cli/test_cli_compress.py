@@ -141,7 +141,7 @@ def test_quiet_prints_nothing(source_asset: Path, tmp_path: Path) -> None:
     [
         ([], "the following arguments are required: command"),
         (["shrink"], "invalid choice: 'shrink'"),
-        (["quantize", "{src}", "-o", "{out}"], "the following arguments are required: --dtype"),
+        (["quantize", "{src}", "-o", "{out}"], "missing --dtype"),
         (["quantize", "{src}", "-o", "{out}", "--dtype", "int3"], "invalid choice: 'int3'"),
         (
             ["quantize", "{src}", "-o", "{out}", "--dtype", "fp4_e2m1fn"],

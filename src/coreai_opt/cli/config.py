@@ -1,6 +1,6 @@
 """``--config FILE.toml``: options, exclude patterns and overrides for the command.
 
-    target_sparsity = 0.5            # any option of the library (top level)
+    target_sparsity = 0.5            # any option of the command's library call (top level)
     algorithm = "wanda"
     exclude = ["kind:embedding"]     # patterns, added to --exclude
 
@@ -12,8 +12,12 @@
     match = "*/BertOutput*"
     dense = true                     # leave the matching weights dense
 
-Values: ``n_m_ratio`` as ``"2:4"`` or ``[2, 4]``; ``quantize_dtype`` as its name
-(``"int8"``). Unknown keys and malformed TOML are errors naming the file.
+Values: ``n_m_ratio`` as ``"2:4"`` or ``[2, 4]``; types and schemes by name (``"int8"``,
+``"per_block"``). The keys are the command's: sparsify's ``target_sparsity``...; quantize's
+``dtype``, ``qscheme``, ``granularity``, ``block_size``, ``scale_dtype``; palettize's
+``n_bits``, ``granularity``, ``group_size``, ``cluster_dim``, ``enable_per_channel_scale``,
+``lut_dtype``; and ``weight_num_threshold`` and ``algorithm`` for all. Unknown keys and
+malformed TOML are errors naming the file.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from coreai_opt.cli.errors import CliError, parse_n_m
-from coreai_opt.coreai_utils.passes.control import OVERRIDABLE
 
 __all__ = ["Config", "load_config"]
 
@@ -38,12 +41,14 @@ class Config:
     overrides: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
-def _options(path: Path, table: dict[str, Any], where: str) -> dict[str, Any]:
-    unknown = sorted(set(table) - set(OVERRIDABLE))
+def _options(
+    path: Path, table: dict[str, Any], where: str, keys: tuple[str, ...]
+) -> dict[str, Any]:
+    unknown = sorted(set(table) - set(keys))
     if unknown:
         msg = (
             f"--config {path}: {where}: unknown key {', '.join(map(repr, unknown))}; "
-            f"allowed: {', '.join(OVERRIDABLE)}"
+            f"allowed: {', '.join(keys)}"
         )
         raise CliError(msg)
     options = dict(table)
@@ -58,8 +63,9 @@ def _options(path: Path, table: dict[str, Any], where: str) -> dict[str, Any]:
     return options
 
 
-def load_config(path: Path) -> Config:
-    """Read and check ``path``; ``CliError`` (one line naming the file) on any problem."""
+def load_config(path: Path, keys: tuple[str, ...]) -> Config:
+    """Read and check ``path``: ``keys`` are the options the command takes; ``CliError``
+    (one line naming the file) on any problem."""
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -90,5 +96,6 @@ def load_config(path: Path) -> Config:
             raise CliError(msg)
         if pattern in overrides:
             raise CliError(f"--config {path}: {where}: pattern {pattern!r} appears twice")
-        overrides[pattern] = None if dense else _options(path, table, f"{where} ({pattern})")
-    return Config(_options(path, data, "top level"), tuple(exclude), overrides)
+        where = f"{where} ({pattern})"
+        overrides[pattern] = None if dense else _options(path, table, where, keys)
+    return Config(_options(path, data, "top level", keys), tuple(exclude), overrides)

@@ -15,11 +15,14 @@ from rich.markup import escape
 
 from coreai_opt.cli.assets import check_paths, load_program, write_atomically
 from coreai_opt.cli.checks import MAIN, SEED, main_samples, validate, validate_with
+from coreai_opt.cli.commands import COMMAND
 from coreai_opt.cli.config import Config, load_config
 from coreai_opt.cli.errors import CliError
 from coreai_opt.cli.flags import (
+    CLEARS,
     COMPRESS,
     LIBRARY_DEFAULTS,
+    PLAIN_ALGORITHMS,
     PROG,
     Flags,
     library_kwargs,
@@ -28,22 +31,23 @@ from coreai_opt.cli.flags import (
 )
 from coreai_opt.cli.native_output import NativeStderr
 from coreai_opt.cli.progress import progress
-from coreai_opt.cli.report import build_report, print_plan, print_report, write_json
-from coreai_opt.coreai_utils import (
-    WeightOutcome,
-    palettize_with_report,
-    quantize_with_report,
-    sparsify_with_report,
+from coreai_opt.cli.report import (
+    build_report,
+    print_decisions,
+    print_plan,
+    print_report,
+    write_json,
 )
+from coreai_opt.coreai_utils import WeightOutcome
 from coreai_opt.coreai_utils.assets import asset_bytes
 from coreai_opt.coreai_utils.calibration import (
     Calibration,
     calibration_outline,
+    check_padding_mask,
     collect_calibration,
 )
+from coreai_opt.coreai_utils.ir.signature import graph_inputs
 from coreai_opt.coreai_utils.passes.control import apply_values
-from coreai_opt.coreai_utils.passes.options import check_algorithm, validate_options
-from coreai_opt.coreai_utils.passes.sparsify import plan_sparsify
 from coreai_opt.coreai_utils.validation import OutputComparison
 
 __all__ = ["main"]
@@ -63,14 +67,19 @@ class _ConsoleHandler(logging.Handler):
 
 def _config(flags: Flags) -> Config | None:
     """The --config file, its top-level options checked on their own (so an error names the
-    file, not a flag)."""
+    file, not a flag; quantize's ``dtype`` may come from ``--dtype``)."""
     if flags.config is None:
         return None
-    config = load_config(flags.config)
-    try:
-        validate_options(calibrated=True, **apply_values(LIBRARY_DEFAULTS, config.options))
-    except ValueError as error:
-        raise CliError(f"--config {flags.config}: {error}") from None
+    defaults = LIBRARY_DEFAULTS[flags.command]
+    config = load_config(flags.config, tuple(defaults))
+    options = apply_values(defaults, config.options, CLEARS[flags.command])
+    if flags.command == "quantize" and options["dtype"] is None:
+        options["dtype"] = flags.options.get("dtype")
+    if flags.command != "quantize" or options["dtype"] is not None:
+        try:
+            COMMAND[flags.command].validate(calibrated=True, **options)
+        except ValueError as error:
+            raise CliError(f"--config {flags.config}: {error}") from None
     return config
 
 
@@ -88,14 +97,19 @@ def _algorithms(kwargs: dict[str, Any]) -> set[str | None]:
     return {kwargs["algorithm"]} | {values.get("algorithm") for values in overrides if values}
 
 
-def _needs_statistics(kwargs: dict[str, Any]) -> list[str]:
+def _needs_statistics(flags: Flags, kwargs: dict[str, Any]) -> list[str]:
     """The calibrated algorithms asked for explicitly (by a flag, the config, an override)."""
-    return sorted(a for a in _algorithms(kwargs) if a in ("wanda", "sparsegpt"))
+    plain = PLAIN_ALGORITHMS[flags.command]
+    return sorted(str(a) for a in _algorithms(kwargs) if a is not None and a != plain)
 
 
 def _requested_algorithm(kwargs: dict[str, Any], flags: Flags) -> None:
-    """Refuse wanda/sparsegpt (from a flag, the config or an override) without calibration."""
-    needing = _needs_statistics(kwargs)
+    """Refuse a calibrated algorithm (from a flag, the config or an override) without
+    calibration, and quantize without a dtype."""
+    if flags.command == "quantize" and kwargs["dtype"] is None:
+        msg = "missing --dtype (the storage type; or dtype in --config)"
+        raise CliError(msg)
+    needing = _needs_statistics(flags, kwargs)
     if needing and flags.calibration is None and not flags.plan:
         source = "--algorithm" if flags.algorithm else f"--config {flags.config}:"
         msg = f"{source} {needing[0]} needs --calibration FILE.npz"
@@ -122,22 +136,31 @@ def _plan(flags: Flags, kwargs: dict[str, Any], program: Any, out: Console) -> N
     if flags.calibration is not None:
         main_samples(program, flags.calibration, "--calibration")  # checked, not run
         outline = calibration_outline(program, function=MAIN)
-    elif _needs_statistics(kwargs):
+        if flags.padding_mask is not None:
+            try:
+                module = program._module._mlir_module  # noqa: SLF001
+                check_padding_mask(graph_inputs(module, MAIN), flags.padding_mask, MAIN)
+            except ValueError as error:
+                raise CliError(reword(error)) from None
+    elif _needs_statistics(flags, kwargs):
         outline = calibration_outline(program, function=MAIN)
     try:
-        plans = plan_sparsify(program, calibration=outline, **kwargs)
+        plans = COMMAND[flags.command].plan(program, calibration=outline, **kwargs)
     except ValueError as error:
         raise _library_error(error, flags) from None
-    if not flags.quiet:
+    if flags.quiet:
+        return
+    if flags.command == "sparsify":
         print_plan(plans, out, calibrated=outline is not None)
+    else:
+        expected = COMMAND[flags.command].expected
+        assert expected is not None  # noqa: S101 - quantize and palettize have one
+        print_decisions(plans, out, flags.command, expected, calibrated=outline is not None)
 
 
 def _run(flags: Flags, out: Console, err: Console) -> None:
-    if flags.command == "sparsify":
-        kwargs = library_kwargs(flags, _config(flags))
-        _requested_algorithm(kwargs, flags)
-    else:
-        kwargs = dict(flags.pass_options)
+    kwargs = library_kwargs(flags, _config(flags))
+    _requested_algorithm(kwargs, flags)
     if not flags.plan:
         assert flags.output is not None  # noqa: S101 - parse_flags guarantees it
         check_paths(flags.input, flags.output, force=flags.force, report=flags.report)
@@ -153,18 +176,21 @@ def _run(flags: Flags, out: Console, err: Console) -> None:
             if flags.validate_with
             else None
         )
-        calibration = (
-            _calibrate(flags, kwargs, program, err) if flags.command == "sparsify" else None
-        )
-        with progress(_LABELS[flags.command], quiet=flags.quiet, err=err) as update:
+        calibration = _calibrate(flags, kwargs, program, err)
+        command = COMMAND[flags.command]
+        with progress(command.label, quiet=flags.quiet, err=err) as update:
 
             def on_weight(done: int, total: int, _: WeightOutcome) -> None:
                 update(done, total)
 
-            compress = _PASSES[flags.command]
-            extra = {"calibration": calibration} if flags.command == "sparsify" else {}
             try:
-                result = compress(program, in_place=True, on_weight=on_weight, **extra, **kwargs)
+                result = command.run(
+                    program,
+                    in_place=True,
+                    on_weight=on_weight,
+                    calibration=calibration,
+                    **kwargs,
+                )
             except ValueError as error:
                 raise _library_error(error, flags) from None
         write_atomically(result.program, output)
@@ -194,6 +220,7 @@ def _run(flags: Flags, out: Console, err: Console) -> None:
                 "file": str(flags.calibration),
                 "function": calibration.function,
                 "samples": calibration.samples,
+                "padding_mask": calibration.padding_mask,
             },
         )
     if flags.report is not None:
@@ -205,33 +232,34 @@ def _run(flags: Flags, out: Console, err: Console) -> None:
 def _report_options(
     flags: Flags, kwargs: dict[str, Any], calibration: Calibration | None
 ) -> dict[str, Any]:
-    """The options as the report records them (sparsify: the resolved algorithm)."""
-    if flags.command != "sparsify":
-        return kwargs
-    resolved = check_algorithm(kwargs["algorithm"], calibrated=calibration is not None)
+    """The options as the report records them (with the resolved algorithm)."""
+    resolved = COMMAND[flags.command].algorithm(
+        kwargs["algorithm"], calibrated=calibration is not None
+    )
     return {**kwargs, "algorithm": resolved.value}
-
-
-_LABELS = {"sparsify": "sparsifying", "quantize": "quantizing", "palettize": "palettizing"}
-_PASSES: dict[str, Any] = {
-    "sparsify": sparsify_with_report,
-    "quantize": quantize_with_report,
-    "palettize": palettize_with_report,
-}
 
 
 def _calibrate(
     flags: Flags, kwargs: dict[str, Any], program: Any, err: Console
 ) -> Calibration | None:
-    """The calibration: None without --calibration, or when nothing asks for wanda or
-    sparsegpt (the samples are still checked)."""
+    """The calibration: None without --calibration, or when every algorithm asked for is
+    the command's data-free one (the samples are still checked)."""
     if flags.calibration is None:
         return None
     samples = main_samples(program, flags.calibration, "--calibration")
-    if _algorithms(kwargs) <= {"magnitude"}:
+    if _algorithms(kwargs) <= {PLAIN_ALGORITHMS[flags.command]}:
         return None
     with progress("calibrating", quiet=flags.quiet, err=err) as update:
-        return collect_calibration(program, samples, function=MAIN, on_sample=update)
+        try:
+            return collect_calibration(
+                program,
+                samples,
+                function=MAIN,
+                on_sample=update,
+                padding_mask=flags.padding_mask,
+            )
+        except ValueError as error:
+            raise CliError(reword(error)) from None
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:

@@ -1,13 +1,14 @@
 """The run report: one row per weight considered, totals, validation; as a table or JSON.
 
-JSON schema (``version`` 2; keys are stable):
+JSON schema (``version`` 3; keys are stable):
 
-    {"version": 2, "command": "sparsify" | "quantize" | "palettize",
+    {"version": 3, "command": "sparsify" | "quantize" | "palettize",
      "input": str, "output": str,
      "options": {"target_sparsity", "n_m_ratio", "block_size", "quantize_dtype",
                  "palettize_nbits", "weight_num_threshold", "algorithm",
                  "exclude": [pattern], "overrides": null | {pattern: {option: value} | null}},
-     "calibration": null | {"file": str, "function": str, "samples": int},
+     "calibration": null | {"file": str, "function": str, "samples": int,
+                            "padding_mask": str | null},
      "weights": [{"name", "id", "path", "source", "shape", "dtype", "consumers", "kind",
                   "mode", "joint", "algorithm", "reason", "sparsity", "bytes_before",
                   "bytes_after"}],
@@ -17,18 +18,21 @@ JSON schema (``version`` 2; keys are stable):
                            "skipped": {function: reason},
                            "functions": {name: {output: {"snr_db", "cosine", "identical"}}}}}
 
-``options.algorithm`` is the resolved algorithm (magnitude, wanda, sparsegpt); a weight's
-``algorithm`` is the one actually used (null when left dense), with any fallback explained
-in its ``reason``. ``mode`` is null for weights left dense (``reason`` says why);
+``options.algorithm`` is the resolved algorithm (sparsify: magnitude, wanda, sparsegpt;
+quantize: rtn, gptq; palettize: kmeans, weighted_kmeans, obs); a weight's ``algorithm`` is
+the one actually used (null when left dense), with any fallback explained in its
+``reason``. ``mode`` is null for weights left dense (``reason`` says why);
 ``snr_db`` is null when the outputs are identical (infinite SNR). ``validation.inputs`` is
 the ``--validate-with`` file (``seed`` is then null), or null for seeded random inputs.
 A weight's ``path`` is its readable name (the module call stack recorded by coreai-torch,
 else its id) and ``source`` the model's own ``file.py:line`` (null when not recorded).
-For quantize and palettize, ``options`` are that pass's arguments, a weight's ``mode`` is
-the granularity used, ``joint`` its storage (``int4``, ``palettize4``...), ``sparsity`` and
-``algorithm`` are null. Version 2 added ``command``, ``calibration``,
-``options.algorithm``/``exclude``/``overrides``, the weights' ``id``, ``path``, ``source``
-and ``algorithm``, and ``validation.inputs``.
+For quantize and palettize, ``options`` are that pass's arguments (with ``algorithm``,
+``exclude`` and ``overrides``), a weight's ``mode`` is the granularity used, ``joint`` its
+storage (``int4``, ``palettize4``...) and ``sparsity`` is null. Version 2 added
+``command``, ``calibration``, ``options.algorithm``/``exclude``/``overrides``, the weights'
+``id``, ``path``, ``source`` and ``algorithm``, and ``validation.inputs``; version 3
+``calibration.padding_mask``, and calibration, ``algorithm``, ``exclude`` and ``overrides``
+for quantize and palettize (a weight's ``algorithm`` is no longer null there).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -47,11 +52,12 @@ from rich.table import Table
 
 from coreai_opt.coreai_utils import WeightOutcome
 from coreai_opt.coreai_utils.passes.plan import WeightPlan, expected_bytes
+from coreai_opt.coreai_utils.passes.runner import Decision
 from coreai_opt.coreai_utils.validation import OutputComparison
 
-__all__ = ["build_report", "print_plan", "print_report", "write_json"]
+__all__ = ["build_report", "print_decisions", "print_plan", "print_report", "write_json"]
 
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 
 
 def build_report(
@@ -195,6 +201,57 @@ def print_plan(plans: tuple[WeightPlan, ...], console: Console, *, calibrated: b
     console.print(
         f"weights: {len(plans)} considered, {compressed} to compress; "
         f"weight data {_size(before)} -> about {_size(after)}"
+    )
+    if calibrated:
+        console.print(
+            "calibration is not run by --plan: algorithms assume every capturable weight gets "
+            "statistics"
+        )
+
+
+def print_decisions(
+    decisions: tuple[Decision, ...],
+    console: Console,
+    command: str,
+    expected: Callable[[Decision], int],
+    *,
+    calibrated: bool,
+) -> None:
+    """The --plan table of ``coreai-compress quantize|palettize``: each weight's granularity,
+    algorithm, storage and expected bytes."""
+    table = _weights_table(
+        f"coreai-compress {command} --plan (dry run: nothing read or written)",
+        ("shape", "kind", "mode", "storage", "bytes (expected)"),
+    )
+    before = after = 0
+    for decision in decisions:
+        site, options = decision.site, decision.options
+        size = site.size * site.dtype.itemsize
+        stored = expected(decision)
+        before, after = before + size, after + stored
+        if decision.mode is None:
+            mode = f"[dim]dense: {escape(decision.reason or '')}[/dim]"
+            storage = "-"
+        else:
+            mode = f"{decision.algorithm} {decision.mode}"
+            if decision.rule:
+                mode += f" [dim](override {escape(decision.rule)})[/dim]"
+            if decision.reason:
+                mode += f" [yellow]({escape(decision.reason)})[/yellow]"
+            storage = str(options.dtype) if command == "quantize" else f"palettize{options.n_bits}"
+        table.add_row(
+            _weight_label(site.path, site.id, site.name, site.source),
+            "x".join(map(str, site.shape)),
+            site.kind.value,
+            mode,
+            storage,
+            f"{_size(size)} -> {_size(stored)}",
+        )
+    console.print(table)
+    compressed = sum(1 for d in decisions if d.mode is not None)
+    console.print(
+        f"weights: {len(decisions)} considered, {compressed} to compress; "
+        f"weight data {_size(before)} -> {_size(after)}"
     )
     if calibrated:
         console.print(

@@ -37,6 +37,7 @@ from coreai_opt.coreai_utils.schemes import CompressionGranularity
 
 __all__ = [
     "decide_palettize",
+    "expected_palettize_bytes",
     "palettize_weight",
     "palettize_weights",
     "palettize_with_report",
@@ -327,6 +328,25 @@ def palettize_weight(
     if algorithm == _OBS.value and stats is not None:
         return obs_palettize(weight, stats, palette)
     return palette
+
+
+def expected_palettize_bytes(decision: Decision) -> int:
+    """The weight's stored bytes under ``decision`` (exact without reading its data): its
+    own bytes when dense; else the packed indices, the LUTs (quantized: a byte per entry and
+    a scale per LUT) and the per-channel scales."""
+    site = decision.site
+    options: PalettizeOptions | None = decision.options
+    itemsize = site.dtype.itemsize
+    if decision.mode is None or options is None:
+        return site.size * itemsize
+    channels = site.shape[site.out_axis] if site.out_axis is not None else site.shape[0]
+    group = {"per_tensor": channels, "per_channel": 1}.get(decision.mode, options.group_size)
+    luts = -(-channels // min(group, channels))
+    entries = luts * (1 << options.n_bits) * options.cluster_dim
+    lut = entries * itemsize if options.lut_dtype is None else entries + luts * itemsize
+    scales = channels * itemsize if options.enable_per_channel_scale else 0
+    vectors = site.size // options.cluster_dim
+    return -(-vectors * options.n_bits // 8) + lut + scales
 
 
 def _encode(weight: np.ndarray, decision: Decision) -> Encoded:

@@ -19,6 +19,7 @@ __all__ = [
     "PALETTIZE_OVERRIDABLE",
     "PalettizeAlgorithm",
     "PalettizeOptions",
+    "check_palettize_algorithm",
     "validate_palettize_options",
 ]
 
@@ -112,11 +113,17 @@ def validate_palettize_options(
         cluster_dim=dims,
         enable_per_channel_scale=enable_per_channel_scale,
         weight_num_threshold=check_threshold(weight_num_threshold),
-        algorithm=choose_algorithm(
-            PalettizeAlgorithm,
-            algorithm,
-            calibrated=calibrated,
-            plain=PalettizeAlgorithm.KMEANS,
-            calibrated_default=CALIBRATED_DEFAULT,
-        ),
+        algorithm=check_palettize_algorithm(algorithm, calibrated=calibrated),
+    )
+
+
+def check_palettize_algorithm(value: object, *, calibrated: bool) -> PalettizeAlgorithm:
+    """The algorithm: ``value`` checked, None resolved (:data:`CALIBRATED_DEFAULT` when
+    ``calibrated``)."""
+    return choose_algorithm(
+        PalettizeAlgorithm,
+        value,
+        calibrated=calibrated,
+        plain=PalettizeAlgorithm.KMEANS,
+        calibrated_default=CALIBRATED_DEFAULT,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
@@ -13,7 +14,12 @@ from coreai_opt.coreai_utils.dtypes import DType, numpy_dtype
 from coreai_opt.coreai_utils.ir.blockwise import emit_blockwise_chain
 from coreai_opt.coreai_utils.ir.weights import WeightSite
 from coreai_opt.coreai_utils.numerics.activations import ActivationStats
-from coreai_opt.coreai_utils.numerics.blockwise import BlockQuantized, block_shape, quantize_blocks
+from coreai_opt.coreai_utils.numerics.blockwise import (
+    BlockQuantized,
+    block_shape,
+    code_bits,
+    quantize_blocks,
+)
 from coreai_opt.coreai_utils.numerics.gptq import gptq_weight
 from coreai_opt.coreai_utils.passes.calibrated import no_gram, offered
 from coreai_opt.coreai_utils.passes.control import Schema
@@ -39,6 +45,7 @@ from coreai_opt.coreai_utils.schemes import CompressionGranularity, QScheme
 __all__ = [
     "GPTQ_ORDER",
     "decide_quantize",
+    "expected_quantize_bytes",
     "plan_quantize",
     "quantize_weight",
     "quantize_weights",
@@ -52,6 +59,7 @@ before the sweep (per tensor, per channel); measured in the language-model bench
 _PER_TENSOR = CompressionGranularity.PER_TENSOR
 _PER_CHANNEL = CompressionGranularity.PER_CHANNEL
 _PER_BLOCK = CompressionGranularity.PER_BLOCK
+_UNSIGNED = (DType.UINT4, DType.UINT8)
 
 
 def quantize_weights(
@@ -286,6 +294,24 @@ def quantize_weight(
         )
     block = block_shape(site.shape, granularity, site.out_axis, site.in_axis, options.block_size)
     return quantize_blocks(weight, block, options.dtype, symmetric=symmetric, scale_dtype=scales)
+
+
+def expected_quantize_bytes(decision: Decision) -> int:
+    """The weight's stored bytes under ``decision`` (exact without reading its data): its
+    own bytes when dense; else the codes (packed at 4 bits), a scale (and zero point) per
+    block."""
+    site = decision.site
+    options: QuantizeOptions | None = decision.options
+    if decision.mode is None or options is None:
+        return site.size * site.dtype.itemsize
+    block = block_shape(site.shape, decision.mode, site.out_axis, site.in_axis, options.block_size)
+    blocks = math.prod(-(-n // b) for n, b in zip(site.shape, block, strict=True))
+    bits = code_bits(options.dtype)
+    scale = 1 if options.scale_dtype is not None else site.dtype.itemsize
+    zero_points = options.qscheme is QScheme.ASYMMETRIC or options.dtype in _UNSIGNED
+    return (
+        -(-site.size * bits // 8) + blocks * scale + (-(-blocks * bits // 8) if zero_points else 0)
+    )
 
 
 def _encode(weight: np.ndarray, decision: Decision) -> Encoded:

@@ -16,6 +16,7 @@ __all__ = [
     "QUANTIZE_WEIGHT_DTYPES",
     "QuantizeAlgorithm",
     "QuantizeOptions",
+    "check_quantize_algorithm",
     "validate_quantize_options",
 ]
 
@@ -126,11 +127,16 @@ def validate_quantize_options(
         block_size=block,
         scale_dtype=scales,
         weight_num_threshold=check_threshold(weight_num_threshold),
-        algorithm=choose_algorithm(
-            QuantizeAlgorithm,
-            algorithm,
-            calibrated=calibrated,
-            plain=QuantizeAlgorithm.RTN,
-            calibrated_default=QuantizeAlgorithm.GPTQ,
-        ),
+        algorithm=check_quantize_algorithm(algorithm, calibrated=calibrated),
+    )
+
+
+def check_quantize_algorithm(value: object, *, calibrated: bool) -> QuantizeAlgorithm:
+    """The algorithm: ``value`` checked, None resolved (gptq when ``calibrated``)."""
+    return choose_algorithm(
+        QuantizeAlgorithm,
+        value,
+        calibrated=calibrated,
+        plain=QuantizeAlgorithm.RTN,
+        calibrated_default=QuantizeAlgorithm.GPTQ,
     )

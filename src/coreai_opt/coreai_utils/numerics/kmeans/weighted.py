@@ -35,15 +35,18 @@ def _prefix(ordered: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return prefix
 
 
-def _cuts(ordered: np.ndarray, centroids: np.ndarray, gap: float) -> np.ndarray:
+def _cuts(shifted: np.ndarray, offsets: np.ndarray, n: int, centroids: np.ndarray) -> np.ndarray:
     """``[r, k + 1]`` cluster bounds in each sorted row: a value joins the lower centroid
-    when it is at most the midpoint."""
-    rows, n = ordered.shape
+    when it is at most the midpoint. ``shifted``: the rows' sorted values flattened, row
+    ``i`` shifted by ``offsets[i]`` (so one search serves every row)."""
+    rows = centroids.shape[0]
     midpoints = (centroids[:, 1:] + centroids[:, :-1]) / 2
+    midpoints += offsets[:, None]
+    found = np.searchsorted(shifted, midpoints.reshape(-1), side="right")
     cuts = np.empty((rows, centroids.shape[1] + 1), dtype=np.intp)
     cuts[:, 0] = 0
     cuts[:, -1] = n
-    cuts[:, 1:-1] = search_rows(ordered, midpoints, gap, side="right")
+    cuts[:, 1:-1] = found.reshape(rows, -1) - (np.arange(rows) * n)[:, None]
     return cuts
 
 
@@ -62,26 +65,51 @@ def _explained(sums: np.ndarray) -> np.ndarray:
     return result
 
 
-def _lloyd(
-    ordered: np.ndarray, prefix: np.ndarray, centroids: np.ndarray, gap: float
-) -> np.ndarray:
-    """Weighted Lloyd from ``centroids`` (``[r, k]`` sorted, updated in place) until no
-    row's clusters change; an empty cluster keeps its centroid."""
-    active = np.arange(ordered.shape[0])
-    cuts = np.full((ordered.shape[0], centroids.shape[1] + 1), -1, dtype=np.intp)
+class _Rows:
+    """The sorted rows, their prefix sums and the shifted flat copy one search needs, for
+    the rows still iterating (narrowed, with a copy, only when some rows stop)."""
+
+    def __init__(self, ordered: np.ndarray, prefix: np.ndarray, gap: float) -> None:
+        self.gap = gap
+        self.n = ordered.shape[1]
+        self.index = np.arange(ordered.shape[0])
+        self._set(ordered, prefix)
+
+    def _set(self, ordered: np.ndarray, prefix: np.ndarray) -> None:
+        self.ordered, self.prefix = ordered, prefix
+        self.offsets = np.arange(ordered.shape[0]) * self.gap
+        self.shifted = (ordered + self.offsets[:, None]).reshape(-1)
+
+    def cuts(self, centroids: np.ndarray) -> np.ndarray:
+        return _cuts(self.shifted, self.offsets, self.n, centroids)
+
+    def keep(self, going: np.ndarray) -> None:
+        self.index = self.index[going]
+        self._set(self.ordered[going], self.prefix[:, going])
+
+
+def _lloyd(rows: _Rows, centroids: np.ndarray) -> np.ndarray:
+    """Weighted Lloyd from ``centroids`` (``[r, k]`` sorted; a new array is returned)
+    until no row's clusters change; an empty cluster keeps its centroid."""
+    result = centroids.copy()
+    current = centroids.copy()
+    previous = np.full((centroids.shape[0], centroids.shape[1] + 1), -1, dtype=np.intp)
     for _ in range(_ITERATIONS):
-        if active.size == 0:
+        if rows.index.size == 0:
             break
-        now = _cuts(ordered[active], centroids[active], gap)
-        sums = _sums(prefix[:, active], now)
+        now = rows.cuts(current)
+        sums = _sums(rows.prefix, now)
         filled = sums[0] > 0
-        moved = np.where(filled, sums[1] / np.where(filled, sums[0], 1.0), centroids[active])
+        moved = np.where(filled, sums[1] / np.where(filled, sums[0], 1.0), current)
         moved.sort(axis=1)
-        centroids[active] = moved
-        going = np.any(now != cuts[active], axis=1)
-        cuts[active] = now
-        active = active[going]
-    return centroids
+        result[rows.index] = moved
+        going = np.any(now != previous, axis=1)
+        if going.all():
+            current, previous = moved, now
+        else:
+            current, previous = moved[going], now[going]
+            rows.keep(going)
+    return result
 
 
 def _weighted_quantiles(ordered: np.ndarray, prefix: np.ndarray, k: int) -> np.ndarray:
@@ -131,10 +159,11 @@ def weighted_rows(
     del order
     prefix = _prefix(ordered, mass)
     gap = 2.0 * float(np.max(np.abs(ordered[:, [0, -1]]))) + 1.0
-    first = _lloyd(ordered, prefix, np.sort(starts.astype(np.float64), axis=1), gap)
-    second = _lloyd(ordered, prefix, _weighted_quantiles(ordered, prefix, k), gap)
-    better = _explained(_sums(prefix, _cuts(ordered, second, gap))) > _explained(
-        _sums(prefix, _cuts(ordered, first, gap))
+    first = _lloyd(_Rows(ordered, prefix, gap), np.sort(starts.astype(np.float64), axis=1))
+    second = _lloyd(_Rows(ordered, prefix, gap), _weighted_quantiles(ordered, prefix, k))
+    every = _Rows(ordered, prefix, gap)
+    better = _explained(_sums(prefix, every.cuts(second))) > _explained(
+        _sums(prefix, every.cuts(first))
     )
     centroids = np.where(better[:, None], second, first)
     dead = prefix[0, :, -1] == 0
