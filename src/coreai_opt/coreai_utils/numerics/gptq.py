@@ -72,9 +72,20 @@ class GridRounding(Projection):
         self.scale_dtype = scale_dtype
         self.out = out
         self.group = group
-        self.current = fixed
+        self.current: BlockParams | None = None
         self.block_params: list[BlockParams] = []
         self.codes = np.zeros((columns, rows), dtype=code_type(dtype))
+        if fixed is not None:
+            self._use(fixed)
+
+    def _use(self, params: BlockParams) -> None:
+        """Make ``params`` the current ones; integer grids get their float32 scales and
+        offsets once, for the lean per-column path (the same arithmetic as
+        :func:`blockwise.encode_rows` and :func:`blockwise.decode_rows`)."""
+        self.current = params
+        if params.limits is not None:
+            self.scale32 = params.scale.astype(np.float32)
+            self.shift32 = params.zero_point.astype(np.float32)
 
     def groups(self, columns: int) -> list[int] | None:
         if self.group is None:
@@ -86,20 +97,31 @@ class GridRounding(Projection):
             return
         rows = np.zeros((values.shape[1], self.group), dtype=np.float32)
         rows[:, : values.shape[0]] = values.T
-        self.current = block_params(
+        params = block_params(
             rows,
             self.dtype,
             symmetric=self.symmetric,
             scale_dtype=self.scale_dtype,
             out=self.out,
         )
-        self.block_params.append(self.current)
+        self._use(params)
+        self.block_params.append(params)
 
     def project(self, column: int, values: np.ndarray) -> np.ndarray:
         params = self.current
         if params is None:
             msg = "a column was projected before its block was entered"
             raise ValueError(msg)
+        if params.limits is not None:  # rint(w / s) + z, clipped; then (q - z) * s
+            scaled = np.divide(values, self.scale32, dtype=np.float32)
+            np.rint(scaled, out=scaled)
+            scaled += self.shift32
+            np.clip(scaled, *params.limits, out=scaled)
+            self.codes[column] = scaled
+            scaled -= self.shift32
+            scaled *= self.scale32
+            decoded: np.ndarray = scaled.astype(self.out).astype(values.dtype, copy=False)
+            return decoded
         line = values.astype(np.float32, copy=False)[:, None]
         codes = encode_rows(line, params, np.abs(line[:, 0]))
         self.codes[column] = codes[:, 0]

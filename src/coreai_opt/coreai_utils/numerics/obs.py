@@ -33,6 +33,7 @@ rounds the kept values.
 from __future__ import annotations
 
 import itertools
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,11 +146,42 @@ class Factor:
         return np.diagonal(self.upper)
 
 
+_CACHE: dict[tuple[object, ...], tuple[weakref.ref[np.ndarray], Factor]] = {}
+_CACHED = 4  # factors kept: the weights that share an input (q, k, v) come one after another
+
+
+def _key(gram: np.ndarray, dampening: float, precision: type) -> tuple[object, ...]:
+    """Where ``gram``'s numbers live (its base array, address, shape, strides: views of the
+    same statistics, ``stats.gram[0]`` taken again, share it) and their sum (an array
+    changed in place between two calls is not mistaken for the one factored)."""
+    base = gram.base if gram.base is not None else gram
+    address = gram.__array_interface__["data"][0]
+    total = float(np.sum(gram, dtype=np.float64))
+    return (id(base), address, gram.shape, gram.strides, total, dampening, precision)
+
+
 def factor(
     gram: np.ndarray, *, dampening: float = DAMPENING, precision: type = np.float32
 ) -> Factor:
     """``U`` of ``gram`` after the dead columns get ``H_dd = 1`` and the dampening is added
-    (``dampening * mean(diag)`` on the diagonal); in float64, returned in ``precision``."""
+    (``dampening * mean(diag)`` on the diagonal); in float64, returned in ``precision``.
+
+    The last few factors are kept while their Gram matrices live: weights that read the same
+    input (q, k and v; gate and up) share one factorization. Statistics are not modified
+    once collected, so a kept factor is the one a new computation would give."""
+    key = _key(gram, dampening, precision)
+    cached = _CACHE.get(key)
+    base = gram.base if gram.base is not None else gram
+    if cached is not None and cached[0]() is base:
+        return cached[1]
+    made = _factor(gram, dampening, precision)
+    if len(_CACHE) >= _CACHED:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = (weakref.ref(base), made)
+    return made
+
+
+def _factor(gram: np.ndarray, dampening: float, precision: type) -> Factor:
     hessian = np.array(gram, dtype=np.float64)
     columns = hessian.shape[0]
     diagonal = np.diagonal(hessian).copy()
