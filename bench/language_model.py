@@ -81,6 +81,7 @@ def language_model(
 ) -> tuple[Any, list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
     """The converted program, the calibration windows and the (disjoint) evaluation ones."""
     import pydoc_data.topics  # noqa: PLC0415
+
     import torch  # noqa: PLC0415
     from tests.torch_models import convert  # noqa: PLC0415
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
@@ -125,69 +126,67 @@ def perplexity(program: Any, samples: list[dict[str, np.ndarray]], scratch: Path
     return float(np.exp(total / count))
 
 
+PASSES: dict[str, Callable[..., SparsifyResult]] = {
+    "quantize": quantize_with_report,
+    "palettize": palettize_with_report,
+    "sparsify": sparsify_with_report,
+}
+PLAIN = ("rtn", "kmeans", "magnitude")
+
+
 @dataclass(frozen=True)
 class Config:
-    """One benchmark row: ``run(program, calibration)`` compresses (calibration None for the
-    data-free rows)."""
+    """One benchmark row: ``kind`` (quantize, palettize, sparsify) with ``options``; the
+    calibration is passed unless the algorithm is the data-free one."""
 
     name: str
-    calibrated: bool
-    run: Callable[[Any, Calibration | None], SparsifyResult]
+    kind: str
+    options: dict[str, Any]
 
+    @property
+    def calibrated(self) -> bool:
+        return self.options.get("algorithm") not in PLAIN
 
-def _quantize(**options: Any) -> Callable[[Any, Calibration | None], SparsifyResult]:
-    return lambda program, calibration: quantize_with_report(
-        program, calibration=calibration, **options
-    )
-
-
-def _palettize(**options: Any) -> Callable[[Any, Calibration | None], SparsifyResult]:
-    return lambda program, calibration: palettize_with_report(
-        program, calibration=calibration, **options
-    )
-
-
-def _sparsify(**options: Any) -> Callable[[Any, Calibration | None], SparsifyResult]:
-    return lambda program, calibration: sparsify_with_report(
-        program, calibration=calibration, **options
-    )
+    def run(self, program: Any, calibration: Calibration | None) -> SparsifyResult:
+        given = calibration if self.calibrated else None
+        return PASSES[self.kind](program, calibration=given, **self.options)
 
 
 INT4_BLOCK = {"dtype": DType.INT4, "granularity": "per_block", "block_size": 32}
 INT4_CHANNEL = {"dtype": DType.INT4, "granularity": "per_channel"}
 INT8_CHANNEL = {"dtype": DType.INT8, "granularity": "per_channel"}
-GROUPED = {"granularity": "per_grouped_channel", "group_size": 16}
+GRAINS = {
+    "per tensor": {"granularity": "per_tensor"},
+    "grouped 16": {"granularity": "per_grouped_channel", "group_size": 16},
+}
+SPARSITIES = {
+    "50 %": {"target_sparsity": 0.5},
+    "2:4": {"target_sparsity": None, "n_m_ratio": (2, 4)},
+}
 
 
 def configs() -> list[Config]:
-    rows = [
-        Config("int4 per block 32, rtn", False, _quantize(**INT4_BLOCK)),
-        Config("int4 per block 32, gptq", True, _quantize(**INT4_BLOCK, algorithm="gptq")),
-        Config("int4 per channel, rtn", False, _quantize(**INT4_CHANNEL)),
-        Config("int4 per channel, gptq", True, _quantize(**INT4_CHANNEL, algorithm="gptq")),
-        Config("int8 per channel, rtn", False, _quantize(**INT8_CHANNEL)),
-        Config("int8 per channel, gptq", True, _quantize(**INT8_CHANNEL, algorithm="gptq")),
-    ]
-    for bits in (4, 3):
-        for label, grain in (("per tensor", {"granularity": "per_tensor"}), ("grouped 16", GROUPED)):
+    rows = []
+    for label, options in (
+        ("int4 per block 32", INT4_BLOCK),
+        ("int4 per channel", INT4_CHANNEL),
+        ("int8 per channel", INT8_CHANNEL),
+    ):
+        for algorithm in ("rtn", "gptq"):
             rows.append(
-                Config(f"palettize {bits} {label}, kmeans", False, _palettize(n_bits=bits, **grain))
+                Config(f"{label}, {algorithm}", "quantize", {**options, "algorithm": algorithm})
             )
-            for algorithm in ("weighted_kmeans", "obs"):
-                rows.append(
-                    Config(
-                        f"palettize {bits} {label}, {algorithm}",
-                        True,
-                        _palettize(n_bits=bits, algorithm=algorithm, **grain),
-                    )
-                )
-    for label, sparsity in (("50 %", {"target_sparsity": 0.5}), ("2:4", {"target_sparsity": None, "n_m_ratio": (2, 4)})):
-        rows.append(Config(f"{label}, magnitude", False, _sparsify(**sparsity)))
-        for algorithm in ("wanda", "sparsegpt"):
-            rows.append(Config(f"{label}, {algorithm}", True, _sparsify(algorithm=algorithm, **sparsity)))
-    rows.append(
-        Config("50 % + int8, sparsegpt", True, _sparsify(algorithm="sparsegpt", quantize_dtype=DType.INT8))
-    )
+    for bits in (4, 3):
+        for label, grain in GRAINS.items():
+            for algorithm in ("kmeans", "weighted_kmeans", "obs"):
+                options = {"n_bits": bits, "algorithm": algorithm, **grain}
+                rows.append(Config(f"palettize {bits} {label}, {algorithm}", "palettize", options))
+    for label, sparsity in SPARSITIES.items():
+        for algorithm in ("magnitude", "wanda", "sparsegpt"):
+            options = {"algorithm": algorithm, **sparsity}
+            rows.append(Config(f"{label}, {algorithm}", "sparsify", options))
+    joint = {"algorithm": "sparsegpt", "quantize_dtype": DType.INT8}
+    rows.append(Config("50 % + int8, sparsegpt", "sparsify", joint))
     return rows
 
 
