@@ -377,3 +377,26 @@ def ref_gptq(
         w[:, c] = decoded
         w[:, c + 1 :] -= np.outer(e, upper[c, c + 1 :])
     return w
+
+
+def ref_lut_obs(
+    weight: np.ndarray, gram: np.ndarray, lut: np.ndarray, dampening: float = 0.01
+) -> np.ndarray:
+    """Rounding to one sorted scalar ``lut`` with error feedback, transcribed plainly
+    (float64, one column at a time, every later column updated eagerly; ties to the lower
+    entry). Returns the decoded weight."""
+    w = weight.astype(np.float64).copy()
+    h = gram.astype(np.float64).copy()
+    cols = w.shape[1]
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1
+    h += dampening * np.mean(np.diag(h)) * np.eye(cols)
+    upper = np.linalg.cholesky(np.linalg.inv(h)).T
+    entries = lut.astype(np.float64)
+    for c in range(cols):
+        distance = np.abs(w[:, c, None] - entries[None, :])
+        decoded = entries[np.argmin(distance, axis=1)]
+        e = (w[:, c] - decoded) / upper[c, c]
+        w[:, c] = decoded
+        w[:, c + 1 :] -= np.outer(e, upper[c, c + 1 :])
+    return w

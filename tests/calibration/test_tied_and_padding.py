@@ -146,3 +146,17 @@ def test_a_float_input_is_not_a_padding_mask() -> None:
     program = convert(nn.Linear(8, 8).eval(), {"x": torch.randn(2, 8)})
     with pytest.raises(ValueError, match="must be an integer or bool input"):
         collect_calibration(program, [{"x": np.ones((2, 8), np.float32)}], padding_mask="x")
+
+
+def test_the_file_keeps_notes_padding_and_shapes(tmp_path: object) -> None:
+    from pathlib import Path
+
+    samples = padded_samples(2)
+    program = convert(Padded().eval(), {k: torch.from_numpy(v) for k, v in samples[0].items()})
+    calibration = collect_calibration(program, samples, padding_mask="mask")
+    path = Path(str(tmp_path)) / "c.npz"
+    calibration.save(path)
+    loaded = type(calibration).load(path)
+    assert loaded.padding_mask == "mask" and loaded.unmasked == calibration.unmasked
+    assert loaded.notes == calibration.notes and loaded.shapes == calibration.shapes
+    assert (50, 16) in loaded.shapes.values()

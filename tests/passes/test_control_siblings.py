@@ -21,8 +21,8 @@ from coreai_opt.coreai_utils import (
     quantize_with_report,
 )
 from coreai_opt.coreai_utils.numerics.blockwise import block_shape
-from coreai_opt.coreai_utils.passes.palettize import plan_palettize
-from coreai_opt.coreai_utils.passes.quantize import plan_quantize
+from coreai_opt.coreai_utils.passes.palettize import expected_palettize_bytes, plan_palettize
+from coreai_opt.coreai_utils.passes.quantize import expected_quantize_bytes, plan_quantize
 from tests.calibration.test_tied_and_padding import TiedLM
 from tests.helpers import linear_program, run_program
 from tests.reference import ref_block_quantize
@@ -158,3 +158,30 @@ def test_a_calibration_of_another_program_is_refused() -> None:
     ):
         with pytest.raises(ValueError, match="calibration is from another program"):
             call()
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("quantize", {"dtype": DType.INT4, "granularity": "per_block", "block_size": 16}),
+        ("quantize", {"dtype": DType.UINT8, "qscheme": "asymmetric"}),
+        ("quantize", {"dtype": DType.FP8_E4M3FN, "granularity": "per_block", "block_size": 8,
+                      "scale_dtype": DType.FP8_E8M0FNU}),
+        ("quantize", {"dtype": DType.UINT4, "granularity": "per_tensor"}),
+        ("palettize", {"n_bits": 3, "granularity": "per_grouped_channel", "group_size": 5}),
+        ("palettize", {"n_bits": 4, "enable_per_channel_scale": True, "lut_dtype": DType.INT8}),
+        ("palettize", {"n_bits": 2, "cluster_dim": 4, "granularity": "per_channel"}),
+    ],
+)  # fmt: skip
+def test_the_plans_expected_bytes_are_the_stored_bytes(
+    kind: str, options: dict[str, object]
+) -> None:
+    program = linear_program(layer())
+    if kind == "quantize":
+        (plan,) = plan_quantize(program, weight_num_threshold=0, **options)  # type: ignore[arg-type]
+        (row,) = quantize_with_report(program, weight_num_threshold=0, **options).weights  # type: ignore[arg-type]
+        assert expected_quantize_bytes(plan) == row.bytes_after
+    else:
+        (plan,) = plan_palettize(program, weight_num_threshold=0, **options)  # type: ignore[arg-type]
+        (row,) = palettize_with_report(program, weight_num_threshold=0, **options).weights  # type: ignore[arg-type]
+        assert expected_palettize_bytes(plan) == row.bytes_after

@@ -6,8 +6,10 @@ it: dequantized, times the channel's scale) and the error is pushed onto the col
 visited, so that they compensate for it on the calibration inputs. The LUTs themselves are
 fixed before the sweep (:func:`lut.palettize_groups`, weighted or not); only the indices
 change. Vector LUTs (``cluster_dim`` V): when the sweep enters a vector's V columns each row
-takes the entry nearest its current values, then each column is set to that entry's
-component (the later columns of the vector still receive the earlier ones' errors).
+takes the entry nearest its current values (each component's difference divided by its
+column's ``U_cc``, as the sweep weighs the error it pushes on), then each column is set to
+that entry's component (the later columns of the vector still receive the earlier ones'
+errors).
 """
 
 from __future__ import annotations
@@ -85,10 +87,13 @@ class LutRounding(Projection):
             return
         points = values.T.astype(np.float64)  # [rows, V]
         rows = points.shape[0]
+        # each component's error counts as the sweep will push it on: divided by U_cc
+        inverse = 1.0 / scale.astype(np.float64)
         best = np.full(rows, np.inf)
         for entry in range(self.luts.shape[1]):
             candidate = self.luts[self.group_of_row, entry].astype(np.float64)
-            distance = np.einsum("rv,rv->r", points - candidate, points - candidate)
+            gap = (points - candidate) * inverse
+            distance = np.einsum("rv,rv->r", gap, gap)
             closer = distance < best
             best[closer] = distance[closer]
             self.chosen[closer] = entry
