@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from bench.__main__ import machine
+from bench.calibration import plain_run_seconds
 from coreai_opt.coreai_utils import (
     Calibration,
     DType,
@@ -204,13 +205,7 @@ def main() -> None:
     rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-lm-") as scratch_dir:
         scratch = Path(scratch_dir)
-        plain_path = scratch / "plain.aimodel"
-        program.save_asset(plain_path)
-        start = time.perf_counter()
-        with closing(run_samples(plain_path, calibration_samples)) as outputs:
-            for _ in outputs:
-                pass
-        plain_run = time.perf_counter() - start
+        plain_run = plain_run_seconds(program, calibration_samples, scratch)
         start = time.perf_counter()
         calibration = collect_calibration(program, calibration_samples)
         capture = time.perf_counter() - start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -340,6 +341,31 @@ def vector_mse(points: np.ndarray, centroids: np.ndarray) -> float:
     return float(d.min(axis=1).mean())
 
 
+def ref_obs(
+    weight: np.ndarray,
+    gram: np.ndarray,
+    rounded: Callable[[int, np.ndarray], np.ndarray],
+    dampening: float = 0.01,
+) -> np.ndarray:
+    """The OBS column sweep transcribed plainly (float64, one column at a time, every later
+    column updated eagerly): ``rounded(c, w)`` gives column ``c``'s stored values (``w`` is
+    the whole current weight, for rules that look at a group of columns). Dead columns are
+    kept (rounded) and pass nothing on. Returns the decoded weight."""
+    w = weight.astype(np.float64).copy()
+    h = gram.astype(np.float64).copy()
+    cols = w.shape[1]
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1
+    h += dampening * np.mean(np.diag(h)) * np.eye(cols)
+    upper = np.linalg.cholesky(np.linalg.inv(h)).T
+    for c in range(cols):
+        decoded = rounded(c, w)
+        e = (w[:, c] - decoded) / upper[c, c]
+        w[:, c] = decoded
+        w[:, c + 1 :] -= np.outer(e, upper[c, c + 1 :])
+    return w
+
+
 def ref_gptq(
     weight: np.ndarray,
     gram: np.ndarray,
@@ -347,56 +373,36 @@ def ref_gptq(
     group: int | None = None,
     dampening: float = 0.01,
 ) -> np.ndarray:
-    """GPTQ transcribed plainly (float64, one column at a time, every later column updated
-    eagerly), symmetric signed ``bits``-bit codes: per-row scales ``absmax / qmax`` of the
-    original weight, or with ``group`` of the updated weights when a group of columns is
-    entered. Rounding as the runtime decodes: ``rint(w / s)`` in float32, ``q * s`` in
-    float32. Dead columns keep their values (rounded) and pass no error on. Returns the
-    decoded weight (float64)."""
-    w = weight.astype(np.float64).copy()
-    h = gram.astype(np.float64).copy()
-    cols = w.shape[1]
-    dead = np.diag(h) == 0
-    h[dead, dead] = 1
-    h += dampening * np.mean(np.diag(h)) * np.eye(cols)
-    upper = np.linalg.cholesky(np.linalg.inv(h)).T
+    """GPTQ by :func:`ref_obs`, symmetric signed ``bits``-bit codes: per-row scales
+    ``absmax / qmax`` of the original weight, or with ``group`` of the updated weights when
+    a group of columns is entered. Rounding as the runtime decodes: ``rint(w / s)`` in
+    float32, ``q * s`` in float32."""
     qmax = (1 << (bits - 1)) - 1
 
     def scales(block: np.ndarray) -> np.ndarray:
         absmax = np.abs(block.astype(np.float32)).max(axis=1).astype(np.float64)
         return np.where(absmax > 0, (absmax / qmax).astype(np.float32), 1.0).astype(np.float32)
 
-    scale = scales(w)
-    for c in range(cols):
+    scale = [scales(weight)]
+
+    def rounded(c: int, w: np.ndarray) -> np.ndarray:
         if group is not None and c % group == 0:
-            scale = scales(w[:, c : c + group])
-        col = w[:, c].astype(np.float32)
-        q = np.clip(np.rint(col / scale), -qmax, qmax)
-        decoded = (q.astype(np.float32) * scale).astype(np.float64)
-        e = (w[:, c] - decoded) / upper[c, c]
-        w[:, c] = decoded
-        w[:, c + 1 :] -= np.outer(e, upper[c, c + 1 :])
-    return w
+            scale[0] = scales(w[:, c : c + group])
+        q = np.clip(np.rint(w[:, c].astype(np.float32) / scale[0]), -qmax, qmax)
+        return (q.astype(np.float32) * scale[0]).astype(np.float64)
+
+    return ref_obs(weight, gram, rounded, dampening)
 
 
 def ref_lut_obs(
     weight: np.ndarray, gram: np.ndarray, lut: np.ndarray, dampening: float = 0.01
 ) -> np.ndarray:
-    """Rounding to one sorted scalar ``lut`` with error feedback, transcribed plainly
-    (float64, one column at a time, every later column updated eagerly; ties to the lower
-    entry). Returns the decoded weight."""
-    w = weight.astype(np.float64).copy()
-    h = gram.astype(np.float64).copy()
-    cols = w.shape[1]
-    dead = np.diag(h) == 0
-    h[dead, dead] = 1
-    h += dampening * np.mean(np.diag(h)) * np.eye(cols)
-    upper = np.linalg.cholesky(np.linalg.inv(h)).T
+    """Rounding to one sorted scalar ``lut`` with error feedback by :func:`ref_obs` (ties
+    to the lower entry)."""
     entries = lut.astype(np.float64)
-    for c in range(cols):
+
+    def rounded(c: int, w: np.ndarray) -> np.ndarray:
         distance = np.abs(w[:, c, None] - entries[None, :])
-        decoded = entries[np.argmin(distance, axis=1)]
-        e = (w[:, c] - decoded) / upper[c, c]
-        w[:, c] = decoded
-        w[:, c + 1 :] -= np.outer(e, upper[c, c + 1 :])
-    return w
+        return entries[np.argmin(distance, axis=1)]
+
+    return ref_obs(weight, gram, rounded, dampening)

@@ -196,11 +196,24 @@ def print_plan(plans: tuple[WeightPlan, ...], console: Console, *, calibrated: b
             joint,
             f"{_size(size)} -> {_size(expected)}",
         )
-    console.print(table)
     compressed = sum(1 for p in plans if p.mode is not None)
+    _plan_footer(console, table, (len(plans), compressed), (before, after, "about "), calibrated)
+
+
+def _plan_footer(
+    console: Console,
+    table: Table,
+    counts: tuple[int, int],
+    sizes: tuple[int, int, str],
+    calibrated: bool,  # noqa: FBT001
+) -> None:
+    """The --plan table, then the counts (considered, to compress), the sizes (before,
+    after, how exact) and the calibration note."""
+    console.print(table)
+    before, after, how = sizes
     console.print(
-        f"weights: {len(plans)} considered, {compressed} to compress; "
-        f"weight data {_size(before)} -> about {_size(after)}"
+        f"weights: {counts[0]} considered, {counts[1]} to compress; "
+        f"weight data {_size(before)} -> {how}{_size(after)}"
     )
     if calibrated:
         console.print(
@@ -247,17 +260,8 @@ def print_decisions(
             storage,
             f"{_size(size)} -> {_size(stored)}",
         )
-    console.print(table)
     compressed = sum(1 for d in decisions if d.mode is not None)
-    console.print(
-        f"weights: {len(decisions)} considered, {compressed} to compress; "
-        f"weight data {_size(before)} -> {_size(after)}"
-    )
-    if calibrated:
-        console.print(
-            "calibration is not run by --plan: algorithms assume every capturable weight gets "
-            "statistics"
-        )
+    _plan_footer(console, table, (len(decisions), compressed), (before, after, ""), calibrated)
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:

@@ -16,7 +16,6 @@ from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsL
 from coreai_opt.coreai_utils.numerics.lut import GroupedPalette, palettize_groups
 from coreai_opt.coreai_utils.numerics.lut_rounding import obs_palettize
 from coreai_opt.coreai_utils.passes.calibrated import no_gram, offered
-from coreai_opt.coreai_utils.passes.control import Schema
 from coreai_opt.coreai_utils.passes.outcomes import SparsifyResult, WeightOutcome
 from coreai_opt.coreai_utils.passes.palettize_options import (
     PALETTIZE_OVERRIDABLE,
@@ -27,11 +26,9 @@ from coreai_opt.coreai_utils.passes.palettize_options import (
 from coreai_opt.coreai_utils.passes.runner import (
     Decision,
     Encoded,
-    Settings,
-    decide_all,
+    PassSpec,
     joined,
     run_weight_pass,
-    settings,
 )
 from coreai_opt.coreai_utils.schemes import CompressionGranularity
 
@@ -163,11 +160,11 @@ def palettize_with_report(
 ) -> SparsifyResult:
     """:func:`palettize_weights`, also returning one outcome per candidate weight (``mode``
     is the granularity used, ``joint`` names the palette, ``algorithm`` how it was made)."""
-    validated = _settings(coreai_program, calibration, exclude, overrides, locals())
+    validated = _PASS.settings(coreai_program, calibration, exclude, overrides, locals())
     return run_weight_pass(
         coreai_program,
         in_place=in_place,
-        decide=lambda program: _decisions(program, validated),
+        decide=lambda program: _PASS.decisions(program, validated),
         encode=_encode,
         on_weight=on_weight,
     )
@@ -190,36 +187,8 @@ def plan_palettize(
 ) -> tuple[Decision, ...]:
     """The decisions :func:`palettize_weights` would follow, one per candidate weight: the
     same validation, no weight data read, nothing changed."""
-    validated = _settings(coreai_program, calibration, exclude, overrides, locals())
-    return tuple(_decisions(coreai_program, validated))
-
-
-def _schema(calibrated: bool) -> Schema[PalettizeOptions]:  # noqa: FBT001
-    def validate(merged: dict[str, object]) -> PalettizeOptions:
-        return validate_palettize_options(calibrated=calibrated, **merged)
-
-    return Schema(PALETTIZE_OVERRIDABLE, validate)
-
-
-def _settings(
-    program: object,
-    calibration: object,
-    exclude: object,
-    overrides: object,
-    call: Mapping[str, object],
-) -> Settings[PalettizeOptions]:
-    """Validate a call's arguments (``call``: its ``locals()``) before anything is touched."""
-    arguments = {name: call[name] for name in PALETTIZE_OVERRIDABLE}
-    return settings(program, calibration, exclude, overrides, arguments, _schema)
-
-
-def _decisions(program: AIProgram, validated: Settings[PalettizeOptions]) -> list[Decision]:
-    return decide_all(
-        program,
-        validated.control,
-        validated.options,
-        lambda site, options: decide_palettize(site, options, validated.calibration),
-    )
+    validated = _PASS.settings(coreai_program, calibration, exclude, overrides, locals())
+    return tuple(_PASS.decisions(coreai_program, validated))
 
 
 _KMEANS = PalettizeAlgorithm.KMEANS
@@ -364,3 +333,6 @@ def _encode(weight: np.ndarray, decision: Decision) -> Encoded:
     return Encoded(
         emit=lambda op: emit_lut_chain(op, palette), joint=joint, bytes_after=palette.nbytes
     )
+
+
+_PASS = PassSpec(PALETTIZE_OVERRIDABLE, validate_palettize_options, decide=decide_palettize)

@@ -22,7 +22,6 @@ from coreai_opt.coreai_utils.numerics.blockwise import (
 )
 from coreai_opt.coreai_utils.numerics.gptq import gptq_weight
 from coreai_opt.coreai_utils.passes.calibrated import no_gram, offered
-from coreai_opt.coreai_utils.passes.control import Schema
 from coreai_opt.coreai_utils.passes.outcomes import SparsifyResult, WeightOutcome
 from coreai_opt.coreai_utils.passes.quantize_options import (
     QUANTIZE_CLEARS,
@@ -34,11 +33,9 @@ from coreai_opt.coreai_utils.passes.quantize_options import (
 from coreai_opt.coreai_utils.passes.runner import (
     Decision,
     Encoded,
-    Settings,
-    decide_all,
+    PassSpec,
     joined,
     run_weight_pass,
-    settings,
 )
 from coreai_opt.coreai_utils.schemes import CompressionGranularity, QScheme
 
@@ -173,11 +170,11 @@ def quantize_with_report(
 ) -> SparsifyResult:
     """:func:`quantize_weights`, also returning one outcome per candidate weight (``mode`` is
     the granularity used, ``joint`` the storage dtype, ``algorithm`` rtn or gptq)."""
-    validated = _settings(coreai_program, calibration, exclude, overrides, locals())
+    validated = _PASS.settings(coreai_program, calibration, exclude, overrides, locals())
     return run_weight_pass(
         coreai_program,
         in_place=in_place,
-        decide=lambda program: _decisions(program, validated),
+        decide=lambda program: _PASS.decisions(program, validated),
         encode=_encode,
         on_weight=on_weight,
     )
@@ -199,36 +196,8 @@ def plan_quantize(
 ) -> tuple[Decision, ...]:
     """The decisions :func:`quantize_weights` would follow, one per candidate weight: the
     same validation, no weight data read, nothing changed."""
-    validated = _settings(coreai_program, calibration, exclude, overrides, locals())
-    return tuple(_decisions(coreai_program, validated))
-
-
-def _schema(calibrated: bool) -> Schema[QuantizeOptions]:  # noqa: FBT001
-    def validate(merged: dict[str, object]) -> QuantizeOptions:
-        return validate_quantize_options(calibrated=calibrated, **merged)
-
-    return Schema(QUANTIZE_OVERRIDABLE, validate, QUANTIZE_CLEARS)
-
-
-def _settings(
-    program: object,
-    calibration: object,
-    exclude: object,
-    overrides: object,
-    call: Mapping[str, object],
-) -> Settings[QuantizeOptions]:
-    """Validate a call's arguments (``call``: its ``locals()``) before anything is touched."""
-    arguments = {name: call[name] for name in QUANTIZE_OVERRIDABLE}
-    return settings(program, calibration, exclude, overrides, arguments, _schema)
-
-
-def _decisions(program: AIProgram, validated: Settings[QuantizeOptions]) -> list[Decision]:
-    return decide_all(
-        program,
-        validated.control,
-        validated.options,
-        lambda site, options: decide_quantize(site, options, validated.calibration),
-    )
+    validated = _PASS.settings(coreai_program, calibration, exclude, overrides, locals())
+    return tuple(_PASS.decisions(coreai_program, validated))
 
 
 def decide_quantize(
@@ -323,3 +292,8 @@ def _encode(weight: np.ndarray, decision: Decision) -> Encoded:
         joint=options.dtype.value,
         bytes_after=quantized.nbytes,
     )
+
+
+_PASS = PassSpec(
+    QUANTIZE_OVERRIDABLE, validate_quantize_options, QUANTIZE_CLEARS, decide=decide_quantize
+)

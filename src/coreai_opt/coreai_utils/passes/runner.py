@@ -5,7 +5,7 @@ and rewrite each one (the only mutation), with warnings and one outcome per weig
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -40,11 +40,11 @@ __all__ = [
     "Decision",
     "Encoded",
     "PassOptions",
+    "PassSpec",
     "Settings",
     "decide_all",
     "joined",
     "run_weight_pass",
-    "settings",
 ]
 
 OptionsT = TypeVar("OptionsT")
@@ -66,24 +66,59 @@ class Settings(Generic[OptionsT]):
     calibration: Calibration | None
 
 
-def settings(
-    program: object,
-    calibration: object,
-    exclude: object,
-    overrides: object,
-    arguments: Mapping[str, object],
-    schema: Callable[[bool], Schema[OptionsT]],
-) -> Settings[OptionsT]:
-    """Validate a call before anything is touched: the program, the calibration (of this
-    program), the options ``arguments`` (``schema(calibrated).validate``), ``exclude`` and
-    ``overrides``. Raises ``TypeError`` or ``ValueError`` naming the argument."""
-    check_program(program)
-    module = program._module._mlir_module  # type: ignore[attr-defined]  # noqa: SLF001
-    check_calibration(calibration, find_weights(module))
-    rules = schema(calibration is not None)
-    options = rules.validate(dict(arguments))
-    control = validate_control(exclude, overrides, arguments, rules)
-    return Settings(options, control, calibration)  # type: ignore[arg-type]
+@dataclass(frozen=True)
+class PassSpec(Generic[OptionsT]):
+    """What the skeleton needs of a pass: the option names an override may set (``keys``),
+    their checks (``validate(calibrated=..., **options)``, raising like the pass's own
+    arguments), the options that clear each other (``clears``) and, for the dense-weight
+    passes, the decision for one weight (``decide(site, options, calibration)``)."""
+
+    keys: tuple[str, ...]
+    validate: Callable[..., OptionsT]
+    clears: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    decide: Callable[[WeightSite, OptionsT, Calibration | None], Decision] | None = None
+
+    def schema(self, calibrated: bool) -> Schema[OptionsT]:  # noqa: FBT001
+        """The control schema of a call with or without calibration."""
+
+        def validate(merged: dict[str, object]) -> OptionsT:
+            return self.validate(calibrated=calibrated, **merged)
+
+        return Schema(self.keys, validate, self.clears)
+
+    def settings(
+        self,
+        program: object,
+        calibration: object,
+        exclude: object,
+        overrides: object,
+        call: Mapping[str, object],
+    ) -> Settings[OptionsT]:
+        """Validate a call before anything is touched (``call``: its ``locals()``, holding
+        the options): the program, the calibration (of this program), the options,
+        ``exclude`` and ``overrides``. Raises ``TypeError`` or ``ValueError`` naming the
+        argument."""
+        check_program(program)
+        module = program._module._mlir_module  # type: ignore[attr-defined]  # noqa: SLF001
+        check_calibration(calibration, find_weights(module))
+        arguments = {name: call[name] for name in self.keys}
+        rules = self.schema(calibration is not None)
+        options = rules.validate(dict(arguments))
+        control = validate_control(exclude, overrides, arguments, rules)
+        return Settings(options, control, calibration)  # type: ignore[arg-type]
+
+    def decisions(self, program: AIProgram, settings: Settings[OptionsT]) -> list[Decision]:
+        """One decision per candidate weight of ``program`` under ``settings``."""
+        decide = self.decide
+        if decide is None:
+            msg = "this pass decides per weight on its own"
+            raise TypeError(msg)
+        return decide_all(
+            program,
+            settings.control,
+            settings.options,  # type: ignore[arg-type]
+            lambda site, options: decide(site, options, settings.calibration),
+        )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from coreai_opt.coreai_utils.passes.compress import compress_values, joint_sweep
 from coreai_opt.coreai_utils.passes.control import (
     OVERRIDABLE,
     SPARSIFY_CLEARS,
-    Schema,
     dense_reason,
     resolve_all,
 )
@@ -38,7 +37,7 @@ from coreai_opt.coreai_utils.passes.outcomes import (
     working_copy,
 )
 from coreai_opt.coreai_utils.passes.plan import WeightPlan, plan_weight
-from coreai_opt.coreai_utils.passes.runner import Settings, settings
+from coreai_opt.coreai_utils.passes.runner import PassSpec, Settings
 
 JOINT_SWEEP = True
 """Whether SparseGPT with ``quantize_dtype`` or ``palettize_nbits`` also rounds the kept
@@ -219,7 +218,7 @@ def sparsify_with_report(
     ``on_weight(done, total, outcome)`` is called after each candidate weight (for progress
     display); ``total`` is the number of candidates.
     """
-    settings = _settings(coreai_program, calibration, exclude, overrides, locals())
+    settings = _PASS.settings(coreai_program, calibration, exclude, overrides, locals())
     program = working_copy(coreai_program, in_place)
     outcomes = sparsify_program(program, settings, on_weight)
     return SparsifyResult(program, tuple(outcomes))
@@ -245,27 +244,11 @@ def plan_sparsify(
     plan has the weight's options (after ``exclude``/``overrides``), its mode or the reason
     it stays dense, and its algorithm.
     """
-    settings = _settings(coreai_program, calibration, exclude, overrides, locals())
+    settings = _PASS.settings(coreai_program, calibration, exclude, overrides, locals())
     return tuple(_plans(coreai_program._module._mlir_module, settings))  # noqa: SLF001
 
 
-def _settings(
-    coreai_program: object,
-    calibration: object,
-    exclude: object,
-    overrides: object,
-    call: Mapping[str, object],
-) -> Settings[SparsifyOptions]:
-    """Validate a call's arguments (``call``: its ``locals()``, holding the options)."""
-    arguments = {name: call[name] for name in OVERRIDABLE}
-    return settings(coreai_program, calibration, exclude, overrides, arguments, _schema)
-
-
-def _schema(calibrated: bool) -> Schema[SparsifyOptions]:  # noqa: FBT001
-    def validate(merged: dict[str, object]) -> SparsifyOptions:
-        return validate_options(calibrated=calibrated, **merged)
-
-    return Schema(OVERRIDABLE, validate, SPARSIFY_CLEARS)
+_PASS = PassSpec(OVERRIDABLE, validate_options, SPARSIFY_CLEARS)
 
 
 def _plans(module: Module, settings: Settings[SparsifyOptions]) -> list[WeightPlan]:
