@@ -23,6 +23,7 @@ from coreai_opt.coreai_utils.ir.weights import find_weights
 from coreai_opt.coreai_utils.numerics.gptq import gptq_weight
 from coreai_opt.coreai_utils.passes.palettize import palettize_weight
 from coreai_opt.coreai_utils.passes.palettize_options import validate_palettize_options
+from coreai_opt.coreai_utils.passes.quantize import GPTQ_ORDER
 from tests.helpers import linear_program, read_back_linear, run_program
 from tests.numerics.test_sparsegpt import correlated_inputs
 from tests.passes.test_quantize_runtime import CASES, IN, layer
@@ -77,6 +78,7 @@ def test_gptq_decodes_exactly_and_beats_round_to_nearest(
         block_size=32,
         symmetric=scheme is QScheme.SYMMETRIC,
         scale_dtype=None if scales is None else np.dtype(scales),
+        order=GPTQ_ORDER and granularity != "per_block",
     ).dequantize(np.dtype(weight_dtype))
     assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
     rtn = quantize_with_report(program, dtype, **options)  # type: ignore[arg-type]

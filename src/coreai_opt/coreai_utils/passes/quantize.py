@@ -49,9 +49,11 @@ __all__ = [
     "quantize_with_report",
 ]
 
-GPTQ_ORDER = False
+GPTQ_ORDER = True
 """Whether GPTQ visits the columns by decreasing Hessian diagonal where the scales are fixed
-before the sweep (per tensor, per channel); measured in the language-model benchmark."""
+before the sweep (per tensor, per channel; per block the columns stay in order). Measured:
+SmolLM2-135M int4 per channel, perplexity 1.71x the dense model's in order, 1.37x ordered;
+all-MiniLM-L6-v2 int4 per channel, cosine min/mean 0.923/0.947 either way."""
 
 _PER_TENSOR = CompressionGranularity.PER_TENSOR
 _PER_CHANNEL = CompressionGranularity.PER_CHANNEL
@@ -108,8 +110,10 @@ def quantize_weights(
       inverse of the inputs' ``X^T X`` (1 % mean-diagonal dampening; dead columns, whose
       input is always zero, are rounded and pass nothing on), in blocks of 128 with lazy
       updates. Per-tensor and per-channel scales are round-to-nearest's, fixed before the
-      sweep; per-block scales (and zero points) are chosen by the same rule from the
-      updated weights when the sweep enters the block. Every dtype, scheme and granularity
+      sweep, and the columns are visited by decreasing ``X^T X`` diagonal (``GPTQ_ORDER``:
+      measured better on a language model, neutral on a sentence encoder); per-block
+      scales (and zero points) are chosen by the same rule from the updated weights when
+      the sweep enters the block, the columns in order. Every dtype, scheme and granularity
       above; the stored codes decode on the runtime to exactly what the sweep produced.
     * A weight without statistics that fit it (an embedding read only by ``gather_nd``,
       more than ``max_gram_channels`` input columns, a transposed convolution, unknown
@@ -259,7 +263,7 @@ def quantize_weight(
             block_size=options.block_size,
             symmetric=symmetric,
             scale_dtype=scales,
-            order=GPTQ_ORDER,
+            order=GPTQ_ORDER and granularity != "per_block",
         )
     block = block_shape(site.shape, granularity, site.out_axis, site.in_axis, options.block_size)
     return quantize_blocks(weight, block, options.dtype, symmetric=symmetric, scale_dtype=scales)
