@@ -101,24 +101,19 @@ def _channel_counts(sparse: SparseWeight) -> np.ndarray:
     return counts
 
 
-def quantize(
-    sparse: SparseWeight, dtype: DType, axis: int | None, *, like: Quantized | None = None
-) -> Quantized:
+def quantize(sparse: SparseWeight, dtype: DType, axis: int | None) -> Quantized:
     """Quantize the stored values of ``sparse``; ``axis`` is its output channel axis (one
-    scale per index of it), None for one scale (see the module docstring). With ``like``
-    (a quantization of a weight of the same shape, dtype and axis) its scales and zero
-    point are used instead of chosen."""
+    scale per index of it), None for one scale (see the module docstring)."""
     if dtype not in (DType.INT8, DType.UINT8, DType.FP8_E4M3FN, DType.FP8_E5M2):
         msg = f"cannot quantize to {dtype}"
         raise ValueError(msg)
     if axis is not None and axis != 0:
-        return _quantize_moved(sparse, dtype, axis, like)
+        return _quantize_moved(sparse, dtype, axis)
     if axis is None or not sparse.shape:
         counts = np.array([sparse.values.size])
     else:
         counts = _channel_counts(sparse)
-    fixed = None if like is None else (like.scale.reshape(-1), like.zero_point)
-    codes, scale, zero_point = _quantize_runs(sparse.values, counts, dtype, fixed)
+    codes, scale, zero_point = _quantize_runs(sparse.values, counts, dtype)
     shape = [1] * len(sparse.shape)
     if axis is not None and shape:
         shape[0] = sparse.shape[0]
@@ -127,26 +122,12 @@ def quantize(
     )
 
 
-def _quantize_moved(
-    sparse: SparseWeight, dtype: DType, axis: int, like: Quantized | None
-) -> Quantized:
+def _quantize_moved(sparse: SparseWeight, dtype: DType, axis: int) -> Quantized:
     """Quantize with channels along ``axis``: move it to the front, quantize, move back."""
     mask = sparse.mask
     moved_mask = np.moveaxis(mask, axis, 0)
     moved = to_sparse(np.moveaxis(sparse.dense(), axis, 0), moved_mask)
-    moved_like = None
-    if like is not None:
-        front = [1] * len(sparse.shape)
-        front[0] = sparse.shape[axis]
-        moved_like = Quantized(
-            dtype,
-            like.values,
-            like.packed_mask,
-            like.shape,
-            like.scale.reshape(front),
-            like.zero_point,
-        )
-    inner = quantize(moved, dtype, 0, like=moved_like)
+    inner = quantize(moved, dtype, 0)
     codes = np.zeros(moved_mask.shape, dtype=inner.values.dtype)
     codes[moved_mask] = inner.values
     shape = [1] * len(sparse.shape)
@@ -190,20 +171,14 @@ def stored_scale(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _quantize_runs(
-    values: np.ndarray,
-    counts: np.ndarray,
-    dtype: DType,
-    fixed: tuple[np.ndarray, int] | None = None,
+    values: np.ndarray, counts: np.ndarray, dtype: DType
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Codes, per-run scales and the zero point for values grouped in consecutive runs (the
-    scales and zero point ``fixed`` when given)."""
+    """Codes, per-run scales and the zero point for values grouped in consecutive runs."""
     out = values.dtype
     starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
     weight = values.astype(np.float32, copy=False)
     zero_point = 0
-    if fixed is not None:
-        scale, zero_point = fixed
-    elif dtype is DType.INT8:
+    if dtype is DType.INT8:
         absmax = _absmax(weight, starts, counts)
         scale = stored_scale(absmax / 127.0, out)
     elif dtype is DType.UINT8:

@@ -19,8 +19,6 @@ Pruned positions are exact zeros; kept values change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsLayout
@@ -147,7 +145,6 @@ def sparsegpt_weight(
     *,
     sparsity: float | None = None,
     n_m: tuple[int, int] | None = None,
-    rounding: Callable[[slice], Projection] | None = None,
 ) -> SparseWeight:
     """:func:`sparsegpt` on a weight in its own layout, rounded once to its dtype.
 
@@ -155,22 +152,14 @@ def sparsegpt_weight(
     ``[C_out, C_in/g, k...]`` weight, each group of output channels against its group's
     Gram, columns in the weight's order (n:m groups run along the input channels at each
     kernel position). Pruned positions are exact zeros; a kept value that rounds to zero is
-    not stored either. ``rounding(rows)`` gives the projection that also rounds the kept
-    values of the output channels ``rows`` in the sweep (per-row parameters only: the
-    columns of a convolution may be visited out of order).
+    not stored either.
     """
     if stats.gram is None:
         msg = "sparsegpt needs X^T X statistics"
         raise ValueError(msg)
     if stats.layout is StatsLayout.LINEAR:
         matrix = np.moveaxis(weight, (out_axis, in_axis), (0, 1))
-        updated, keep = sparsegpt(
-            matrix,
-            stats.gram[0],
-            sparsity=sparsity,
-            n_m=n_m,
-            rounding=None if rounding is None else rounding(slice(None)),
-        )
+        updated, keep = sparsegpt(matrix, stats.gram[0], sparsity=sparsity, n_m=n_m)
         result = np.moveaxis(updated, (0, 1), (out_axis, in_axis))
         mask = np.moveaxis(keep, (0, 1), (out_axis, in_axis))
     elif stats.layout is StatsLayout.CONV:
@@ -193,7 +182,6 @@ def sparsegpt_weight(
                 sparsity=sparsity,
                 n_m=n_m,
                 segment=per_group,
-                rounding=None if rounding is None else rounding(band),
             )
             result[band][:, order] = updated
             mask[band][:, order] = keep

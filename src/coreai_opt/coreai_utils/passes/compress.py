@@ -3,18 +3,12 @@ joint quantization or palettization of the kept values. Pure numpy on arrays rea
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.numerics.activations import input_norms
-from coreai_opt.coreai_utils.numerics.blockwise import BlockParams
-from coreai_opt.coreai_utils.numerics.gptq import GridRounding
-from coreai_opt.coreai_utils.numerics.kmeans import Palette, nearest_sorted, palettize
-from coreai_opt.coreai_utils.numerics.lut_rounding import LutRounding
-from coreai_opt.coreai_utils.numerics.obs import Projection
+from coreai_opt.coreai_utils.numerics.kmeans import Palette, palettize
 from coreai_opt.coreai_utils.numerics.prune import prune_block, prune_magnitude, prune_nm
 from coreai_opt.coreai_utils.numerics.quantize import Quantized, quantize
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight, to_sparse
@@ -23,7 +17,7 @@ from coreai_opt.coreai_utils.numerics.wanda import wanda_block_mask, wanda_mask,
 from coreai_opt.coreai_utils.passes.options import Algorithm, SparsifyOptions
 from coreai_opt.coreai_utils.passes.plan import Mode, WeightPlan
 
-__all__ = ["Compressed", "compress_values", "joint_sweep", "prune"]
+__all__ = ["Compressed", "compress_values", "prune"]
 
 
 @dataclass(frozen=True)
@@ -50,66 +44,6 @@ def compress_values(sparse: SparseWeight, plan: WeightPlan, options: SparsifyOpt
             sparse, quantize(sparse, options.quantize_dtype, plan.site.out_axis), None
         )
     return Compressed(sparse, palettize(sparse.values, options.palettize_nbits or 8), None)
-
-
-def joint_sweep(
-    weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions, first: Compressed
-) -> Compressed:
-    """SparseGPT once more with the kept values also rounded in the sweep, to the grid (the
-    scales and zero point) or the LUT that prune-then-quantize chose in ``first``, so that
-    later columns compensate the rounding too; the result stored with that grid or LUT."""
-    site, stats, joint = plan.site, plan.stats, first.joint
-    if joint is None or stats is None or site.out_axis is None or site.in_axis is None:
-        return first
-    out = weight.dtype
-    channels = site.shape[site.out_axis]
-    columns = site.size // channels
-    rounding: Callable[[slice], Projection]
-    if isinstance(joint, Quantized):
-        params = _row_params(joint, channels)
-
-        def rounding(rows: slice) -> Projection:
-            own = params.take(np.arange(channels)[rows])
-            return GridRounding(
-                own.scale.size,
-                columns,
-                joint.dtype,
-                symmetric=joint.dtype is not DType.UINT8,
-                scale_dtype=out,
-                out=out,
-                fixed=own,
-            )
-
-    else:
-        lut = joint.lut.astype(out)[None, :, None]
-
-        def rounding(rows: slice) -> Projection:
-            count = np.arange(channels)[rows].size
-            return LutRounding(lut, np.zeros(count, dtype=np.intp), None, out, columns)
-
-    n_m = options.n_m_ratio if plan.mode is Mode.N_M else None
-    sparse = sparsegpt_weight(
-        weight,
-        stats,
-        site.out_axis,
-        site.in_axis,
-        sparsity=None if n_m is not None else options.target_sparsity or 0.0,
-        n_m=n_m,
-        rounding=rounding,
-    )
-    if isinstance(joint, Quantized):
-        return Compressed(sparse, quantize(sparse, joint.dtype, site.out_axis, like=joint), None)
-    indices = nearest_sorted(sparse.values.astype(np.float64), joint.lut.astype(np.float64))
-    return Compressed(sparse, Palette(joint.lut, indices, joint.nbits), None)
-
-
-def _row_params(joint: Quantized, channels: int) -> BlockParams:
-    """The grid of a sparse weight's quantization as one set of parameters per output
-    channel (the form the sweep's :class:`GridRounding` takes)."""
-    scale = np.broadcast_to(joint.scale.reshape(-1), (channels,))
-    zero_point = np.full(channels, float(joint.zero_point))
-    limits = {DType.INT8: (-127, 127), DType.UINT8: (0, 255)}.get(joint.dtype)
-    return BlockParams(joint.dtype, np.ascontiguousarray(scale), zero_point, limits, None)
 
 
 def prune(weight: np.ndarray, plan: WeightPlan, options: SparsifyOptions) -> SparseWeight:

@@ -20,14 +20,14 @@ from coreai_opt.coreai_utils.ir.weights import find_weights
 from coreai_opt.coreai_utils.numerics.kmeans import Palette
 from coreai_opt.coreai_utils.numerics.quantize import Quantized
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
-from coreai_opt.coreai_utils.passes.compress import compress_values, joint_sweep, prune
+from coreai_opt.coreai_utils.passes.compress import compress_values, prune
 from coreai_opt.coreai_utils.passes.control import (
     OVERRIDABLE,
     SPARSIFY_CLEARS,
     dense_reason,
     resolve_all,
 )
-from coreai_opt.coreai_utils.passes.options import Algorithm, SparsifyOptions, validate_options
+from coreai_opt.coreai_utils.passes.options import SparsifyOptions, validate_options
 from coreai_opt.coreai_utils.passes.outcomes import (
     COMPRESS_ERRORS,
     SparsifyResult,
@@ -38,10 +38,6 @@ from coreai_opt.coreai_utils.passes.outcomes import (
 )
 from coreai_opt.coreai_utils.passes.plan import WeightPlan, plan_weight
 from coreai_opt.coreai_utils.passes.runner import PassSpec, Settings
-
-JOINT_SWEEP = True
-"""Whether SparseGPT with ``quantize_dtype`` or ``palettize_nbits`` also rounds the kept
-values inside a second sweep (to prune-then-quantize's grid or LUT)."""
 
 __all__ = [
     "Settings",
@@ -297,13 +293,8 @@ def _apply(plan: WeightPlan) -> WeightOutcome:
         return _skip(plan, weight)
     try:
         sparse = prune(weight, plan, options)
-        kept_type = options.quantize_dtype is not None or options.palettize_nbits is not None
-        in_sweep = JOINT_SWEEP and kept_type and plan.algorithm is Algorithm.SPARSEGPT
-        original = weight if in_sweep else None
         del weight  # the copy read from the IR: free it before the joint step
         compressed = compress_values(sparse, plan, options)
-        if original is not None and compressed.joint is not None:
-            compressed = joint_sweep(original, plan, options, compressed)
     except COMPRESS_ERRORS as error:
         return _skip(plan, f"could not compress: {type(error).__name__}: {error}")
     if compressed.note:
