@@ -160,3 +160,19 @@ def test_the_file_keeps_notes_padding_and_shapes(tmp_path: object) -> None:
     assert loaded.padding_mask == "mask" and loaded.unmasked == calibration.unmasked
     assert loaded.notes == calibration.notes and loaded.shapes == calibration.shapes
     assert (50, 16) in loaded.shapes.values()
+
+
+def test_a_padding_mask_that_maps_onto_nothing_is_refused() -> None:
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) * flags.float().sum()
+
+    x = np.ones((4, 8), np.float32)
+    flags = np.ones((3,), np.int32)  # 3 positions; the linear's rows are 4
+    program = convert(Pair().eval(), {"x": torch.from_numpy(x), "flags": torch.from_numpy(flags)})
+    with pytest.raises(ValueError, match="maps onto no weight's activation rows"):
+        collect_calibration(program, [{"x": x, "flags": flags}], padding_mask="flags")

@@ -120,7 +120,8 @@ def collect_calibration(
         ValueError: ``function`` does not exist; a sample does not match its inputs;
             ``samples`` is empty; ``max_gram_channels`` or ``max_capture_bytes`` is not a
             non-negative int; ``padding_mask`` is not an input of ``function``, not of an
-            integer or bool dtype, or not of a static shape of rank 1 or more.
+            integer or bool dtype, not of a static shape of rank 1 or more, or of a shape no
+            weight's activation rows map onto.
     """
     if not isinstance(program, AIProgram):
         msg = f"program must be a coreai.authoring.AIProgram, got {type(program).__name__}"
@@ -145,6 +146,14 @@ def collect_calibration(
             why = next((r for t in plan.taps if (r := unmappable(t, mask.shape))), None)
             if why is not None:
                 unmasked[plan.site.id] = f"padding kept: {why}"
+        if capturable and len(unmasked) == len(capturable):
+            shape = "x".join(map(str, mask.shape))
+            msg = (
+                f"padding_mask {mask.name!r} ({shape}) maps onto no weight's activation rows "
+                "(a matmul activation whose axes other than the contraction axis have its "
+                "shape); nothing would be masked"
+            )
+            raise ValueError(msg)
     stats: dict[str, ActivationStats] = {}
     runs = _groups(capturable, max_capture_bytes)
     total = len(checked) * len(runs)
