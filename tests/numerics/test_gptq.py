@@ -9,7 +9,12 @@ import pytest
 
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsLayout
-from coreai_opt.coreai_utils.numerics.blockwise import block_params, block_shape, quantize_blocks
+from coreai_opt.coreai_utils.numerics.blockwise import (
+    BlockQuantized,
+    block_params,
+    block_shape,
+    quantize_blocks,
+)
 from coreai_opt.coreai_utils.numerics.gptq import gptq, gptq_weight
 from coreai_opt.coreai_utils.numerics.masks import NonFiniteError
 from tests.numerics.test_sparsegpt import correlated_inputs
@@ -41,18 +46,16 @@ def output_error(decoded: np.ndarray, weight: np.ndarray, x: np.ndarray) -> floa
     return float(np.linalg.norm((decoded.astype(np.float64) - weight) @ x.T))
 
 
-@pytest.mark.parametrize(("dtype", "granularity", "symmetric", "scale_dtype"), CASES)
-@pytest.mark.parametrize("transposed", [False, True])
-def test_a_diagonal_hessian_gives_round_to_nearest(
-    dtype: DType, granularity: str, symmetric: bool, scale_dtype: np.dtype | None, transposed: bool
-) -> None:
-    rng = np.random.default_rng(1)
-    weight = rng.standard_normal((24, 70)).astype(np.float32)
-    axes = (0, 1)
-    if transposed:
-        weight, axes = np.ascontiguousarray(weight.T), (1, 0)
-    gram = np.diag(rng.uniform(0.5, 2.0, 70))[None]
-    stats = ActivationStats(StatsLayout.LINEAR, np.ones((1, 70)), 1, gram)
+def both(
+    weight: np.ndarray,
+    stats: ActivationStats,
+    axes: tuple[int, int],
+    dtype: DType,
+    granularity: str,
+    symmetric: bool,
+    scale_dtype: np.dtype | None,
+) -> tuple[BlockQuantized, BlockQuantized]:
+    """Round-to-nearest's and GPTQ's results (blocks of 32)."""
     block = block_shape(weight.shape, granularity, *axes, 32)
     rtn = quantize_blocks(weight, block, dtype, symmetric=symmetric, scale_dtype=scale_dtype)
     got = gptq_weight(
@@ -65,6 +68,22 @@ def test_a_diagonal_hessian_gives_round_to_nearest(
         symmetric=symmetric,
         scale_dtype=scale_dtype,
     )
+    return rtn, got
+
+
+@pytest.mark.parametrize(("dtype", "granularity", "symmetric", "scale_dtype"), CASES)
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_diagonal_hessian_gives_round_to_nearest(
+    dtype: DType, granularity: str, symmetric: bool, scale_dtype: np.dtype | None, transposed: bool
+) -> None:
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((24, 70)).astype(np.float32)
+    axes = (0, 1)
+    if transposed:
+        weight, axes = np.ascontiguousarray(weight.T), (1, 0)
+    gram = np.diag(rng.uniform(0.5, 2.0, 70))[None]
+    stats = ActivationStats(StatsLayout.LINEAR, np.ones((1, 70)), 1, gram)
+    rtn, got = both(weight, stats, axes, dtype, granularity, symmetric, scale_dtype)
     assert got.block == rtn.block
     assert np.array_equal(got.codes.view(np.uint8), rtn.codes.view(np.uint8))
     assert np.array_equal(got.scale.view(np.uint8), rtn.scale.view(np.uint8))
@@ -82,19 +101,7 @@ def test_lower_output_error_and_decodes_to_the_sweep(
     weight = rng.standard_normal((40, 96)).astype(out)
     x = correlated_inputs(3000, 96, seed=2)
     stats = linear_stats(x)
-    block = block_shape(weight.shape, granularity, 0, 1, 32)
-    rtn = quantize_blocks(weight, block, dtype, symmetric=symmetric, scale_dtype=scale_dtype)
-    got = gptq_weight(
-        weight,
-        stats,
-        0,
-        1,
-        dtype=dtype,
-        granularity=granularity,
-        block_size=32,
-        symmetric=symmetric,
-        scale_dtype=scale_dtype,
-    )
+    rtn, got = both(weight, stats, (0, 1), dtype, granularity, symmetric, scale_dtype)
     reference = weight.astype(np.float64)
     decoded = got.dequantize(np.dtype(out))
     assert decoded.dtype == np.dtype(out)

@@ -157,6 +157,15 @@ def _weight_label(path: str, weight_id: str, name: str, source: str | None) -> s
     return f"{escape(path)} [dim]({escape(extra)})[/dim]"
 
 
+def _planned(mode: str, rule: str | None, reason: str | None) -> str:
+    """A --plan mode cell: the mode, the override that set it, the note or fallback."""
+    if rule:
+        mode += f" [dim](override {escape(rule)})[/dim]"
+    if reason:
+        mode += f" [yellow]({escape(reason)})[/yellow]"
+    return mode
+
+
 def print_plan(plans: tuple[WeightPlan, ...], console: Console, *, calibrated: bool) -> None:
     """The --plan table: what would happen to each weight, and the expected sizes."""
     table = _weights_table(
@@ -178,11 +187,7 @@ def print_plan(plans: tuple[WeightPlan, ...], console: Console, *, calibrated: b
                 pattern = f"{options.n_m_ratio[0]}:{options.n_m_ratio[1]}"
             elif options is not None and options.target_sparsity is not None:
                 pattern += f" {options.target_sparsity:g}"
-            mode = f"{plan.algorithm.value} {pattern}"
-            if plan.rule:
-                mode += f" [dim](override {escape(plan.rule)})[/dim]"
-            if plan.reason:
-                mode += f" [yellow]({escape(plan.reason)})[/yellow]"
+            mode = _planned(f"{plan.algorithm.value} {pattern}", plan.rule, plan.reason)
             joint = "-"
             if options is not None and options.quantize_dtype is not None:
                 joint = str(options.quantize_dtype)
@@ -246,11 +251,7 @@ def print_decisions(
             mode = f"[dim]dense: {escape(decision.reason or '')}[/dim]"
             storage = "-"
         else:
-            mode = f"{decision.algorithm} {decision.mode}"
-            if decision.rule:
-                mode += f" [dim](override {escape(decision.rule)})[/dim]"
-            if decision.reason:
-                mode += f" [yellow]({escape(decision.reason)})[/yellow]"
+            mode = _planned(f"{decision.algorithm} {decision.mode}", decision.rule, decision.reason)
             storage = str(options.dtype) if command == "quantize" else f"palettize{options.n_bits}"
         table.add_row(
             _weight_label(site.path, site.id, site.name, site.source),
