@@ -283,7 +283,23 @@ Plain run over the calibration windows: {plain_run:.1f} s; `collect_calibration`
 """
     if not args.only:
         RESULTS.write_text(text)
+    elif RESULTS.exists():
+        RESULTS.write_text(remeasured(RESULTS.read_text(), rows[1:]))
     print(text)
+
+
+def remeasured(table: str, rows: list[str]) -> str:
+    """``table`` (a written LANGUAGE_MODEL.md) with the rows of the same configurations
+    replaced by ``rows`` (an ``--only`` run) and a line saying which and when."""
+    names = {row.split(" | ")[0] + " |": row for row in rows}
+    lines = [names.get(line.split(" | ")[0] + " |", line) for line in table.splitlines()]
+    note = (
+        f"Re-measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC (`--only`, the same data): "
+        + ", ".join(row.split(" | ")[0].removeprefix("| ") for row in rows)
+        + "."
+    )
+    at = next(i for i, line in enumerate(lines) if line.startswith("Run: ")) + 1
+    return "\n".join([*lines[:at], note, *lines[at:]]) + "\n"
 
 
 if __name__ == "__main__":

@@ -9,7 +9,11 @@ import pytest
 from coreai_opt.coreai_utils.dtypes import DType
 from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsLayout
 from coreai_opt.coreai_utils.numerics.lut import palettize_groups
-from coreai_opt.coreai_utils.numerics.lut_rounding import LutRounding, obs_palettize
+from coreai_opt.coreai_utils.numerics.lut_rounding import (
+    LUT_DAMPENING,
+    LutRounding,
+    obs_palettize,
+)
 from coreai_opt.coreai_utils.numerics.obs import factor, sweep
 from tests.numerics.test_sparsegpt import correlated_inputs
 from tests.reference import ref_lut_obs
@@ -32,6 +36,18 @@ def test_float64_sweep_equals_the_plain_algorithm() -> None:
     got = sweep(weight, factor(gram, precision=np.float64), rounding, precision=np.float64)
     np.testing.assert_allclose(got, ref_lut_obs(weight, gram, lut), rtol=0, atol=1e-9)
     assert np.array_equal(lut[rounding.indices.T], got)
+
+
+def test_obs_palettize_sweeps_with_the_lut_dampening() -> None:
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((12, 48))
+    x = correlated_inputs(30, 48, seed=5)  # fewer tokens than channels: dampening matters
+    palette = palettize_groups(weight, 3, out_axis=0, in_axis=1, group_size=12)
+    got = obs_palettize(weight, linear_stats(x), palette).decode(np.dtype(np.float64))
+    lut = palette.lut_values(np.dtype(np.float64))[0, :, 0]
+    want = ref_lut_obs(weight, x.T @ x, lut, dampening=LUT_DAMPENING)
+    assert np.mean(got == want) > 0.95  # float32 sweep against the float64 reference
+    assert not np.array_equal(got, ref_lut_obs(weight, x.T @ x, lut))
 
 
 def test_a_diagonal_hessian_gives_each_value_its_nearest_entry() -> None:

@@ -22,7 +22,9 @@ SparseGPT 2023; Frantar et al., GPTQ 2022). What the algorithms share is here, w
   entered when the sweep reaches their first column, with every column of the group up to
   date (all earlier columns' errors already pushed onto it); so are the blocks;
 * the factorization in float64, the sweep in ``precision`` (float32 by default, as in the
-  papers; float64 to compare with a reference).
+  papers; float64 to compare with a reference);
+* the sweep's matrix products on one BLAS thread (:mod:`blas`: with a thread per core they
+  stall whenever another process holds a core).
 
 A projection is a small object (:class:`Projection`): ``groups`` (its boundaries),
 ``enter_block`` and ``enter_group`` (to fix a block's mask or a group's scale from the
@@ -37,6 +39,8 @@ import weakref
 from dataclasses import dataclass
 
 import numpy as np
+
+from coreai_opt.coreai_utils.numerics.blas import one_blas_thread
 
 __all__ = [
     "BLOCK",
@@ -219,7 +223,7 @@ def sweep(
     docstring); ``zero_dead`` zeroes the dead columns first (they do not change the
     calibration outputs: pruning takes them before anything else). Returns the result in
     ``precision`` (a transposed view of a column-major work array)."""
-    rows, columns = weight.shape
+    columns = weight.shape[1]
     if factored.upper.shape != (columns, columns):
         msg = f"a Hessian of shape {factored.upper.shape} does not match {columns} columns"
         raise ValueError(msg)
@@ -229,6 +233,17 @@ def sweep(
     work: np.ndarray = np.array(weight.T, dtype=precision, order="C")
     if zero_dead:
         work[factored.dead] = 0.0
+    with one_blas_thread():
+        _columns(work, upper, scale, projection)
+    return work.T
+
+
+def _columns(
+    work: np.ndarray, upper: np.ndarray, scale: np.ndarray, projection: Projection
+) -> None:
+    """The sweep's loop over the columns of ``work [columns, rows]``, in place."""
+    columns, rows = work.shape
+    precision = work.dtype
     grouped = projection.groups(columns)
     bounds = grouped if grouped is not None else list(range(columns + 1))
     stops = dict(itertools.pairwise(bounds)) if grouped is not None else {}
@@ -257,4 +272,3 @@ def sweep(
                 )
         if end < columns:
             work[end:] -= upper[start:end, end:].T @ errors
-    return work.T
