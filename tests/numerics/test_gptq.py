@@ -190,6 +190,13 @@ def test_ordering_by_the_hessian_diagonal_decodes_in_place() -> None:
     assert error < output_error(rtn.dequantize(np.dtype(np.float32)), weight.astype(np.float64), x)
     with pytest.raises(ValueError, match="ordering"):
         gptq(weight, x.T @ x, DType.INT4, group=32, order=True)
+    per_block = [
+        gptq_weight(
+            weight, stats, 0, 1, dtype=DType.INT4, granularity="per_block", block_size=32, order=o
+        )
+        for o in (False, True)
+    ]
+    assert np.array_equal(per_block[0].codes, per_block[1].codes)  # per block: kept in order
 
 
 def test_never_writes_the_callers_weight_and_rejects_non_finite_values() -> None:

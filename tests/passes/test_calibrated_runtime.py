@@ -78,7 +78,7 @@ def test_gptq_decodes_exactly_and_beats_round_to_nearest(
         block_size=32,
         symmetric=scheme is QScheme.SYMMETRIC,
         scale_dtype=None if scales is None else np.dtype(scales),
-        order=GPTQ_ORDER and granularity != "per_block",
+        order=GPTQ_ORDER,
     ).dequantize(np.dtype(weight_dtype))
     assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
     rtn = quantize_with_report(program, dtype, **options)  # type: ignore[arg-type]

@@ -232,7 +232,9 @@ def gptq_weight(
     ``[C_out, C_in/g, k...]`` weight, each group of output channels against its group's
     Gram (columns: channel, then kernel positions; a block of ``block_size`` input channels
     is ``block_size * prod(k)`` consecutive columns). Per-tensor and per-channel parameters
-    are round-to-nearest's on the original weight. Raises ``ValueError`` without a Gram or
+    are round-to-nearest's on the original weight; ``order`` visits their columns by
+    decreasing Hessian diagonal (per block the columns stay in order: each block's scales
+    come from its updated columns). Raises ``ValueError`` without a Gram or
     for another layout, :class:`NonFiniteError` for NaN or Inf.
     """
     out = weight.dtype
@@ -261,7 +263,7 @@ def gptq_weight(
             scale_dtype=scales_in,
             fixed=rows_fixed,
             group=block[in_axis] * taps if per_block else None,
-            order=order,
+            order=order and not per_block,
         )
         blocks.append(params)
     used = _stacked(blocks) if per_block else fixed

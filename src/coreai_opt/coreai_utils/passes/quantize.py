@@ -263,7 +263,7 @@ def quantize_weight(
             block_size=options.block_size,
             symmetric=symmetric,
             scale_dtype=scales,
-            order=GPTQ_ORDER and granularity != "per_block",
+            order=GPTQ_ORDER,
         )
     block = block_shape(site.shape, granularity, site.out_axis, site.in_axis, options.block_size)
     return quantize_blocks(weight, block, options.dtype, symmetric=symmetric, scale_dtype=scales)
