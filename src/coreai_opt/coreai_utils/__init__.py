@@ -10,6 +10,9 @@ Public surface:
     calibration-aware pruning (``algorithm="wanda"`` or ``"sparsegpt"``);
   * ``quantize_weights`` and ``palettize_weights`` (and their ``*_with_report``): the
     sibling passes for dense weights; ``QScheme`` and ``CompressionGranularity``;
+  * ``compress_to_size`` (and ``compress_to_size_with_report``, ``plan_to_size``): the
+    most accurate per-weight mix of the three passes within a byte budget, from the
+    ``Candidate`` configurations (``DEFAULT_CANDIDATES`` by default);
   * ``DType``;
   * modules ``runtime`` (run a saved asset) and ``validation`` (seeded example inputs,
     output comparison).
@@ -24,6 +27,15 @@ from coreai_opt.coreai_utils.schemes import CompressionGranularity, QScheme
 
 if TYPE_CHECKING:
     from coreai_opt.coreai_utils.calibration import Calibration, collect_calibration
+    from coreai_opt.coreai_utils.passes.auto import (
+        DEFAULT_CANDIDATES,
+        Candidate,
+        SizePlan,
+        SizeResult,
+        compress_to_size,
+        compress_to_size_with_report,
+        plan_to_size,
+    )
     from coreai_opt.coreai_utils.passes.palettize import palettize_weights, palettize_with_report
     from coreai_opt.coreai_utils.passes.quantize import quantize_weights, quantize_with_report
     from coreai_opt.coreai_utils.passes.sparsify import (
@@ -34,15 +46,22 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "DEFAULT_CANDIDATES",
     "Calibration",
+    "Candidate",
     "CompressionGranularity",
     "DType",
     "QScheme",
+    "SizePlan",
+    "SizeResult",
     "SparsifyResult",
     "WeightOutcome",
     "collect_calibration",
+    "compress_to_size",
+    "compress_to_size_with_report",
     "palettize_weights",
     "palettize_with_report",
+    "plan_to_size",
     "quantize_weights",
     "quantize_with_report",
     "sparsify_weights",
@@ -53,9 +72,22 @@ _LAZY = {"SparsifyResult", "WeightOutcome", "sparsify_weights", "sparsify_with_r
 _CALIBRATION = {"Calibration", "collect_calibration"}
 _QUANTIZE = {"quantize_weights", "quantize_with_report"}
 _PALETTIZE = {"palettize_weights", "palettize_with_report"}
+_AUTO = {
+    "DEFAULT_CANDIDATES",
+    "Candidate",
+    "SizePlan",
+    "SizeResult",
+    "compress_to_size",
+    "compress_to_size_with_report",
+    "plan_to_size",
+}
 
 
 def __getattr__(name: str) -> Any:
+    if name in _AUTO:
+        from coreai_opt.coreai_utils.passes import auto  # noqa: PLC0415
+
+        return getattr(auto, name)
     if name in _PALETTIZE:
         from coreai_opt.coreai_utils.passes import palettize  # noqa: PLC0415
 

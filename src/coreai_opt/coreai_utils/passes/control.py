@@ -28,6 +28,7 @@ __all__ = [
     "Rule",
     "Schema",
     "apply_values",
+    "check_pattern",
     "dense_reason",
     "matches",
     "resolve",
@@ -92,7 +93,7 @@ class Control(Generic[OptionsT]):
         return self.exclude + tuple(rule.pattern for rule in self.rules)
 
 
-def _check_pattern(pattern: object, where: str) -> str:
+def check_pattern(pattern: object, where: str) -> str:
     if not isinstance(pattern, str) or not pattern:
         msg = f"{where} must be a non-empty string pattern, got {pattern!r}"
         raise ArgumentTypeError(msg)
@@ -148,7 +149,7 @@ def validate_control(
     if not isinstance(exclude, Iterable):
         msg = f"exclude must be an iterable of patterns, got {exclude!r}"
         raise ArgumentTypeError(msg)
-    excluded = tuple(_check_pattern(p, "exclude pattern") for p in exclude)
+    excluded = tuple(check_pattern(p, "exclude pattern") for p in exclude)
     if overrides is None:
         return Control(excluded, ())
     if not isinstance(overrides, Mapping):
@@ -156,7 +157,7 @@ def validate_control(
         raise ArgumentTypeError(msg)
     rules: list[Rule[OptionsT]] = []
     for pattern, values in overrides.items():
-        _check_pattern(pattern, "overrides key")
+        check_pattern(pattern, "overrides key")
         if values is None:
             rules.append(Rule(pattern, None))
             continue

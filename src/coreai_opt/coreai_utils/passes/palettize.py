@@ -34,6 +34,7 @@ from coreai_opt.coreai_utils.schemes import CompressionGranularity
 
 __all__ = [
     "decide_palettize",
+    "encode_palettized",
     "expected_palettize_bytes",
     "palettize_weight",
     "palettize_weights",
@@ -166,7 +167,7 @@ def palettize_with_report(
         coreai_program,
         in_place=in_place,
         decide=lambda program: _PASS.decisions(program, validated),
-        encode=_encode,
+        encode=encode_palettized,
         on_weight=on_weight,
     )
 
@@ -319,20 +320,25 @@ def expected_palettize_bytes(decision: Decision) -> int:
     return -(-vectors * options.n_bits // 8) + lut + scales
 
 
-def _encode(weight: np.ndarray, decision: Decision) -> Encoded:
+def encode_palettized(weight: np.ndarray, decision: Decision) -> Encoded:
+    """The numbers for one weight under ``decision`` and how to store them (pure numpy)."""
     site = decision.site
     options: PalettizeOptions = decision.options
     granularity = decision.mode or _PER_TENSOR.value
     palette = palettize_weight(
         weight, site, granularity, options, decision.algorithm or _KMEANS.value, decision.stats
     )
+    dtype = weight.dtype  # not the weight: the caller frees it once encoded
     joint = f"palettize{options.n_bits}"
     if options.cluster_dim > 1:
         joint += f"x{options.cluster_dim}"
     if options.lut_dtype is not None:
         joint += f" ({options.lut_dtype.value} LUT)"
     return Encoded(
-        emit=lambda op: emit_lut_chain(op, palette), joint=joint, bytes_after=palette.nbytes
+        emit=lambda op: emit_lut_chain(op, palette),
+        joint=joint,
+        bytes_after=palette.nbytes,
+        decoded=lambda: palette.decode(dtype),
     )
 
 

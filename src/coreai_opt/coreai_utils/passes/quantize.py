@@ -42,6 +42,7 @@ from coreai_opt.coreai_utils.schemes import CompressionGranularity, QScheme
 __all__ = [
     "GPTQ_ORDER",
     "decide_quantize",
+    "encode_quantized",
     "expected_quantize_bytes",
     "plan_quantize",
     "quantize_weight",
@@ -179,7 +180,7 @@ def quantize_with_report(
         coreai_program,
         in_place=in_place,
         decide=lambda program: _PASS.decisions(program, validated),
-        encode=_encode,
+        encode=encode_quantized,
         on_weight=on_weight,
     )
 
@@ -287,14 +288,17 @@ def expected_quantize_bytes(decision: Decision) -> int:
     )
 
 
-def _encode(weight: np.ndarray, decision: Decision) -> Encoded:
+def encode_quantized(weight: np.ndarray, decision: Decision) -> Encoded:
+    """The numbers for one weight under ``decision`` and how to store them (pure numpy)."""
     options: QuantizeOptions = decision.options
     granularity = decision.mode or _PER_TENSOR.value
     quantized = quantize_weight(weight, decision.site, granularity, options, decision.stats)
+    dtype = weight.dtype  # not the weight: the caller frees it once encoded
     return Encoded(
         emit=lambda op: emit_blockwise_chain(op, quantized),
         joint=options.dtype.value,
         bytes_after=quantized.nbytes,
+        decoded=lambda: quantized.dequantize(dtype),
     )
 
 

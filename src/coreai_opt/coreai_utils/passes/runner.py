@@ -140,11 +140,13 @@ class Decision:
 
 @dataclass(frozen=True)
 class Encoded:
-    """A compressed weight: how to emit its chain, its storage name, its stored bytes."""
+    """A compressed weight: how to emit its chain, its storage name, its stored bytes, and
+    ``decoded()``: the dense weight the runtime rebuilds from it (in the weight's dtype)."""
 
     emit: Callable[[Operation], Value]
     joint: str
     bytes_after: int
+    decoded: Callable[[], np.ndarray]
 
 
 def joined(*parts: str | None) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
+import numpy as np
 from coreai._compiler.ir import Module
 from coreai.authoring import AIProgram
 
@@ -20,7 +21,7 @@ from coreai_opt.coreai_utils.ir.weights import find_weights
 from coreai_opt.coreai_utils.numerics.kmeans import Palette
 from coreai_opt.coreai_utils.numerics.quantize import Quantized
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
-from coreai_opt.coreai_utils.passes.compress import compress_values, prune
+from coreai_opt.coreai_utils.passes.compress import Compressed, compress_values, prune
 from coreai_opt.coreai_utils.passes.control import (
     OVERRIDABLE,
     SPARSIFY_CLEARS,
@@ -37,12 +38,13 @@ from coreai_opt.coreai_utils.passes.outcomes import (
     working_copy,
 )
 from coreai_opt.coreai_utils.passes.plan import WeightPlan, plan_weight
-from coreai_opt.coreai_utils.passes.runner import PassSpec, Settings
+from coreai_opt.coreai_utils.passes.runner import Encoded, PassSpec, Settings
 
 __all__ = [
     "Settings",
     "SparsifyResult",
     "WeightOutcome",
+    "encode_pruned",
     "plan_sparsify",
     "sparsify_program",
     "sparsify_weights",
@@ -292,29 +294,64 @@ def _apply(plan: WeightPlan) -> WeightOutcome:
     if isinstance(weight, str):
         return _skip(plan, weight)
     try:
-        sparse = prune(weight, plan, options)
+        pruned = prune(weight, plan, options)
         del weight  # the copy read from the IR: free it before the joint step
-        compressed = compress_values(sparse, plan, options)
+        encoded, compressed = encode_pruned(pruned, plan)
     except COMPRESS_ERRORS as error:
         return _skip(plan, f"could not compress: {type(error).__name__}: {error}")
     if compressed.note:
         _warn(plan, compressed.note)
+    replace_constant(site.op, encoded.emit(site.op))
+    return _outcome(
+        plan,
+        compressed.sparse,
+        compressed.note,
+        joint=encoded.joint or None,
+        bytes_after=encoded.bytes_after,
+    )
+
+
+def encode_pruned(pruned: SparseWeight, plan: WeightPlan) -> tuple[Encoded, Compressed]:
+    """The kept values of ``pruned`` quantized or palettized as ``plan`` says, and how to
+    store them (``Encoded.joint`` is ``""`` for plain sparse values)."""
+    options = plan.options
+    if options is None:
+        msg = "a plan to compress carries its options"
+        raise ValueError(msg)
+    dtype, size = pruned.values.dtype, plan.site.size
+    compressed = compress_values(pruned, plan, options)
     sparse, joint = compressed.sparse, compressed.joint
-    stored = -(-site.size // 8)  # the bit mask
+    stored = -(-size // 8)  # the bit mask
     if isinstance(joint, Quantized):
-        replacement = emit_quantized_chain(site.op, joint)
-        stored += joint.nbytes
-        joint_name: str | None = str(joint.dtype)
+        quantized = joint
+        encoded = Encoded(
+            emit=lambda op: emit_quantized_chain(op, quantized),
+            joint=str(quantized.dtype),
+            bytes_after=stored + quantized.nbytes,
+            decoded=lambda: quantized.dequantize().astype(dtype),
+        )
     elif isinstance(joint, Palette):
-        replacement = emit_palettized_chain(site.op, joint, sparse)
-        stored += -(-joint.indices.size * joint.nbits // 8) + joint.lut.nbytes
-        joint_name = f"palettize{joint.nbits}"
+        palette = joint
+
+        def decoded() -> np.ndarray:
+            dense = np.zeros(sparse.shape, dtype=dtype)
+            dense[sparse.mask] = palette.decode()
+            return dense
+
+        encoded = Encoded(
+            emit=lambda op: emit_palettized_chain(op, palette, sparse),
+            joint=f"palettize{palette.nbits}",
+            bytes_after=stored + -(-palette.indices.size * palette.nbits // 8) + palette.lut.nbytes,
+            decoded=decoded,
+        )
     else:
-        replacement = emit_sparse_chain(site.op, sparse)
-        stored += sparse.values.nbytes
-        joint_name = None
-    replace_constant(site.op, replacement)
-    return _outcome(plan, sparse, compressed.note, joint=joint_name, bytes_after=stored)
+        encoded = Encoded(
+            emit=lambda op: emit_sparse_chain(op, sparse),
+            joint="",
+            bytes_after=stored + sparse.values.nbytes,
+            decoded=sparse.dense,
+        )
+    return encoded, compressed
 
 
 def _warn(plan: WeightPlan, message: str | None) -> None:
