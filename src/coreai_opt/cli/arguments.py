@@ -7,10 +7,12 @@ import argparse
 from pathlib import Path
 from typing import NoReturn
 
-from coreai_opt.cli.errors import CliError, parse_n_m
+from coreai_opt.cli.errors import CliError, parse_n_m, parse_size
+from coreai_opt.coreai_utils.passes.auto.size import SENSITIVITIES
 
 __all__ = [
     "ALGORITHMS",
+    "AUTO",
     "COMMANDS",
     "COMPRESS",
     "OPTION",
@@ -22,6 +24,8 @@ __all__ = [
 PROG = "coreai-sparsify"
 COMPRESS = "coreai-compress"
 COMMANDS = ("sparsify", "quantize", "palettize")
+"""The pass commands; ``auto`` mixes them."""
+AUTO = "auto"
 QUANTIZE_CHOICES = ("int8", "uint8", "fp8_e4m3fn", "fp8_e5m2")
 QUANTIZE_WEIGHT_CHOICES = ("int4", "uint4", "int8", "uint8", "fp8_e4m3fn", "fp8_e5m2", "fp4_e2m1fn")
 NBITS_CHOICES = (1, 2, 3, 4, 6, 8)
@@ -49,8 +53,26 @@ def _n_m(text: str) -> tuple[int, int]:
 
 
 def _common(parser: argparse.ArgumentParser, command: str) -> None:
-    """Arguments every command has: input, output, demo, calibration, control, plan,
-    validation, report, quiet, force."""
+    """Arguments every pass command has: :func:`_shared`, plus --config and --algorithm."""
+    _shared(parser)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.toml",
+        help="options, exclude patterns and [[override]] tables (flags take precedence)",
+    )
+    plain = PLAIN_ALGORITHMS[command]
+    parser.add_argument(
+        "--algorithm",
+        dest=f"{OPTION}algorithm",
+        choices=ALGORITHMS[command],
+        help=f"default: {plain} without --calibration, the calibrated default with it",
+    )
+
+
+def _shared(parser: argparse.ArgumentParser, plan: str = "") -> None:
+    """Arguments every command has: input, output, demo, threshold, exclude, plan,
+    calibration, padding mask, validation, report, quiet, force."""
     parser.add_argument(
         "input", nargs="?", type=Path, help="input .aimodel asset (omit with --demo)"
     )
@@ -70,16 +92,10 @@ def _common(parser: argparse.ArgumentParser, command: str) -> None:
         help="keep weights matching PATTERN (glob on id or path, or kind:KIND) dense; repeatable",
     )
     parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE.toml",
-        help="options, exclude patterns and [[override]] tables (flags take precedence)",
-    )
-    parser.add_argument(
         "--plan",
         action="store_true",
-        help="dry run: print what would happen to each weight (reads no weight data, writes "
-        "nothing)",
+        help=plan
+        or "dry run: print what would happen to each weight (reads no weight data, writes nothing)",
     )
     parser.add_argument(
         "--calibration",
@@ -92,13 +108,6 @@ def _common(parser: argparse.ArgumentParser, command: str) -> None:
         metavar="NAME",
         help="input of main whose zero entries mark padded positions (left out of the "
         "calibration statistics)",
-    )
-    plain = PLAIN_ALGORITHMS[command]
-    parser.add_argument(
-        "--algorithm",
-        dest=f"{OPTION}algorithm",
-        choices=ALGORITHMS[command],
-        help=f"default: {plain} without --calibration, the calibrated default with it",
     )
     parser.add_argument(
         "--validate", action="store_true", help="run both assets and compare outputs"
@@ -114,6 +123,47 @@ def _common(parser: argparse.ArgumentParser, command: str) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar, table or warnings")
     parser.add_argument("--force", action="store_true", help="replace an existing output")
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _auto_arguments(parser: argparse.ArgumentParser) -> None:
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument(
+        "--size",
+        type=_size,
+        metavar="SIZE",
+        help="the weight data's budget: bytes, or with a unit (40MB, 512KiB, 1.5GB)",
+    )
+    budget.add_argument(
+        "--ratio",
+        type=float,
+        metavar="R",
+        help="the budget as the dense weight bytes divided by R (8: an eighth)",
+    )
+    parser.add_argument(
+        "--candidates",
+        type=Path,
+        metavar="FILE.toml",
+        help="[[candidate]] configurations to choose from (default: the built-in ladder)",
+    )
+    parser.add_argument(
+        "--sensitivity",
+        choices=SENSITIVITIES,
+        default="proxy",
+        help="how each weight's error is estimated (default proxy)",
+    )
+
+
+AUTO_HELP = (
+    "compress each weight with the configuration (of the three passes) that keeps the model "
+    "most accurate within a size"
+)
 
 
 def _sparsify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -265,4 +315,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text, description=text)
         _common(command, name)
         arguments(command)
+    auto = commands.add_parser(AUTO, help=AUTO_HELP, description=AUTO_HELP)
+    _shared(
+        auto,
+        plan="dry run: weigh every weight and print the allocation (reads the weights, runs "
+        "the calibration, writes nothing)",
+    )
+    _auto_arguments(auto)
     return parser

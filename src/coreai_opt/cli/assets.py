@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 from coreai.authoring import AIProgram
@@ -13,7 +14,7 @@ from coreai_opt.cli.errors import CliError
 from coreai_opt.coreai_utils.assets import AssetError
 from coreai_opt.coreai_utils.assets import load_program as load_asset_program
 
-__all__ = ["check_paths", "load_program", "write_atomically"]
+__all__ = ["check_paths", "load_program", "open_source", "write_atomically"]
 
 
 def check_paths(
@@ -81,3 +82,20 @@ def write_atomically(program: AIProgram, output: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)
+
+
+def open_source(input_path: Path | None, stack: ExitStack, *, demo: bool) -> tuple[Path, AIProgram]:
+    """The input asset's path and program; with ``demo`` the built-in demo network, saved to
+    a scratch asset that ``stack`` removes."""
+    if demo:
+        from coreai_opt.cli.demo_model import build_demo_program  # noqa: PLC0415
+
+        program = build_demo_program()
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coreai-sparsify-")))
+        source = scratch / "demo.aimodel"
+        program.save_asset(source)
+        return source, program
+    if input_path is None:
+        msg = "missing INPUT (an .aimodel asset), or use --demo"
+        raise CliError(msg)
+    return input_path, load_program(input_path)

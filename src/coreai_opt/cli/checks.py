@@ -1,5 +1,5 @@
-"""Running both assets to compare them (--validate, --validate-with), and reading input
-samples for main (--calibration, --validate-with)."""
+"""Running both assets to compare them (--validate, --validate-with), reading input samples
+for main (--calibration, --validate-with), and calibrating on them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from coreai_opt.cli.errors import CliError
+from coreai_opt.cli.flags import reword
+from coreai_opt.cli.progress import progress
 from coreai_opt.cli.samples import load_samples
+from coreai_opt.coreai_utils.calibration import Calibration, collect_calibration
 from coreai_opt.coreai_utils.ir.signature import graph_inputs
 from coreai_opt.coreai_utils.runtime import run_asset, run_samples
 from coreai_opt.coreai_utils.validation import (
@@ -23,7 +26,7 @@ from coreai_opt.coreai_utils.validation import (
     runtime_function,
 )
 
-__all__ = ["MAIN", "SEED", "main_samples", "validate", "validate_with"]
+__all__ = ["MAIN", "SEED", "calibrate_main", "main_samples", "validate", "validate_with"]
 
 SEED = 0
 MAIN = "main"
@@ -78,3 +81,22 @@ def main_samples(program: Any, path: Path, flag: str) -> list[dict[str, np.ndarr
         msg = f"{flag} needs a function named {MAIN!r}; the program has none"
         raise CliError(msg) from None
     return load_samples(path, flag, specs)
+
+
+def calibrate_main(
+    program: Any,
+    samples: list[dict[str, np.ndarray]],
+    padding_mask: str | None,
+    *,
+    quiet: bool,
+    err: Console,
+) -> Calibration:
+    """Statistics of ``main`` on ``samples`` on the runtime, with a progress bar; a bad
+    padding mask is a :class:`CliError` naming the flag."""
+    with progress("calibrating", quiet=quiet, err=err) as update:
+        try:
+            return collect_calibration(
+                program, samples, function=MAIN, on_sample=update, padding_mask=padding_mask
+            )
+        except ValueError as error:
+            raise CliError(reword(error)) from None

@@ -29,7 +29,7 @@ from typing import Any
 
 from coreai_opt.cli.errors import CliError, parse_n_m
 
-__all__ = ["Config", "load_config"]
+__all__ = ["Config", "load_config", "read_toml", "table_options"]
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,15 @@ class Config:
     overrides: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
-def _options(
-    path: Path, table: dict[str, Any], where: str, keys: tuple[str, ...]
+def table_options(
+    label: str, table: dict[str, Any], where: str, keys: tuple[str, ...]
 ) -> dict[str, Any]:
+    """A TOML table's options: only ``keys`` allowed, ``n_m_ratio`` as ``"2:4"`` or a list;
+    ``CliError`` prefixed with ``label`` (the flag and file) and ``where`` (the table)."""
     unknown = sorted(set(table) - set(keys))
     if unknown:
         msg = (
-            f"--config {path}: {where}: unknown key {', '.join(map(repr, unknown))}; "
+            f"{label}: {where}: unknown key {', '.join(map(repr, unknown))}; "
             f"allowed: {', '.join(keys)}"
         )
         raise CliError(msg)
@@ -57,23 +59,30 @@ def _options(
         try:
             options["n_m_ratio"] = parse_n_m(ratio)
         except ValueError as error:
-            raise CliError(f"--config {path}: {where}: n_m_ratio {error}") from None
+            raise CliError(f"{label}: {where}: n_m_ratio {error}") from None
     elif isinstance(ratio, list):
         options["n_m_ratio"] = tuple(ratio)
     return options
 
 
+def read_toml(path: Path, label: str) -> dict[str, Any]:
+    """The TOML document in ``path``; ``CliError`` prefixed with ``label`` when it is
+    missing, unreadable or malformed."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise CliError(f"{label}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CliError(f"{label}: cannot be read ({error})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise CliError(f"{label}: not valid TOML ({error})") from None
+
+
 def load_config(path: Path, keys: tuple[str, ...]) -> Config:
     """Read and check ``path``: ``keys`` are the options the command takes; ``CliError``
     (one line naming the file) on any problem."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise CliError(f"--config {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise CliError(f"--config {path}: cannot be read ({error})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise CliError(f"--config {path}: not valid TOML ({error})") from None
+    label = f"--config {path}"
+    data = read_toml(path, label)
     exclude = data.pop("exclude", [])
     if isinstance(exclude, str):
         exclude = [exclude]
@@ -97,5 +106,5 @@ def load_config(path: Path, keys: tuple[str, ...]) -> Config:
         if pattern in overrides:
             raise CliError(f"--config {path}: {where}: pattern {pattern!r} appears twice")
         where = f"{where} ({pattern})"
-        overrides[pattern] = None if dense else _options(path, table, where, keys)
-    return Config(_options(path, data, "top level", keys), tuple(exclude), overrides)
+        overrides[pattern] = None if dense else table_options(label, table, where, keys)
+    return Config(table_options(label, data, "top level", keys), tuple(exclude), overrides)

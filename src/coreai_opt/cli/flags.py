@@ -100,8 +100,9 @@ _FLAG_OF = {
 
 @dataclass(frozen=True)
 class Flags:
-    """Parsed command line. ``command`` is sparsify, quantize or palettize; ``options`` are
-    the library options given as flags (library names; flags not given are absent)."""
+    """Parsed command line. ``command`` is sparsify, quantize, palettize or auto;
+    ``options`` are the library options given as flags (library names; flags not given are
+    absent); ``size``, ``ratio``, ``candidates`` and ``sensitivity`` are auto's."""
 
     prog: str
     command: str
@@ -119,6 +120,10 @@ class Flags:
     report: Path | None
     quiet: bool
     force: bool
+    size: int | None = None
+    ratio: float | None = None
+    candidates: Path | None = None
+    sensitivity: str = "proxy"
 
     @property
     def algorithm(self) -> str | None:
@@ -135,6 +140,7 @@ def parse_flags(argv: list[str] | None, prog: str = PROG) -> Flags:
         key[len(OPTION) :]: values.pop(key) for key in list(values) if key.startswith(OPTION)
     }
     options = {key: value for key, value in options.items() if value is not None}
+    values.setdefault("config", None)  # auto takes candidates, not a config
     args = argparse.Namespace(**values)
     if args.demo and args.input is not None:
         msg = "give either INPUT or --demo, not both"
@@ -143,7 +149,7 @@ def parse_flags(argv: list[str] | None, prog: str = PROG) -> Flags:
         msg = "missing INPUT (an .aimodel asset), or use --demo"
         raise CliError(msg)
     algorithm = options.get("algorithm")
-    plain = PLAIN_ALGORITHMS[args.command]
+    plain = PLAIN_ALGORITHMS.get(args.command)
     if algorithm not in (None, plain) and args.calibration is None and not args.plan:
         msg = f"--algorithm {algorithm} needs --calibration FILE.npz"
         raise CliError(msg)

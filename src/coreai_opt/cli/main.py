@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from coreai_opt.cli.assets import check_paths, load_program, write_atomically
-from coreai_opt.cli.checks import MAIN, SEED, main_samples, validate, validate_with
+from coreai_opt.cli.arguments import AUTO
+from coreai_opt.cli.assets import check_paths, open_source, write_atomically
+from coreai_opt.cli.auto import run_auto
+from coreai_opt.cli.checks import (
+    MAIN,
+    SEED,
+    calibrate_main,
+    main_samples,
+    validate,
+    validate_with,
+)
 from coreai_opt.cli.commands import COMMAND
 from coreai_opt.cli.config import Config, load_config
 from coreai_opt.cli.errors import CliError
@@ -33,6 +40,7 @@ from coreai_opt.cli.native_output import NativeStderr
 from coreai_opt.cli.progress import progress
 from coreai_opt.cli.report import (
     build_report,
+    calibration_json,
     print_decisions,
     print_plan,
     print_report,
@@ -44,7 +52,6 @@ from coreai_opt.coreai_utils.calibration import (
     Calibration,
     calibration_outline,
     check_padding_mask,
-    collect_calibration,
 )
 from coreai_opt.coreai_utils.ir.signature import graph_inputs
 from coreai_opt.coreai_utils.passes.control import apply_values
@@ -116,20 +123,6 @@ def _requested_algorithm(kwargs: dict[str, Any], flags: Flags) -> None:
         raise CliError(msg)
 
 
-def _source(flags: Flags, stack: ExitStack) -> tuple[Path, Any]:
-    """The input asset's path and program (the demo is saved to a scratch asset first)."""
-    if flags.demo:
-        from coreai_opt.cli.demo_model import build_demo_program  # noqa: PLC0415
-
-        program = build_demo_program()
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coreai-sparsify-")))
-        source = scratch / "demo.aimodel"
-        program.save_asset(source)
-        return source, program
-    assert flags.input is not None  # noqa: S101 - parse_flags guarantees it
-    return flags.input, load_program(flags.input)
-
-
 def _plan(flags: Flags, kwargs: dict[str, Any], program: Any, out: Console) -> None:
     """--plan: the table of what would happen to each weight; no weight data, no output."""
     outline = None
@@ -159,13 +152,16 @@ def _plan(flags: Flags, kwargs: dict[str, Any], program: Any, out: Console) -> N
 
 
 def _run(flags: Flags, out: Console, err: Console) -> None:
+    if flags.command == AUTO:
+        run_auto(flags, out, err)
+        return
     kwargs = library_kwargs(flags, _config(flags))
     _requested_algorithm(kwargs, flags)
     if not flags.plan:
         assert flags.output is not None  # noqa: S101 - parse_flags guarantees it
         check_paths(flags.input, flags.output, force=flags.force, report=flags.report)
     with ExitStack() as stack:
-        source, program = _source(flags, stack)
+        source, program = open_source(flags.input, stack, demo=flags.demo)
         if flags.plan:
             _plan(flags, kwargs, program, out)
             return
@@ -214,14 +210,7 @@ def _run(flags: Flags, out: Console, err: Console) -> None:
             skipped=skipped,
             seed=None if held_out is not None else SEED,
             validation_inputs=str(flags.validate_with) if flags.validate_with else None,
-            calibration=None
-            if calibration is None
-            else {
-                "file": str(flags.calibration),
-                "function": calibration.function,
-                "samples": calibration.samples,
-                "padding_mask": calibration.padding_mask,
-            },
+            calibration=calibration_json(flags.calibration, calibration),
         )
     if flags.report is not None:
         write_json(report, flags.report)
@@ -249,17 +238,7 @@ def _calibrate(
     samples = main_samples(program, flags.calibration, "--calibration")
     if _algorithms(kwargs) <= {PLAIN_ALGORITHMS[flags.command]}:
         return None
-    with progress("calibrating", quiet=flags.quiet, err=err) as update:
-        try:
-            return collect_calibration(
-                program,
-                samples,
-                function=MAIN,
-                on_sample=update,
-                padding_mask=flags.padding_mask,
-            )
-        except ValueError as error:
-            raise CliError(reword(error)) from None
+    return calibrate_main(program, samples, flags.padding_mask, quiet=flags.quiet, err=err)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:

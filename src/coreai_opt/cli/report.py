@@ -51,11 +51,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from coreai_opt.coreai_utils import WeightOutcome
+from coreai_opt.coreai_utils.calibration import Calibration
 from coreai_opt.coreai_utils.passes.plan import WeightPlan, expected_bytes
 from coreai_opt.coreai_utils.passes.runner import Decision
 from coreai_opt.coreai_utils.validation import OutputComparison
 
-__all__ = ["build_report", "print_decisions", "print_plan", "print_report", "write_json"]
+__all__ = [
+    "build_report",
+    "calibration_json",
+    "print_decisions",
+    "print_plan",
+    "print_report",
+    "size_text",
+    "weight_label",
+    "weights_table",
+    "write_json",
+]
 
 REPORT_VERSION = 3
 
@@ -116,6 +127,18 @@ def build_report(
     }
 
 
+def calibration_json(path: Path | None, calibration: Calibration | None) -> dict[str, Any] | None:
+    """The report's ``calibration`` section (null without one)."""
+    if calibration is None:
+        return None
+    return {
+        "file": str(path),
+        "function": calibration.function,
+        "samples": calibration.samples,
+        "padding_mask": calibration.padding_mask,
+    }
+
+
 def write_json(report: dict[str, Any], path: Path) -> None:
     """Write the report atomically (temporary file beside it, then rename)."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -129,7 +152,8 @@ def write_json(report: dict[str, Any], path: Path) -> None:
         raise
 
 
-def _size(count: int) -> str:
+def size_text(count: int) -> str:
+    """``count`` bytes in B, KiB, MiB or GiB."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if count < 1024 or unit == "GiB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
@@ -137,10 +161,10 @@ def _size(count: int) -> str:
     return str(count)
 
 
-_RIGHT = {"shape", "sparsity", "bytes", "bytes (expected)"}
+_RIGHT = {"shape", "sparsity", "bytes", "bytes (expected)", "est. error"}
 
 
-def _weights_table(title: str, columns: tuple[str, ...]) -> Table:
+def weights_table(title: str, columns: tuple[str, ...]) -> Table:
     """A table with a "weight" column (long paths fold) followed by ``columns``."""
     table = Table(title=title)
     table.add_column("weight", overflow="fold")
@@ -149,7 +173,7 @@ def _weights_table(title: str, columns: tuple[str, ...]) -> Table:
     return table
 
 
-def _weight_label(path: str, weight_id: str, name: str, source: str | None) -> str:
+def weight_label(path: str, weight_id: str, name: str, source: str | None) -> str:
     """The readable path with its id and source dimmed; the plain name without a path."""
     if path == weight_id:
         return escape(name)
@@ -168,7 +192,7 @@ def _planned(mode: str, rule: str | None, reason: str | None) -> str:
 
 def print_plan(plans: tuple[WeightPlan, ...], console: Console, *, calibrated: bool) -> None:
     """The --plan table: what would happen to each weight, and the expected sizes."""
-    table = _weights_table(
+    table = weights_table(
         "coreai-sparsify --plan (dry run: nothing read or written)",
         ("shape", "kind", "mode", "joint", "bytes (expected)"),
     )
@@ -194,12 +218,12 @@ def print_plan(plans: tuple[WeightPlan, ...], console: Console, *, calibrated: b
             elif options is not None and options.palettize_nbits is not None:
                 joint = f"palettize{options.palettize_nbits}"
         table.add_row(
-            _weight_label(site.path, site.id, site.name, site.source),
+            weight_label(site.path, site.id, site.name, site.source),
             "x".join(map(str, site.shape)),
             site.kind.value,
             mode,
             joint,
-            f"{_size(size)} -> {_size(expected)}",
+            f"{size_text(size)} -> {size_text(expected)}",
         )
     compressed = sum(1 for p in plans if p.mode is not None)
     _plan_footer(console, table, (len(plans), compressed), (before, after, "about "), calibrated)
@@ -218,7 +242,7 @@ def _plan_footer(
     before, after, how = sizes
     console.print(
         f"weights: {counts[0]} considered, {counts[1]} to compress; "
-        f"weight data {_size(before)} -> {how}{_size(after)}"
+        f"weight data {size_text(before)} -> {how}{size_text(after)}"
     )
     if calibrated:
         console.print(
@@ -237,7 +261,7 @@ def print_decisions(
 ) -> None:
     """The --plan table of ``coreai-compress quantize|palettize``: each weight's granularity,
     algorithm, storage and expected bytes."""
-    table = _weights_table(
+    table = weights_table(
         f"coreai-compress {command} --plan (dry run: nothing read or written)",
         ("shape", "kind", "mode", "storage", "bytes (expected)"),
     )
@@ -254,12 +278,12 @@ def print_decisions(
             mode = _planned(f"{decision.algorithm} {decision.mode}", decision.rule, decision.reason)
             storage = str(options.dtype) if command == "quantize" else f"palettize{options.n_bits}"
         table.add_row(
-            _weight_label(site.path, site.id, site.name, site.source),
+            weight_label(site.path, site.id, site.name, site.source),
             "x".join(map(str, site.shape)),
             site.kind.value,
             mode,
             storage,
-            f"{_size(size)} -> {_size(stored)}",
+            f"{size_text(size)} -> {size_text(stored)}",
         )
     compressed = sum(1 for d in decisions if d.mode is not None)
     _plan_footer(console, table, (len(decisions), compressed), (before, after, ""), calibrated)
@@ -269,9 +293,9 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     """Render the summary table, totals and validation results."""
     command = report["command"]
     title = "coreai-sparsify" if command == "sparsify" else f"coreai-compress {command}"
-    table = _weights_table(title, ("shape", "dtype", "consumers", "mode", "sparsity", "bytes"))
+    table = weights_table(title, ("shape", "dtype", "consumers", "mode", "sparsity", "bytes"))
     for row in report["weights"]:
-        weight = _weight_label(row["path"], row["id"], row["name"], row["source"])
+        weight = weight_label(row["path"], row["id"], row["name"], row["source"])
         consumers = ", ".join(
             c.removeprefix("coreai.").removeprefix("decomposable.") for c in row["consumers"]
         )
@@ -283,7 +307,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             if row["reason"]:
                 mode += f" [yellow]({escape(row['reason'])})[/yellow]"
         sparsity = "-" if row["sparsity"] is None else f"{row['sparsity']:.3f}"
-        size = f"{_size(row['bytes_before'])} -> {_size(row['bytes_after'])}"
+        size = f"{size_text(row['bytes_before'])} -> {size_text(row['bytes_after'])}"
         table.add_row(
             weight,
             "x".join(map(str, row["shape"])),
@@ -296,14 +320,17 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(table)
     totals = report["totals"]
     ratio = totals["ratio"]
-    before, after = _size(totals["weight_bytes_before"]), _size(totals["weight_bytes_after"])
+    before, after = (
+        size_text(totals["weight_bytes_before"]),
+        size_text(totals["weight_bytes_after"]),
+    )
     console.print(
         f"weights: {totals['weights_considered']} considered, "
         f"{totals['weights_compressed']} compressed; weight data {before} -> {after}"
     )
     console.print(
-        f"asset: {_size(totals['asset_bytes_before'])} -> {_size(totals['asset_bytes_after'])}"
-        + (f" ({ratio:.2f}x smaller)" if ratio else "")
+        f"asset: {size_text(totals['asset_bytes_before'])} -> "
+        f"{size_text(totals['asset_bytes_after'])}" + (f" ({ratio:.2f}x smaller)" if ratio else "")
     )
     validation = report["validation"]
     if validation is not None:

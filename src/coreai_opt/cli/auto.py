@@ -1,0 +1,154 @@
+"""``coreai-compress auto``: the most accurate per-weight mix within a size, as a command."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Any
+
+from rich.console import Console
+
+from coreai_opt.cli.assets import check_paths, open_source, write_atomically
+from coreai_opt.cli.auto_report import allocation_json, print_allocation, with_choices
+from coreai_opt.cli.candidates_file import load_candidates
+from coreai_opt.cli.checks import SEED, calibrate_main, main_samples, validate, validate_with
+from coreai_opt.cli.errors import CliError
+from coreai_opt.cli.flags import Flags, reword
+from coreai_opt.cli.progress import progress
+from coreai_opt.cli.report import build_report, calibration_json, print_report, write_json
+from coreai_opt.coreai_utils.assets import asset_bytes
+from coreai_opt.coreai_utils.calibration import Calibration
+from coreai_opt.coreai_utils.passes.auto.candidates import DEFAULT_CANDIDATES
+from coreai_opt.coreai_utils.passes.auto.size import (
+    SizePlan,
+    compress_to_size_with_report,
+    plan_to_size,
+)
+from coreai_opt.coreai_utils.validation import OutputComparison
+
+__all__ = ["run_auto"]
+
+_STAGES = {"weighing": "weighing candidates", "compressing": "compressing"}
+
+
+def run_auto(flags: Flags, out: Console, err: Console) -> None:
+    """Weigh, allocate and (unless --plan) apply; print and record the result."""
+    calibrated = flags.calibration is not None
+    candidates = (
+        load_candidates(flags.candidates, calibrated=calibrated)
+        if flags.candidates
+        else DEFAULT_CANDIDATES
+    )
+    if flags.padding_mask is not None and flags.calibration is None:
+        msg = "--padding-mask needs --calibration FILE.npz"
+        raise CliError(msg)
+    if not flags.plan:
+        assert flags.output is not None  # noqa: S101 - parse_flags guarantees it
+        check_paths(flags.input, flags.output, force=flags.force, report=flags.report)
+    kwargs: dict[str, Any] = {
+        "target_bytes": flags.size,
+        "target_ratio": flags.ratio,
+        "candidates": candidates,
+        "sensitivity": flags.sensitivity,
+        "weight_num_threshold": flags.options.get("weight_num_threshold", 1024),
+        "exclude": tuple(flags.exclude or ()),
+    }
+    with ExitStack() as stack:
+        source, program = open_source(flags.input, stack, demo=flags.demo)
+        held_out = (
+            main_samples(program, flags.validate_with, "--validate-with")
+            if flags.validate_with
+            else None
+        )
+        calibration: Calibration | None = None
+        if flags.calibration is not None:
+            samples = main_samples(program, flags.calibration, "--calibration")
+            calibration = calibrate_main(
+                program, samples, flags.padding_mask, quiet=flags.quiet, err=err
+            )
+        if flags.plan:
+            plan = _staged(flags, err, plan_to_size, program, calibration, kwargs)
+            if not flags.quiet:
+                title = "coreai-compress auto --plan (dry run: nothing written)"
+                print_allocation(plan, out, title=title)
+            return
+        result = _staged(
+            flags, err, compress_to_size_with_report, program, calibration, kwargs, in_place=True
+        )
+        output = flags.output
+        assert output is not None  # noqa: S101
+        write_atomically(result.program, output)
+        validation: dict[str, list[OutputComparison]] | None = None
+        skipped: dict[str, str] = {}
+        if held_out is not None:
+            validation = validate_with(source, output, held_out)
+        elif flags.validate:
+            validation, skipped = validate(
+                source, output, result.program, None if flags.quiet else err
+            )
+        report = build_report(
+            source="<demo>" if flags.demo else str(source),
+            output=str(output),
+            command="auto",
+            options={
+                **kwargs,
+                "candidates": [c.name for c in candidates],
+                "size": flags.size,
+                "ratio": flags.ratio,
+            },
+            weights=result.weights,
+            asset_bytes_before=asset_bytes(source),
+            asset_bytes_after=asset_bytes(output),
+            validation=validation,
+            skipped=skipped,
+            seed=None if held_out is not None else SEED,
+            validation_inputs=str(flags.validate_with) if flags.validate_with else None,
+            calibration=calibration_json(flags.calibration, calibration),
+        )
+        report["weights"] = with_choices(report["weights"], result.plan)
+        report["allocation"] = allocation_json(result.plan)
+    if flags.report is not None:
+        write_json(report, flags.report)
+    if not flags.quiet:
+        print_report(report, out)
+        print_allocation_totals(result.plan, out)
+
+
+def print_allocation_totals(plan: SizePlan, out: Console) -> None:
+    """The budget line under the report table."""
+    out.print(
+        f"budget {plan.budget} bytes: {plan.total_bytes} used "
+        f"({plan.dense_bytes / plan.total_bytes:.2f}x smaller than dense); "
+        f"estimated error {plan.total_error:.4g} ({plan.sensitivity})"
+    )
+
+
+def _staged(
+    flags: Flags,
+    err: Console,
+    function: Any,
+    program: Any,
+    calibration: Calibration | None,
+    kwargs: dict[str, Any],
+    **extra: Any,
+) -> Any:
+    """``function(program, calibration=..., **kwargs)`` with a progress bar per stage;
+    library errors as one-line CLI errors."""
+    with ExitStack() as bars:
+        current: dict[str, Any] = {}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if current.get("stage") != stage:
+                if current:
+                    bars.close()
+                current["stage"] = stage
+                current["update"] = bars.enter_context(
+                    progress(_STAGES.get(stage, stage), quiet=flags.quiet, err=err)
+                )
+            current["update"](done, total)
+
+        try:
+            return function(
+                program, calibration=calibration, on_progress=on_progress, **kwargs, **extra
+            )
+        except ValueError as error:
+            raise CliError(reword(error)) from None
