@@ -13,6 +13,8 @@ import torch
 
 from coreai_opt.coreai_utils import (
     Candidate,
+    apply_choices,
+    apply_plan,
     collect_calibration,
     compress_to_size,
     compress_to_size_with_report,
@@ -20,6 +22,7 @@ from coreai_opt.coreai_utils import (
     plan_to_size,
     quantize_weights,
     sparsify_weights,
+    weigh_candidates,
 )
 from coreai_opt.coreai_utils.ir.weights import find_weights
 from tests.helpers import run_program
@@ -249,3 +252,40 @@ def test_bad_arguments_are_refused_before_anything_runs(
 def test_a_program_is_required() -> None:
     with pytest.raises(TypeError, match="AIProgram"):
         compress_to_size(object(), target_ratio=2.0)  # type: ignore[arg-type]
+
+
+def test_one_weighing_serves_every_budget_and_choices_apply_again(
+    transformer: object, calibration: object, tmp_path: Path
+) -> None:
+    weighing = weigh_candidates(transformer, calibration=calibration, weight_num_threshold=0)
+    plan = weighing.plan(target_ratio=5.0)
+    again = plan_to_size(
+        transformer, target_ratio=5.0, calibration=calibration, weight_num_threshold=0
+    )
+    assert plan.choices == again.choices and plan.total_bytes == again.total_bytes
+    assert weighing.plan(weighing.smallest_bytes).total_bytes == weighing.smallest_bytes
+    applied = apply_plan(transformer, plan)
+    replayed = apply_choices(
+        transformer, plan.choices, calibration=calibration, weight_num_threshold=0
+    )
+    assert replayed.plan.total_bytes == plan.total_bytes == applied.plan.total_bytes
+    assert replayed.plan.choices == plan.choices
+    ids = {"ids": IDS[10]}
+    first = run_program(applied.program, ids, tmp_path / "plan.aimodel")["y"]
+    second = run_program(replayed.program, ids, tmp_path / "choices.aimodel")["y"]
+    assert np.array_equal(first, second)
+
+
+def test_a_plan_or_choices_that_do_not_fit_the_program_are_refused(
+    transformer: object, calibration: object
+) -> None:
+    plan = plan_to_size(transformer, target_ratio=3.0, calibration=calibration)
+    applied = apply_plan(transformer, plan)
+    with pytest.raises(ValueError, match="the plan is for another program"):
+        apply_plan(applied.program, plan)
+    with pytest.raises(ValueError, match="no weight '@main/w99'"):
+        apply_choices(transformer, {"@main/w99": "int8"})
+    with pytest.raises(ValueError, match="unknown candidate 'int9'"):
+        apply_choices(transformer, {"@main/w0": "int9"})
+    with pytest.raises(ValueError, match="2:4\\+int8 does not apply: n:m applies to linear"):
+        apply_choices(transformer, {"@main/w0": "2:4+int8"}, weight_num_threshold=0)

@@ -18,11 +18,8 @@ from coreai_opt.cli.report import build_report, calibration_json, print_report, 
 from coreai_opt.coreai_utils.assets import asset_bytes
 from coreai_opt.coreai_utils.calibration import Calibration
 from coreai_opt.coreai_utils.passes.auto.candidates import DEFAULT_CANDIDATES
-from coreai_opt.coreai_utils.passes.auto.size import (
-    SizePlan,
-    compress_to_size_with_report,
-    plan_to_size,
-)
+from coreai_opt.coreai_utils.passes.auto.plan import SizePlan
+from coreai_opt.coreai_utils.passes.auto.size import compress_to_size_with_report, plan_to_size
 from coreai_opt.coreai_utils.validation import OutputComparison
 
 __all__ = ["run_auto"]

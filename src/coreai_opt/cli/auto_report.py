@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from coreai_opt.cli.report import size_text, weight_label, weights_table
-from coreai_opt.coreai_utils.passes.auto.size import SizePlan
+from coreai_opt.coreai_utils.passes.auto.plan import SizePlan
 
 __all__ = ["allocation_json", "print_allocation", "with_choices"]
 

@@ -10,9 +10,10 @@ Public surface:
     calibration-aware pruning (``algorithm="wanda"`` or ``"sparsegpt"``);
   * ``quantize_weights`` and ``palettize_weights`` (and their ``*_with_report``): the
     sibling passes for dense weights; ``QScheme`` and ``CompressionGranularity``;
-  * ``compress_to_size`` (and ``compress_to_size_with_report``, ``plan_to_size``): the
-    most accurate per-weight mix of the three passes within a byte budget, from the
-    ``Candidate`` configurations (``DEFAULT_CANDIDATES`` by default);
+  * ``compress_to_size`` (and ``compress_to_size_with_report``, ``plan_to_size``; its
+    steps ``weigh_candidates`` -> ``Weighing.plan`` -> ``apply_plan``, and
+    ``apply_choices``): the most accurate per-weight mix of the three passes within a byte
+    budget, from the ``Candidate`` configurations (``DEFAULT_CANDIDATES`` by default);
   * ``DType``;
   * modules ``runtime`` (run a saved asset) and ``validation`` (seeded example inputs,
     output comparison).
@@ -32,9 +33,13 @@ if TYPE_CHECKING:
         Candidate,
         SizePlan,
         SizeResult,
+        Weighing,
+        apply_choices,
+        apply_plan,
         compress_to_size,
         compress_to_size_with_report,
         plan_to_size,
+        weigh_candidates,
     )
     from coreai_opt.coreai_utils.passes.palettize import palettize_weights, palettize_with_report
     from coreai_opt.coreai_utils.passes.quantize import quantize_weights, quantize_with_report
@@ -55,7 +60,10 @@ __all__ = [
     "SizePlan",
     "SizeResult",
     "SparsifyResult",
+    "Weighing",
     "WeightOutcome",
+    "apply_choices",
+    "apply_plan",
     "collect_calibration",
     "compress_to_size",
     "compress_to_size_with_report",
@@ -66,6 +74,7 @@ __all__ = [
     "quantize_with_report",
     "sparsify_weights",
     "sparsify_with_report",
+    "weigh_candidates",
 ]
 
 _LAZY = {"SparsifyResult", "WeightOutcome", "sparsify_weights", "sparsify_with_report"}
@@ -77,9 +86,13 @@ _AUTO = {
     "Candidate",
     "SizePlan",
     "SizeResult",
+    "Weighing",
+    "apply_choices",
+    "apply_plan",
     "compress_to_size",
     "compress_to_size_with_report",
     "plan_to_size",
+    "weigh_candidates",
 }
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from coreai_opt.coreai_utils.passes.auto.candidates import DEFAULT_CANDIDATES, Candidate
+from coreai_opt.coreai_utils.passes.auto.plan import SizePlan, Weighing, WeightChoice
 from coreai_opt.coreai_utils.passes.auto.size import (
-    SizePlan,
     SizeResult,
-    WeightChoice,
+    apply_choices,
+    apply_plan,
     compress_to_size,
     compress_to_size_with_report,
     plan_to_size,
+    weigh_candidates,
 )
 
 __all__ = [
@@ -17,8 +19,12 @@ __all__ = [
     "Candidate",
     "SizePlan",
     "SizeResult",
+    "Weighing",
     "WeightChoice",
+    "apply_choices",
+    "apply_plan",
     "compress_to_size",
     "compress_to_size_with_report",
     "plan_to_size",
+    "weigh_candidates",
 ]
