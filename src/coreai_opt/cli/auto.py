@@ -38,6 +38,9 @@ def run_auto(flags: Flags, out: Console, err: Console) -> None:
     if flags.padding_mask is not None and flags.calibration is None:
         msg = "--padding-mask needs --calibration FILE.npz"
         raise CliError(msg)
+    if flags.sensitivity == "measured" and flags.calibration is None:
+        msg = "--sensitivity measured needs --calibration FILE.npz (its first samples are run)"
+        raise CliError(msg)
     if not flags.plan:
         assert flags.output is not None  # noqa: S101 - parse_flags guarantees it
         check_paths(flags.input, flags.output, force=flags.force, report=flags.report)
@@ -62,6 +65,8 @@ def run_auto(flags: Flags, out: Console, err: Console) -> None:
             calibration = calibrate_main(
                 program, samples, flags.padding_mask, quiet=flags.quiet, err=err
             )
+            if flags.sensitivity == "measured":
+                kwargs["samples"] = samples
         if flags.plan:
             plan = _staged(flags, err, plan_to_size, program, calibration, kwargs)
             if not flags.quiet:
@@ -86,12 +91,7 @@ def run_auto(flags: Flags, out: Console, err: Console) -> None:
             source="<demo>" if flags.demo else str(source),
             output=str(output),
             command="auto",
-            options={
-                **kwargs,
-                "candidates": [c.name for c in candidates],
-                "size": flags.size,
-                "ratio": flags.ratio,
-            },
+            options=_options(kwargs, flags),
             weights=result.weights,
             asset_bytes_before=asset_bytes(source),
             asset_bytes_after=asset_bytes(output),
@@ -108,6 +108,17 @@ def run_auto(flags: Flags, out: Console, err: Console) -> None:
     if not flags.quiet:
         print_report(report, out)
         print_allocation_totals(result.plan, out)
+
+
+def _options(kwargs: dict[str, Any], flags: Flags) -> dict[str, Any]:
+    """The report's options: the call's, with the candidates by name and no samples."""
+    options = {key: value for key, value in kwargs.items() if key != "samples"}
+    return {
+        **options,
+        "candidates": [c.name for c in kwargs["candidates"]],
+        "size": flags.size,
+        "ratio": flags.ratio,
+    }
 
 
 def print_allocation_totals(plan: SizePlan, out: Console) -> None:

@@ -29,11 +29,14 @@ from coreai_opt.coreai_utils.numerics.masks import NonFiniteError
 from coreai_opt.coreai_utils.passes.auto.candidates import Resolved
 from coreai_opt.coreai_utils.passes.calibrated import offered
 from coreai_opt.coreai_utils.passes.outcomes import COMPRESS_ERRORS, below_threshold, read_weight
-from coreai_opt.coreai_utils.passes.runner import Decision
+from coreai_opt.coreai_utils.passes.runner import Decision, Encoded
 
-__all__ = ["DENSE", "Option", "WeightOptions", "weigh"]
+__all__ = ["DENSE", "Measure", "Option", "WeightOptions", "weigh"]
 
 DENSE = "dense"
+
+Measure = Callable[[WeightSite, Encoded], float]
+"""A measured error: the weight's site and one candidate's encoding -> the error."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,16 @@ def weigh(
     threshold: int,
     excluded: Callable[[WeightSite], str | None],
     on_weight: Callable[[int, int], None] | None = None,
+    measure: Measure | None = None,
 ) -> list[WeightOptions]:
     """The options of every weight in ``sites`` (module doc); reads each weight once, changes
-    nothing. ``excluded(site)`` gives the reason a weight stays dense, or None."""
+    nothing. ``excluded(site)`` gives the reason a weight stays dense, or None;
+    ``measure(site, encoded)``, when given, is the error instead of the proxy."""
     weighed = []
     for done, site in enumerate(sites, start=1):
-        weighed.append(_weigh_one(site, candidates, calibration, threshold, excluded(site)))
+        weighed.append(
+            _weigh_one(site, candidates, calibration, threshold, excluded(site), measure)
+        )
         if on_weight is not None:
             on_weight(done, len(sites))
     return weighed
@@ -89,6 +96,7 @@ def _weigh_one(
     calibration: Calibration | None,
     threshold: int,
     excluded: str | None,
+    measure: Measure | None,
 ) -> WeightOptions:
     fixed = excluded or below_threshold(site, threshold)
     if fixed is not None:
@@ -115,7 +123,12 @@ def _weigh_one(
     for resolved, decision in decisions:
         try:
             encoded = resolved.method.encode(weight, decision)
-            delta = encoded.decoded().astype(np.float32) - weight.astype(np.float32)
+            if measure is None:
+                delta = encoded.decoded().astype(np.float32) - weight.astype(np.float32)
+                error_value = error_of(delta)
+                del delta
+            else:
+                error_value = measure(site, encoded)
         except NonFiniteError as error:
             skipped.append((resolved.candidate.name, str(error)))
             continue
@@ -123,8 +136,6 @@ def _weigh_one(
             why = f"could not compress: {type(error).__name__}: {error}"
             skipped.append((resolved.candidate.name, why))
             continue
-        error_value = error_of(delta)
-        del delta
         options.append(
             Option(resolved.candidate.name, encoded.bytes_after, error_value, resolved, decision)
         )

@@ -10,7 +10,7 @@ from an earlier plan or report without weighing again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -26,6 +26,7 @@ from coreai_opt.coreai_utils.passes.auto.candidates import (
     Resolved,
     resolve_candidates,
 )
+from coreai_opt.coreai_utils.passes.auto.measured import MeasuredError
 from coreai_opt.coreai_utils.passes.auto.plan import SizePlan, Weighing, WeightChoice
 from coreai_opt.coreai_utils.passes.auto.sensitivity import DENSE, Option, weigh
 from coreai_opt.coreai_utils.passes.calibrated import check_calibration
@@ -45,8 +46,9 @@ __all__ = [
     "weigh_candidates",
 ]
 
-SENSITIVITIES = ("proxy",)
-"""How each weight's error is estimated (``passes/auto/sensitivity.py``)."""
+SENSITIVITIES = ("proxy", "measured")
+"""How each weight's error is estimated: from the calibration statistics
+(``passes/auto/sensitivity.py``) or on the runtime (``passes/auto/measured.py``)."""
 
 _log = logging.getLogger("coreai_opt.coreai_utils.passes")
 
@@ -72,6 +74,7 @@ def compress_to_size(
     calibration: Calibration | None = None,
     candidates: Iterable[Candidate] = DEFAULT_CANDIDATES,
     sensitivity: str = "proxy",
+    samples: Sequence[Mapping[str, object]] | None = None,
     weight_num_threshold: int = 1024,
     exclude: Iterable[str] = (),
     in_place: bool = False,
@@ -94,7 +97,11 @@ def compress_to_size(
        squared error added to the weight's layer output per calibration row,
        ``trace(dW X^T X dW^T) / rows``; a ``gather_nd`` table adds the error of one
        looked-up row; without ``calibration``, unit-variance uncorrelated inputs, with a
-       warning that what the inputs look like is lost). A candidate the weight cannot take
+       warning that what the inputs look like is lost; ``sensitivity="measured"``: the
+       program run on the Core AI runtime with only that weight compressed, on the first
+       four ``samples``, the mean squared difference from the dense outputs, summed over
+       the outputs: one run per weight and candidate, minutes on a small model and hours
+       on a language model). A candidate the weight cannot take
        (2:4 on an embedding table, a vector LUT on an indivisible axis...) is skipped for
        it, with the reason in the plan.
     2. *allocate* (:meth:`Weighing.plan`): the choice minimising the summed error with the
@@ -115,8 +122,9 @@ def compress_to_size(
         ValueError: neither or both of ``target_bytes`` and ``target_ratio``; a budget of
             zero or less, or above the dense bytes; a budget below the smallest size the
             candidates reach (the message gives it); an empty or invalid candidate list; an
-            unknown ``sensitivity``; a calibration of another program; a bad ``exclude``
-            pattern; a negative ``weight_num_threshold``.
+            unknown ``sensitivity``, or ``"measured"`` without ``samples`` (or with samples
+            that do not fit the function); a calibration of another program; a bad
+            ``exclude`` pattern; a negative ``weight_num_threshold``.
     """
     return compress_to_size_with_report(
         coreai_program,
@@ -125,6 +133,7 @@ def compress_to_size(
         calibration=calibration,
         candidates=candidates,
         sensitivity=sensitivity,
+        samples=samples,
         weight_num_threshold=weight_num_threshold,
         exclude=exclude,
         in_place=in_place,
@@ -139,6 +148,7 @@ def compress_to_size_with_report(
     calibration: Calibration | None = None,
     candidates: Iterable[Candidate] = DEFAULT_CANDIDATES,
     sensitivity: str = "proxy",
+    samples: Sequence[Mapping[str, object]] | None = None,
     weight_num_threshold: int = 1024,
     exclude: Iterable[str] = (),
     in_place: bool = False,
@@ -154,6 +164,7 @@ def compress_to_size_with_report(
         calibration=calibration,
         candidates=candidates,
         sensitivity=sensitivity,
+        samples=samples,
         weight_num_threshold=weight_num_threshold,
         exclude=exclude,
         on_progress=on_progress,
@@ -169,6 +180,7 @@ def plan_to_size(
     calibration: Calibration | None = None,
     candidates: Iterable[Candidate] = DEFAULT_CANDIDATES,
     sensitivity: str = "proxy",
+    samples: Sequence[Mapping[str, object]] | None = None,
     weight_num_threshold: int = 1024,
     exclude: Iterable[str] = (),
     on_progress: Progress | None = None,
@@ -184,6 +196,7 @@ def plan_to_size(
         calibration=calibration,
         candidates=candidates,
         sensitivity=sensitivity,
+        samples=samples,
         weight_num_threshold=weight_num_threshold,
         exclude=exclude,
         on_progress=on_progress,
@@ -197,6 +210,7 @@ def weigh_candidates(
     calibration: Calibration | None = None,
     candidates: Iterable[Candidate] = DEFAULT_CANDIDATES,
     sensitivity: str = "proxy",
+    samples: Sequence[Mapping[str, object]] | None = None,
     weight_num_threshold: int = 1024,
     exclude: Iterable[str] = (),
     on_progress: Progress | None = None,
@@ -212,15 +226,22 @@ def weigh_candidates(
     if sensitivity not in SENSITIVITIES:
         msg = f"sensitivity must be one of {', '.join(SENSITIVITIES)}; got {sensitivity!r}"
         raise ValueError(msg)
+    if sensitivity == "measured" and samples is None:
+        msg = "sensitivity='measured' needs samples: inputs of the function to run"
+        raise ValueError(msg)
     resolved = resolve_candidates(
         candidates, calibrated=calibration is not None, weight_num_threshold=threshold
     )
-    if calibration is None:
+    if calibration is None and sensitivity == "proxy":
         _log.warning(
             "compress_to_size without calibration: each weight's error is estimated as if "
             "its inputs were uncorrelated with unit variance, so which inputs matter (and how "
             "large they are) is lost; pass a calibration for a better allocation"
         )
+    measure = None
+    if sensitivity == "measured" and samples is not None:
+        function = calibration.function if calibration is not None else "main"
+        measure = MeasuredError(coreai_program, samples, function)
 
     def excluded(site: WeightSite) -> str | None:
         hit = next((p for p in patterns if matches(p, site)), None)
@@ -230,11 +251,22 @@ def weigh_candidates(
         if on_progress is not None:
             on_progress("weighing", done, total)
 
-    weighed = weigh(
-        sites, resolved, calibration, threshold=threshold, excluded=excluded, on_weight=on_weight
-    )
+    try:
+        weighed = weigh(
+            sites,
+            resolved,
+            calibration,
+            threshold=threshold,
+            excluded=excluded,
+            on_weight=on_weight,
+            measure=measure,
+        )
+    finally:
+        if measure is not None:
+            measure.close()
     dense = sum(site.size * site.dtype.itemsize for site in sites)
-    how = sensitivity if calibration is not None else f"{sensitivity} (data-free)"
+    data_free = calibration is None and sensitivity == "proxy"
+    how = f"{sensitivity} (data-free)" if data_free else sensitivity
     return Weighing(tuple(weighed), dense, resolved, how)
 
 

@@ -1,0 +1,87 @@
+"""``sensitivity="measured"``: each option's error from the model's own outputs on the runtime.
+
+The definition of the official documentation's mixed-precision recipe: the program is run
+with only that one weight compressed, and the error is the mean squared difference from the
+dense program's outputs on a few samples (summed over the outputs). One runtime run per
+weight and candidate: every run saves the whole program and compiles it, so this costs
+minutes on a small model and hours on a language model (the proxy is the default).
+
+The runs use a private copy of the program in which the weight's decompression chain is
+swapped in for the run and out after it (:func:`~coreai_opt.coreai_utils.ir.trial.
+trial_replacement`); the caller's program is never touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+from coreai.authoring import AIProgram
+
+from coreai_opt.coreai_utils.calibration.samples import check_samples
+from coreai_opt.coreai_utils.ir.signature import graph_inputs, runtime_function
+from coreai_opt.coreai_utils.ir.trial import trial_replacement
+from coreai_opt.coreai_utils.ir.weights import WeightSite, find_weights
+from coreai_opt.coreai_utils.passes.runner import Encoded
+from coreai_opt.coreai_utils.runtime import run_samples
+
+__all__ = ["MEASURED_SAMPLES", "MeasuredError"]
+
+MEASURED_SAMPLES = 4
+"""How many of the given samples each measured run uses by default."""
+
+
+class MeasuredError:
+    """Callable ``(site, encoded) -> error``: run the program with ``encoded`` in place of
+    ``site``'s constant; ``close()`` removes the scratch files."""
+
+    def __init__(
+        self,
+        program: AIProgram,
+        samples: Sequence[Mapping[str, object]],
+        function: str = "main",
+        count: int = MEASURED_SAMPLES,
+    ) -> None:
+        module = program._module._mlir_module  # noqa: SLF001
+        try:
+            specs = graph_inputs(module, function)
+        except KeyError:
+            msg = f"the program has no function {function!r} to measure on"
+            raise ValueError(msg) from None
+        checked = check_samples(specs, list(samples)[:count], function)
+        self._samples = checked
+        self._function = runtime_function(function)
+        self._program = copy.deepcopy(program)
+        self._module = self._program._module._mlir_module  # noqa: SLF001
+        self._sites = {site.id: site for site in find_weights(self._module)}
+        self._scratch = Path(tempfile.mkdtemp(prefix="coreai-measured-"))
+        self._runs = 0
+        self._dense = self._outputs()
+
+    def _outputs(self) -> list[dict[str, np.ndarray]]:
+        self._runs += 1
+        path = self._scratch / f"run{self._runs}.aimodel"
+        self._program.save_asset(path)
+        try:
+            with closing(run_samples(path, self._samples, self._function)) as results:
+                return [{k: v.astype(np.float64) for k, v in r.items()} for r in results]
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def __call__(self, site: WeightSite, encoded: Encoded) -> float:
+        own = self._sites[site.id]
+        with self._module.context, trial_replacement(own.op, encoded.emit):
+            got = self._outputs()
+        total = 0.0
+        for sample, reference in zip(got, self._dense, strict=True):
+            for name, value in reference.items():
+                total += float(np.mean((sample[name] - value) ** 2))
+        return total / len(self._dense)
+
+    def close(self) -> None:
+        shutil.rmtree(self._scratch, ignore_errors=True)
