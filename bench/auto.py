@@ -15,7 +15,8 @@ Models and metrics (higher is better except perplexity):
   the dense model on held-out crops of other photographs;
 * ``lm``: SmolLM2-135M-Instruct (``bench.language_model``), perplexity on held-out text.
 
-Writes ``bench/AUTO.md`` and ``bench/auto.png`` (metric against size, one panel per model).
+Writes ``bench/auto-<model>.json`` (the rows) for the models run, then ``bench/AUTO.md`` and
+``bench/auto.png`` (metric against size, one panel per model) from every model's rows.
 
     python -m bench.auto [--models minilm cnn lm] [--lm-eval-windows N]
 """
@@ -46,10 +47,12 @@ from bench.__main__ import machine
 from coreai_opt.coreai_utils import (
     DEFAULT_CANDIDATES,
     Calibration,
+    Weighing,
     apply_choices,
     collect_calibration,
     weigh_candidates,
 )
+from coreai_opt.coreai_utils.passes.auto.gains import DEFAULT_PROBES
 from coreai_opt.coreai_utils.runtime import run_samples
 
 RESULTS = Path(__file__).with_name("AUTO.md")
@@ -165,6 +168,28 @@ def measure_row(
     return {**score(metric, got, dense, samples), "bytes": float(result.plan.total_bytes)}
 
 
+def _weigh(
+    program: Any, calibration: Calibration, samples: Samples, probes: int, info: dict[str, Any]
+) -> Weighing:
+    """Weigh the default candidates with ``probes`` runtime runs on ``samples``; record the
+    proxy's time, the probes' time and the sensitivity in ``info``."""
+    start = time.perf_counter()
+    weighed_at: list[float] = []
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage == "weighing" and done == total:
+            weighed_at.append(time.perf_counter())
+
+    weighing = weigh_candidates(
+        program, calibration=calibration, samples=samples, probes=probes, on_progress=on_progress
+    )
+    end = time.perf_counter()
+    info["weigh_s"] = weighed_at[0] - start
+    info["probe_s"] = end - weighed_at[0]
+    info["sensitivity"] = weighing.sensitivity
+    return weighing
+
+
 def run_model(model: Model, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     program, calibration_samples, evaluation_samples = model.load(args)
@@ -181,9 +206,7 @@ def run_model(model: Model, args: argparse.Namespace) -> dict[str, Any]:
         )
         info["calibration_s"] = time.perf_counter() - start
         calibration.save(calibration_file)
-        start = time.perf_counter()
-        weighing = weigh_candidates(program, calibration=calibration)
-        info["weigh_s"] = time.perf_counter() - start
+        weighing = _weigh(program, calibration, calibration_samples, args.probes, info)
         dense_bytes = weighing.dense_bytes
         info["dense_bytes"] = dense_bytes
         print(
@@ -252,14 +275,20 @@ def run_model(model: Model, args: argparse.Namespace) -> dict[str, Any]:
     return info
 
 
+def _saved(name: str) -> Path:
+    return RESULTS.with_name(f"auto-{name}.json")
+
+
 def _table(model: Model, info: dict[str, Any]) -> str:
     lines = [
         f"## {model.title}",
         "",
+        f"Run {info['run']} on {info['machine']}.",
+        "",
         f"Dense weights {info['dense_bytes'] / 1e6:.2f} MB; calibration "
         f"{info['calibration_s']:.1f} s; weighing the {len(DEFAULT_CANDIDATES)} default "
-        f"candidates {info['weigh_s']:.1f} s; allocation at most "
-        f"{info['allocation_s'] * 1000:.1f} ms.",
+        f"candidates {info['weigh_s']:.1f} s; {info['sensitivity']}: "
+        f"{info['probe_s']:.1f} s; allocation at most {info['allocation_s'] * 1000:.1f} ms.",
         "",
         f"| configuration | size (of dense) | {model.metric} | auto at the same size | "
         "auto's mix |",
@@ -335,22 +364,34 @@ def main() -> None:
     parser.add_argument("--cnn-eval-crops", type=int, default=96)
     parser.add_argument("--lm-cal-windows", type=int, default=32)
     parser.add_argument("--lm-eval-windows", type=int, default=24)
+    parser.add_argument("--probes", type=int, default=DEFAULT_PROBES)
     args = parser.parse_args()
-    sections, chosen = [], []
     for name in args.models:
         model = MODELS[name]
         info = run_model(model, args)
-        sections.append(_table(model, info))
+        info["run"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+        info["machine"] = machine()
+        saved = {"info": info, "rows": model.rows}
+        _saved(name).write_text(json.dumps(saved, indent=1))
+    sections, chosen = [], []
+    for name, model in MODELS.items():  # every model measured so far, this run or an earlier
+        if not _saved(name).exists():
+            continue
+        saved = json.loads(_saved(name).read_text())
+        model.rows = saved["rows"]
+        sections.append(_table(model, saved["info"]))
         chosen.append(model)
     _picture(chosen)
     text = f"""# Compress to a size: auto against uniform configurations
 
-Machine: {machine()}
-Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, `python -m bench.auto` (one run).
+`python -m bench.auto [--models ...]`, one run per model (each section gives its date and
+machine; the rows are kept in `bench/auto-<model>.json`, so a run of some models keeps the
+others' sections).
 
 Each uniform row is one default candidate applied to every weight that takes it (the others
 stay dense), calibrated (GPTQ, OBS rounding, SparseGPT); "auto at the same size" is
-`compress_to_size` (proxy sensitivity) with that row's bytes as its budget. Sizes are the
+`compress_to_size` (proxy sensitivity, calibrated across layers by `--probes` runtime runs
+on the calibration samples) with that row's bytes as its budget. Sizes are the
 stored weight bytes over the dense fp32 bytes. Held-out inputs only (see the module doc of
 `bench/auto.py`). Picture: [auto.png](auto.png).
 

@@ -64,8 +64,10 @@ def test_compresses_within_the_size_and_reports_the_allocation(
     allocation = report["allocation"]
     assert allocation["budget"] == 12 * 1024 and allocation["total_bytes"] <= 12 * 1024
     assert report["totals"]["weight_bytes_after"] == allocation["total_bytes"]
-    assert allocation["sensitivity"] == "proxy"
+    # the weights that can be compressed, each probed on the runtime (fewer than 16)
+    assert allocation["sensitivity"] == "proxy, calibrated across layers by 8 runtime runs"
     assert report["command"] == "auto" and report["options"]["size"] == 12 * 1024
+    assert report["options"]["probes"] == 16
     rows = {row["path"]: row for row in report["weights"]}
     embedding = rows["TinyTransformer$1/Embedding$1"]
     assert "2:4+int8" in embedding["skipped"] and embedding["choice"] in embedding["options"]
@@ -78,9 +80,12 @@ def test_compresses_within_the_size_and_reports_the_allocation(
 def test_plan_prints_the_allocation_and_writes_nothing(
     transformer_asset: Path, samples: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    run = auto(transformer_asset, "--plan", "--ratio", "6", "--calibration", samples[0])
+    run = auto(
+        transformer_asset, "--plan", "--ratio", "6", "--calibration", samples[0], "--probes", "0"
+    )
     assert run.code == 0, run.err
     assert "coreai-compress auto --plan" in run.out and "smallest possible" in run.out
+    assert "not calibrated across layers (probes=0)" in run.err
     assert "TinyTransformer$1/Linear$7" in run.out
     assert list(tmp_path.iterdir()) == []
 
@@ -125,6 +130,8 @@ def test_candidates_file_replaces_or_extends_the_ladder(
         (("--size", "1MB", "--ratio", "2"), "not allowed with argument"),
         (("--ratio", "4", "--sensitivity", "magic"), "invalid choice: 'magic'"),
         (("--ratio", "4", "--padding-mask", "ids"), "--padding-mask needs --calibration"),
+        (("--ratio", "4", "--probes", "-1"), "--probes must be 0"),
+        (("--ratio", "4", "--probes", "two"), "invalid int value: 'two'"),
     ],
 )
 def test_bad_budgets_are_one_line_errors_and_write_nothing(

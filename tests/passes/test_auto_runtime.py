@@ -15,7 +15,6 @@ from coreai_opt.coreai_utils import (
     Candidate,
     apply_choices,
     apply_plan,
-    collect_calibration,
     compress_to_size,
     compress_to_size_with_report,
     palettize_weights,
@@ -25,27 +24,22 @@ from coreai_opt.coreai_utils import (
     weigh_candidates,
 )
 from coreai_opt.coreai_utils.ir.weights import find_weights
-from coreai_opt.coreai_utils.runtime import run_asset
 from tests.helpers import run_program
-from tests.torch_models import MLP, TinyTransformer, convert
+from tests.passes.auto_model import IDS, module_of, tiny_calibration, tiny_transformer
+from tests.torch_models import MLP, convert
 
-IDS = np.random.default_rng(0).integers(0, 64, (12, 1, 16)).astype(np.int32)
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture
 def transformer() -> object:
-    torch.manual_seed(0)
-    model = TinyTransformer().eval()
-    return convert(model, {"ids": torch.from_numpy(IDS[0])}, debug=True)
+    return tiny_transformer()
 
 
-@pytest.fixture(scope="module")
-def calibration(transformer: object) -> object:
-    return collect_calibration(transformer, [{"ids": ids} for ids in IDS[:8]])
+@pytest.fixture
+def calibration() -> object:
+    return tiny_calibration()
 
 
-def _module(program: object) -> object:
-    return program._module._mlir_module  # type: ignore[attr-defined]
+_module = module_of
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -290,48 +284,3 @@ def test_a_plan_or_choices_that_do_not_fit_the_program_are_refused(
         apply_choices(transformer, {"@main/w0": "int9"})
     with pytest.raises(ValueError, match="2:4\\+int8 does not apply: n:m applies to linear"):
         apply_choices(transformer, {"@main/w0": "2:4+int8"}, weight_num_threshold=0)
-
-
-def test_measured_sensitivity_is_the_output_error_of_that_weight_alone(
-    transformer: object, calibration: object, tmp_path: Path
-) -> None:
-    before = str(_module(transformer))
-    samples = [{"ids": ids} for ids in IDS[:2]]
-    candidates = [Candidate("int4", "quantize", {"dtype": "int4"})]
-    weighing = weigh_candidates(
-        transformer,
-        calibration=calibration,
-        candidates=candidates,
-        sensitivity="measured",
-        samples=samples,
-        weight_num_threshold=0,
-    )
-    assert str(_module(transformer)) == before  # the runs use a private copy
-    assert weighing.sensitivity == "measured"
-    head = weighing.weights[-1]
-    measured = dict((o.name, o.error) for o in head.options)["int4"]
-    alone = apply_choices(
-        transformer,
-        {head.site.id: "int4"},
-        calibration=calibration,
-        candidates=candidates,
-        weight_num_threshold=0,
-    )
-    dense_asset, small_asset = tmp_path / "dense.aimodel", tmp_path / "small.aimodel"
-    transformer.save_asset(dense_asset)  # type: ignore[attr-defined]
-    alone.program.save_asset(small_asset)
-    errors = [
-        np.mean(
-            (run_asset(small_asset, s)["y"].astype(np.float64) - run_asset(dense_asset, s)["y"])
-            ** 2
-        )
-        for s in samples
-    ]
-    assert measured > 0 and np.isclose(measured, np.mean(errors), rtol=1e-9)
-
-
-def test_measured_needs_samples(transformer: object) -> None:
-    with pytest.raises(ValueError, match="needs samples"):
-        plan_to_size(transformer, target_ratio=2.0, sensitivity="measured")
-    with pytest.raises(ValueError, match="missing input 'ids'"):
-        plan_to_size(transformer, target_ratio=2.0, sensitivity="measured", samples=[{"x": 1}])

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from coreai_opt.cli.errors import CliError, parse_n_m, parse_size
+from coreai_opt.coreai_utils.passes.auto.gains import DEFAULT_PROBES
 from coreai_opt.coreai_utils.passes.auto.size import SENSITIVITIES
 
 __all__ = [
@@ -157,6 +158,16 @@ def _auto_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SENSITIVITIES,
         default="proxy",
         help="how each weight's error is estimated (default proxy)",
+    )
+    parser.add_argument(
+        "--probes",
+        type=int,
+        default=DEFAULT_PROBES,
+        metavar="N",
+        help=(
+            "runtime runs on the first --calibration samples that calibrate the proxy across "
+            f"layers (default {DEFAULT_PROBES}; 0: none)"
+        ),
     )
 
 

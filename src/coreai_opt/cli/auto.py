@@ -24,7 +24,11 @@ from coreai_opt.coreai_utils.validation import OutputComparison
 
 __all__ = ["run_auto"]
 
-_STAGES = {"weighing": "weighing candidates", "compressing": "compressing"}
+_STAGES = {
+    "weighing": "weighing candidates",
+    "probing": "calibrating the proxy on the runtime",
+    "compressing": "compressing",
+}
 
 
 def run_auto(flags: Flags, out: Console, err: Console) -> None:
@@ -49,6 +53,7 @@ def run_auto(flags: Flags, out: Console, err: Console) -> None:
         "target_ratio": flags.ratio,
         "candidates": candidates,
         "sensitivity": flags.sensitivity,
+        "probes": flags.probes,
         "weight_num_threshold": flags.options.get("weight_num_threshold", 1024),
         "exclude": tuple(flags.exclude or ()),
     }
@@ -65,8 +70,7 @@ def run_auto(flags: Flags, out: Console, err: Console) -> None:
             calibration = calibrate_main(
                 program, samples, flags.padding_mask, quiet=flags.quiet, err=err
             )
-            if flags.sensitivity == "measured":
-                kwargs["samples"] = samples
+            kwargs["samples"] = samples  # measured runs, or the proxy's probes
         if flags.plan:
             plan = _staged(flags, err, plan_to_size, program, calibration, kwargs)
             if not flags.quiet:

@@ -25,6 +25,7 @@ from coreai_opt.cli.arguments import (
 )
 from coreai_opt.cli.config import Config
 from coreai_opt.cli.errors import CliError
+from coreai_opt.coreai_utils.passes.auto.gains import DEFAULT_PROBES
 from coreai_opt.coreai_utils.passes.control import SPARSIFY_CLEARS, apply_values
 from coreai_opt.coreai_utils.passes.quantize_options import QUANTIZE_CLEARS
 
@@ -95,6 +96,7 @@ _FLAG_OF = {
     "palettize_nbits": "--palettize-nbits",
     "weight_num_threshold": "--weight-num-threshold",
     "padding_mask": "--padding-mask",
+    "probes": "--probes",
 }
 
 
@@ -102,7 +104,8 @@ _FLAG_OF = {
 class Flags:
     """Parsed command line. ``command`` is sparsify, quantize, palettize or auto;
     ``options`` are the library options given as flags (library names; flags not given are
-    absent); ``size``, ``ratio``, ``candidates`` and ``sensitivity`` are auto's."""
+    absent); ``size``, ``ratio``, ``candidates``, ``sensitivity`` and ``probes`` are
+    auto's."""
 
     prog: str
     command: str
@@ -124,6 +127,7 @@ class Flags:
     ratio: float | None = None
     candidates: Path | None = None
     sensitivity: str = "proxy"
+    probes: int = DEFAULT_PROBES
 
     @property
     def algorithm(self) -> str | None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsLayout
 
-__all__ = ["lookup_error", "output_error", "unit_input_error"]
+__all__ = ["held_out_error", "lookup_error", "output_error", "unit_input_error"]
 
 
 def output_error(delta: np.ndarray, stats: ActivationStats, out_axis: int, in_axis: int) -> float:
@@ -24,6 +24,26 @@ def output_error(delta: np.ndarray, stats: ActivationStats, out_axis: int, in_ax
     (``channels`` layout, or too many columns to keep one) the diagonal only:
     ``sum delta_ij^2 * E[x_j^2]``, which drops the correlations between inputs.
     """
+    return _error(delta, stats, out_axis, in_axis, held_out=False)
+
+
+def held_out_error(delta: np.ndarray, stats: ActivationStats, out_axis: int, in_axis: int) -> float:
+    """:func:`output_error` as expected on inputs the rows do not include: ``X^T X`` shrunk
+    towards its diagonal by ``d / (d + rows)`` (``d`` its columns).
+
+    A change fitted to ``X^T X`` (GPTQ, SparseGPT, OBS rounding) can put its error in the
+    directions the rows do not span; measured on those rows it then looks far smaller than
+    it is on new inputs. With few rows for many inputs (a classifier after global pooling
+    sees one row per image) the rows' correlations are mostly noise, so the estimate leans
+    on the per-input energies, which the rows do pin down; with many rows it is the plain
+    error. Without ``X^T X`` it is :func:`output_error` (already the diagonal).
+    """
+    return _error(delta, stats, out_axis, in_axis, held_out=True)
+
+
+def _error(
+    delta: np.ndarray, stats: ActivationStats, out_axis: int, in_axis: int, *, held_out: bool
+) -> float:
     stats.flush()
     rows = max(stats.count, 1)
     if stats.gram is None:
@@ -44,7 +64,12 @@ def output_error(delta: np.ndarray, stats: ActivationStats, out_axis: int, in_ax
     for group in range(stats.groups):
         part = matrix[group * band : (group + 1) * band]
         gram = (stats.gram[group] / rows).astype(np.float32)
-        total += float(np.einsum("rc,rc->", part @ gram, part, dtype=np.float64))
+        full = float(np.einsum("rc,rc->", part @ gram, part, dtype=np.float64))
+        if held_out:
+            shrink = gram.shape[0] / (gram.shape[0] + rows)
+            diagonal = float(np.einsum("rc,c->", part * part, np.diag(gram), dtype=np.float64))
+            full = (1.0 - shrink) * full + shrink * diagonal
+        total += full
     return max(total, 0.0)
 
 

@@ -17,7 +17,7 @@ import copy
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,8 @@ MEASURED_SAMPLES = 4
 
 class MeasuredError:
     """Callable ``(site, encoded) -> error``: run the program with ``encoded`` in place of
-    ``site``'s constant; ``close()`` removes the scratch files."""
+    ``site``'s constant (:meth:`together`: several weights at once); ``close()`` removes
+    the scratch files. ``runs`` counts the runtime runs, the dense one included."""
 
     def __init__(
         self,
@@ -73,9 +74,18 @@ class MeasuredError:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
+    @property
+    def runs(self) -> int:
+        return self._runs
+
     def __call__(self, site: WeightSite, encoded: Encoded) -> float:
-        own = self._sites[site.id]
-        with self._module.context, trial_replacement(own.op, encoded.emit):
+        return self.together([(site, encoded)])
+
+    def together(self, replaced: Sequence[tuple[WeightSite, Encoded]]) -> float:
+        """The error with every weight of ``replaced`` compressed as given, at once."""
+        with self._module.context, ExitStack() as stack:
+            for site, encoded in replaced:
+                stack.enter_context(trial_replacement(self._sites[site.id].op, encoded.emit))
             got = self._outputs()
         total = 0.0
         for sample, reference in zip(got, self._dense, strict=True):

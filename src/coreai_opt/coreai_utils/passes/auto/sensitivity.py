@@ -3,9 +3,11 @@
 For every weight and every candidate offered to it, the candidate's pass decides (its own
 fallbacks included) and compresses the weight alone, exactly as it would in the program; the
 stored bytes are those of that encoding, and the error is a *proxy*: the mean squared error
-it adds to the weight's own layer output per calibration input row
-(:func:`~coreai_opt.coreai_utils.numerics.layer_error.output_error`, ``trace(dW X^T X
-dW^T) / rows``). A table read by ``gather_nd`` adds the error of one looked-up row
+it adds to the weight's own layer output per input row, as expected on inputs beyond the
+calibration rows (:func:`~coreai_opt.coreai_utils.numerics.layer_error.held_out_error`,
+``trace(dW X^T X dW^T) / rows`` with ``X^T X`` shrunk towards its diagonal by ``d / (d +
+rows)``: a fitted option must not look better than it is because it hid its error where
+few rows do not look). A table read by ``gather_nd`` adds the error of one looked-up row
 (every row equally likely); a tied embedding / LM head gets both. Without calibration, or
 for a weight the calibration has no statistics for, the inputs are taken as uncorrelated
 with unit variance (``||dW||^2``): what the weight's inputs look like is then lost.
@@ -13,6 +15,7 @@ with unit variance (``||dW||^2``): what the weight's inputs look like is then lo
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -21,17 +24,18 @@ import numpy as np
 from coreai_opt.coreai_utils.calibration.record import Calibration
 from coreai_opt.coreai_utils.ir.weights import GATHERS, WeightSite
 from coreai_opt.coreai_utils.numerics.layer_error import (
+    held_out_error,
     lookup_error,
-    output_error,
     unit_input_error,
 )
 from coreai_opt.coreai_utils.numerics.masks import NonFiniteError
+from coreai_opt.coreai_utils.numerics.parallel import parallel_map
 from coreai_opt.coreai_utils.passes.auto.candidates import Resolved
 from coreai_opt.coreai_utils.passes.calibrated import offered
 from coreai_opt.coreai_utils.passes.outcomes import COMPRESS_ERRORS, below_threshold, read_weight
 from coreai_opt.coreai_utils.passes.runner import Decision, Encoded
 
-__all__ = ["DENSE", "Measure", "Option", "WeightOptions", "weigh"]
+__all__ = ["DENSE", "Measure", "Option", "WeightOptions", "proxy_error", "weigh"]
 
 DENSE = "dense"
 
@@ -79,15 +83,26 @@ def weigh(
 ) -> list[WeightOptions]:
     """The options of every weight in ``sites`` (module doc); reads each weight once, changes
     nothing. ``excluded(site)`` gives the reason a weight stays dense, or None;
-    ``measure(site, encoded)``, when given, is the error instead of the proxy."""
-    weighed = []
-    for done, site in enumerate(sites, start=1):
-        weighed.append(
-            _weigh_one(site, candidates, calibration, threshold, excluded(site), measure)
-        )
+    ``measure(site, encoded)``, when given, is the error instead of the proxy.
+
+    With the proxy, weights are weighed on the shared thread pool, several at once (the
+    sweeps run on one BLAS thread each, so one weight at a time would leave cores idle);
+    the result is the same in any order. Measured runs go one at a time (each changes the
+    program it runs). ``on_weight(done, total)`` is called as weights finish."""
+    lock = threading.Lock()
+    finished = [0]
+
+    def one(site: WeightSite) -> WeightOptions:
+        result = _weigh_one(site, candidates, calibration, threshold, excluded(site), measure)
         if on_weight is not None:
-            on_weight(done, len(sites))
-    return weighed
+            with lock:
+                finished[0] += 1
+                on_weight(finished[0], len(sites))
+        return result
+
+    if measure is not None:
+        return [one(site) for site in sites]
+    return parallel_map(one, sites)
 
 
 def _weigh_one(
@@ -118,7 +133,7 @@ def _weigh_one(
     weight = read_weight(site)
     if isinstance(weight, str):
         return WeightOptions(site, (_dense(site),), fixed=weight)
-    error_of = _proxy(site, calibration)
+    error_of = proxy_error(site, calibration)
     options = [_dense(site)]
     for resolved, decision in decisions:
         try:
@@ -142,8 +157,8 @@ def _weigh_one(
     return WeightOptions(site, tuple(options), tuple(skipped))
 
 
-def _proxy(site: WeightSite, calibration: Calibration | None) -> Callable[[np.ndarray], float]:
-    """The error of a change to ``site`` (module doc)."""
+def proxy_error(site: WeightSite, calibration: Calibration | None) -> Callable[[np.ndarray], float]:
+    """``delta -> error``: the proxy error of a change to ``site``'s weight (module doc)."""
     looked_up = any(name in GATHERS for name in site.consumers)
     stats = None
     if calibration is not None:
@@ -153,7 +168,7 @@ def _proxy(site: WeightSite, calibration: Calibration | None) -> Callable[[np.nd
     def error(delta: np.ndarray) -> float:
         total = 0.0
         if stats is not None and out_axis is not None and in_axis is not None:
-            total += output_error(delta, stats, out_axis, in_axis)
+            total += held_out_error(delta, stats, out_axis, in_axis)
         elif site.structured or not looked_up:  # a matmul or convolution reads it
             total += unit_input_error(delta)
         if looked_up:
