@@ -118,18 +118,28 @@ def test_one_probe_gives_every_weight_the_same_gain() -> None:
     assert probed.sensitivity.endswith("by 1 runtime runs")
 
 
-def test_probe_groups_are_consecutive_and_balanced() -> None:
+def test_probe_groups_put_each_lookup_alone_and_split_the_rest_in_order() -> None:
     weighing = weigh_candidates(
         tiny_transformer(), calibration=tiny_calibration(), candidates=LADDER
     )  # the default threshold leaves some weights dense-only
-    movable = [i for i, w in enumerate(weighing.weights) if len(w.options) > 1]
-    for probes in (1, 2, 3, len(movable), len(movable) + 5):
-        groups = probe_groups(weighing.weights, probes)
-        assert [i for g in groups for i in g] == movable
-        sizes = [len(g) for g in groups]
-        assert len(groups) == min(probes, len(movable)) and max(sizes) - min(sizes) <= 1
-        assert sizes == sorted(sizes, reverse=True)
-    assert probe_groups(weighing.weights, 0) == []
+    weights = weighing.weights
+    movable = [i for i, w in enumerate(weights) if len(w.options) > 1]
+    lookups = [i for i in movable if "coreai.gather_nd" in weights[i].site.consumers]
+    assert lookups  # the embedding table
+    rest = [i for i in movable if i not in lookups]
+    for probes in (len(lookups) + 1, len(lookups) + 2, len(movable), len(movable) + 5):
+        groups = probe_groups(weights, probes)
+        assert sorted(i for g in groups for i in g) == movable
+        assert all([i] in groups for i in lookups)
+        shared = [g for g in groups if g[0] not in lookups]
+        assert [i for g in shared for i in g] == rest  # consecutive, in IR order
+        sizes = [len(g) for g in shared]
+        assert len(groups) == min(probes, len(movable))
+        assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+    # fewer probes than lookups + 1: one consecutive split of every weight
+    groups = probe_groups(weights, len(lookups))
+    assert [i for g in groups for i in g] == movable and len(groups) == len(lookups)
+    assert probe_groups(weights, 0) == []
 
 
 def test_without_samples_the_proxy_is_layer_local_with_a_warning(

@@ -5,14 +5,15 @@ The proxy (``sensitivity.py``) measures an option's error at the weight's own la
 output. Between the options of one weight that ranks well; between weights it does not:
 an error in an early layer is carried (and amplified or damped) by everything after it,
 a normalisation divides it away, a weight without statistics has a data-free scale. So
-the weights that can be compressed (more than one option) are split, in IR order, into at
-most ``probes`` runs of consecutive weights of (nearly) equal count. In each run the
-program is executed on the Core AI runtime with every weight of one group compressed at
-its *probe option* at once; the group's gain is the measured output error (mean squared
-difference from the dense outputs, as ``sensitivity="measured"``) over the group's summed
-proxy errors, and every option of those weights is multiplied by it. With as many probes
-as weights, each weight gets a gain of its own (one run per weight, against one per
-weight and candidate for ``measured``).
+the weights that can be compressed (more than one option) are split into at most ``probes``
+groups: each weight read by a lookup alone (its proxy is another formula), the others in
+runs of consecutive weights of (nearly) equal count, in IR order (:func:`probe_groups`).
+For each group the program is run on the Core AI runtime with every weight of the group
+compressed at its *probe option* at once; the group's gain is the measured output error
+(mean squared difference from the dense outputs, as ``sensitivity="measured"``) over the
+group's summed proxy errors, and every option of those weights is multiplied by it. With
+as many probes as weights, each weight gets a gain of its own (one run per weight, against
+one per weight and candidate for ``measured``).
 
 The probe of a weight is its compressed option of median proxy error (the lower one of the
 two middle ones: strong enough to be measured, the regime tight budgets push weights into,
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from coreai_opt.coreai_utils.calibration.record import Calibration
-from coreai_opt.coreai_utils.ir.weights import WeightSite
+from coreai_opt.coreai_utils.ir.weights import GATHERS, WeightSite
 from coreai_opt.coreai_utils.passes.auto.sensitivity import Option, WeightOptions, proxy_error
 from coreai_opt.coreai_utils.passes.outcomes import read_weight
 from coreai_opt.coreai_utils.passes.runner import Encoded
@@ -63,19 +64,30 @@ def probe_option(weight: WeightOptions) -> Option:
 
 
 def probe_groups(weights: Sequence[WeightOptions], probes: int) -> list[list[int]]:
-    """Indices of the weights with a compressed option, in IR order, split into at most
-    ``probes`` consecutive groups whose sizes differ by at most one (larger ones first)."""
+    """Indices of the weights with a compressed option, in at most ``probes`` groups.
+
+    A weight read by a lookup (an embedding table, a tied embedding / LM head) is a group of
+    its own while fewer lookups than ``probes`` remain: its proxy is another formula (the
+    error of one looked-up row, every row equally likely, where real inputs use a few rows
+    often), so its gain is its own. The others, in IR order, are split into the remaining
+    groups, consecutive, of sizes differing by at most one (larger ones first). With as
+    many lookups as probes or more, every weight is in the consecutive split."""
     movable = [i for i, w in enumerate(weights) if len(w.options) > 1]
-    count = min(probes, len(movable))
-    if count == 0:
-        return []
-    size, extra = divmod(len(movable), count)
-    groups, start = [], 0
+    lookups = [i for i in movable if any(c in GATHERS for c in weights[i].site.consumers)]
+    if len(lookups) >= probes:
+        lookups = []
+    rest = [i for i in movable if i not in set(lookups)]
+    groups = [[i] for i in lookups]
+    count = min(probes - len(groups), len(rest))
+    if count <= 0:
+        return groups
+    size, extra = divmod(len(rest), count)
+    start = 0
     for g in range(count):
         end = start + size + (1 if g < extra else 0)
-        groups.append(movable[start:end])
+        groups.append(rest[start:end])
         start = end
-    return groups
+    return sorted(groups, key=lambda group: group[0])
 
 
 def apply_gains(
