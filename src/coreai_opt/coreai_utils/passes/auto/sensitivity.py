@@ -23,6 +23,7 @@ import numpy as np
 
 from coreai_opt.coreai_utils.calibration.record import Calibration
 from coreai_opt.coreai_utils.ir.weights import GATHERS, WeightSite
+from coreai_opt.coreai_utils.numerics.blas import one_blas_thread
 from coreai_opt.coreai_utils.numerics.layer_error import (
     held_out_error,
     lookup_error,
@@ -85,10 +86,12 @@ def weigh(
     nothing. ``excluded(site)`` gives the reason a weight stays dense, or None;
     ``measure(site, encoded)``, when given, is the error instead of the proxy.
 
-    With the proxy, weights are weighed on the shared thread pool, several at once (the
-    sweeps run on one BLAS thread each, so one weight at a time would leave cores idle);
-    the result is the same in any order. Measured runs go one at a time (each changes the
-    program it runs). ``on_weight(done, total)`` is called as weights finish."""
+    With the proxy, weights are weighed on the shared thread pool, several at once, each on
+    one BLAS thread: pool threads that each ask BLAS for every core oversubscribe the
+    machine (MiniLM, int8 candidate, next to two busy processes on 2 cores: 12.7-15.3 s
+    with BLAS's default threads, 3.2-3.3 s with one). The result is the same in any order.
+    Measured runs go one at a time (each changes the program it runs). ``on_weight(done,
+    total)`` is called as weights finish."""
     lock = threading.Lock()
     finished = [0]
 
@@ -102,7 +105,8 @@ def weigh(
 
     if measure is not None:
         return [one(site) for site in sites]
-    return parallel_map(one, sites)
+    with one_blas_thread():
+        return parallel_map(one, sites)
 
 
 def _weigh_one(
