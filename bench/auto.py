@@ -18,7 +18,7 @@ Models and metrics (higher is better except perplexity):
 Writes ``bench/auto-<model>.json`` (the rows) for the models run, then ``bench/AUTO.md`` and
 ``bench/auto.png`` (metric against size, one panel per model) from every model's rows.
 
-    python -m bench.auto [--models minilm cnn lm] [--lm-eval-windows N]
+    python -m bench.auto [--models minilm cnn lm] [--lm-eval-windows N] [--only int4 ...]
 """
 
 from __future__ import annotations
@@ -247,6 +247,10 @@ def run_model(model: Model, args: argparse.Namespace) -> dict[str, Any]:
             timings.append(time.perf_counter() - start)
             plans.append(("auto", label, plan.choices))
         info["allocation_s"] = max(timings) if timings else 0.0
+        if args.only:  # the uniform configurations named, and auto at their sizes
+            keep = {*args.only, *(f"auto @ {name}" for name in args.only)}
+            keep |= {"auto @ 0.8 x int4-block32"} if "int4-block32" in args.only else set()
+            plans = [plan for plan in plans if plan[1] in keep]
         spawn = multiprocessing.get_context("spawn")
         for kind, label, choice in plans:
             with ProcessPoolExecutor(1, mp_context=spawn) as pool:
@@ -365,6 +369,13 @@ def main() -> None:
     parser.add_argument("--lm-cal-windows", type=int, default=32)
     parser.add_argument("--lm-eval-windows", type=int, default=24)
     parser.add_argument("--probes", type=int, default=DEFAULT_PROBES)
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        metavar="CANDIDATE",
+        help="measure only these uniform configurations and auto at their sizes (the "
+        "language model's rows take minutes each)",
+    )
     args = parser.parse_args()
     for name in args.models:
         model = MODELS[name]
