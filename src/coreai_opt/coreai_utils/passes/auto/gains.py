@@ -39,7 +39,12 @@ import numpy as np
 
 from coreai_opt.coreai_utils.calibration.record import Calibration
 from coreai_opt.coreai_utils.ir.weights import GATHERS, WeightSite
-from coreai_opt.coreai_utils.passes.auto.sensitivity import Option, WeightOptions, proxy_error
+from coreai_opt.coreai_utils.passes.auto.sensitivity import (
+    Option,
+    WeightOptions,
+    encoded_error,
+    proxy_error,
+)
 from coreai_opt.coreai_utils.passes.outcomes import read_weight
 from coreai_opt.coreai_utils.passes.runner import Encoded
 
@@ -76,7 +81,8 @@ def probe_groups(weights: Sequence[WeightOptions], probes: int) -> list[list[int
     lookups = [i for i in movable if any(c in GATHERS for c in weights[i].site.consumers)]
     if len(lookups) >= probes:
         lookups = []
-    rest = [i for i in movable if i not in set(lookups)]
+    alone = set(lookups)
+    rest = [i for i in movable if i not in alone]
     groups = [[i] for i in lookups]
     count = min(probes - len(groups), len(rest))
     if count <= 0:
@@ -96,9 +102,9 @@ def apply_gains(
     probes: int,
     together: Together,
     on_probe: Callable[[int, int], None] | None = None,
-) -> tuple[list[WeightOptions], list[float]]:
+) -> tuple[list[WeightOptions], int]:
     """Every weight's options with its group's gain applied (module doc; ``calibration`` is
-    the weighing's), and the gain of each weight (1.0 for those with only dense). A group
+    the weighing's; weights with only dense are unchanged), and the runtime runs made. A group
     whose probes' summed proxy error is 0 takes the median gain of the others (1.0 when
     there is none)."""
     groups = probe_groups(weights, probes)
@@ -125,7 +131,7 @@ def apply_gains(
         replace(w, options=tuple(replace(o, error=o.error * gain) for o in w.options))
         for w, gain in zip(weights, final, strict=True)
     ]
-    return scaled, final
+    return scaled, len(groups)
 
 
 def _probe(
@@ -145,8 +151,7 @@ def _probe(
     if twin.mode is not None:
         decision = replace(twin, options=plain)
     encoded = resolved.method.encode(weight, decision)
-    delta = encoded.decoded().astype(np.float32) - weight.astype(np.float32)
-    return encoded, proxy_error(site, calibration)(delta)
+    return encoded, encoded_error(encoded, weight, proxy_error(site, calibration))
 
 
 def _data_free(options: Any) -> Any:

@@ -39,7 +39,7 @@ MEASURED_SAMPLES = 4
 class MeasuredError:
     """Callable ``(site, encoded) -> error``: run the program with ``encoded`` in place of
     ``site``'s constant (:meth:`together`: several weights at once); ``close()`` removes
-    the scratch files. ``runs`` counts the runtime runs, the dense one included."""
+    the scratch files."""
 
     def __init__(
         self,
@@ -73,10 +73,6 @@ class MeasuredError:
                 return [{k: v.astype(np.float64) for k, v in r.items()} for r in results]
         finally:
             shutil.rmtree(path, ignore_errors=True)
-
-    @property
-    def runs(self) -> int:
-        return self._runs
 
     def __call__(self, site: WeightSite, encoded: Encoded) -> float:
         return self.together([(site, encoded)])

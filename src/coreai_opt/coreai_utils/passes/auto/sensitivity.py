@@ -36,7 +36,7 @@ from coreai_opt.coreai_utils.passes.calibrated import offered
 from coreai_opt.coreai_utils.passes.outcomes import COMPRESS_ERRORS, below_threshold, read_weight
 from coreai_opt.coreai_utils.passes.runner import Decision, Encoded
 
-__all__ = ["DENSE", "Measure", "Option", "WeightOptions", "proxy_error", "weigh"]
+__all__ = ["DENSE", "Measure", "Option", "WeightOptions", "encoded_error", "proxy_error", "weigh"]
 
 DENSE = "dense"
 
@@ -143,9 +143,7 @@ def _weigh_one(
         try:
             encoded = resolved.method.encode(weight, decision)
             if measure is None:
-                delta = encoded.decoded().astype(np.float32) - weight.astype(np.float32)
-                error_value = error_of(delta)
-                del delta
+                error_value = encoded_error(encoded, weight, error_of)
             else:
                 error_value = measure(site, encoded)
         except NonFiniteError as error:
@@ -159,6 +157,13 @@ def _weigh_one(
             Option(resolved.candidate.name, encoded.bytes_after, error_value, resolved, decision)
         )
     return WeightOptions(site, tuple(options), tuple(skipped))
+
+
+def encoded_error(
+    encoded: Encoded, weight: np.ndarray, error_of: Callable[[np.ndarray], float]
+) -> float:
+    """``error_of`` the change ``encoded`` makes to ``weight`` (as the runtime decodes it)."""
+    return error_of(encoded.decoded().astype(np.float32) - weight.astype(np.float32))
 
 
 def proxy_error(site: WeightSite, calibration: Calibration | None) -> Callable[[np.ndarray], float]:

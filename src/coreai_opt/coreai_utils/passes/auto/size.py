@@ -277,8 +277,9 @@ def weigh_candidates(
             on_weight=on_weight,
             measure=measure if sensitivity == "measured" else None,
         )
+        runs = 0
         if probing and measure is not None:
-            weighed, _ = apply_gains(weighed, calibration, probes, measure.together, on_probe)
+            weighed, runs = apply_gains(weighed, calibration, probes, measure.together, on_probe)
     finally:
         if measure is not None:
             measure.close()
@@ -286,7 +287,6 @@ def weigh_candidates(
     how = sensitivity
     if sensitivity == "proxy":
         data_free = " (data-free)" if calibration is None else ""
-        runs = min(probes, sum(len(w.options) > 1 for w in weighed))
         scale = f", calibrated across layers by {runs} runtime runs" if probing else ""
         how = f"proxy{data_free}{scale}"
     return Weighing(tuple(weighed), dense, resolved, how)
