@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from coreai_opt.coreai_utils import Calibration, collect_calibration
+from coreai_opt.coreai_utils.calibration import collect
 from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsLayout
 from tests.helpers import nested_program
 from tests.reference import ref_conv_patches
@@ -155,6 +156,29 @@ def test_program_untouched_and_runs_split_by_memory_budget() -> None:
     for key, stats in one.stats.items():
         np.testing.assert_array_equal(stats.sq_sum, several.stats[key].sq_sum)
         np.testing.assert_array_equal(stats.gram, several.stats[key].gram)  # type: ignore[arg-type]
+
+
+def test_rows_carried_between_samples_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With no carry allowed, every sample is reduced before the next one runs: the
+    # statistics are those of the same rows (summed in other blocks).
+    model = MLP().eval()
+    samples = [{"x": torch.randn(5, 24)} for _ in range(4)]
+    program = convert(model, samples[0])
+    monkeypatch.setattr(collect, "CARRY_BYTES", 0)
+    pending: list[int] = []
+    add = ActivationStats.add
+
+    def watched(self: ActivationStats, rows: np.ndarray) -> None:
+        pending.append(self.pending_bytes)  # what earlier samples left behind
+        add(self, rows)
+
+    monkeypatch.setattr(ActivationStats, "add", watched)
+    calibration = collect_calibration(program, [{"x": s["x"].numpy()} for s in samples])
+    assert pending == [0] * len(pending) and len(pending) == 3 * len(samples)
+    for stats, rows in zip(calibration.stats.values(), linear_inputs(model, samples), strict=True):
+        assert_stats(stats, rows)
 
 
 def test_gram_only_up_to_max_gram_channels() -> None:

@@ -1,6 +1,7 @@
 """Reading constants in every storage form, and the bytecode reader behind resource blobs."""
 
 import io
+import mmap
 
 import ml_dtypes
 import numpy as np
@@ -30,7 +31,13 @@ from coreai_opt.coreai_utils.ir.bytecode import (
     resource_blob,
     resource_section,
 )
-from coreai_opt.coreai_utils.ir.constants import ConstantReadError, make_constant, read_constant
+from coreai_opt.coreai_utils.ir.constants import (
+    MAPPED_BYTES,
+    ConstantReadError,
+    _blob_buffer,
+    make_constant,
+    read_constant,
+)
 
 TYPES = {
     "f32": (np.dtype(np.float32), F32Type.get),
@@ -182,3 +189,21 @@ def test_bad_bytes_are_rejected(data: bytes) -> None:
         check_bytecode(data)
     with pytest.raises(BytecodeError):
         resource_section(data)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8, ml_dtypes.bfloat16])
+def test_a_large_blob_gets_pages_of_its_own(dtype: type) -> None:
+    # so that its memory goes back to the system when its context goes, not to the C heap
+    data = np.arange(MAPPED_BYTES, dtype=np.float32).astype(dtype).reshape(16, -1)
+    buffer = _blob_buffer(data)
+    assert not np.shares_memory(buffer, data) and buffer.ctypes.data % mmap.PAGESIZE == 0
+    assert same_bits(buffer, data) and buffer.dtype == data.dtype
+    assert not buffer.flags.writeable and buffer.flags.c_contiguous
+    small = np.arange(8, dtype=np.float32)
+    assert np.shares_memory(_blob_buffer(small), small)
+
+
+def test_a_mapped_blob_round_trips(block: object) -> None:
+    data = sample(np.dtype(np.float32), MAPPED_BYTES)
+    result = make_constant(data, data.shape, F32Type.get())
+    assert same_bits(read_constant(result.owner.operation, np.dtype(np.float32)), data)

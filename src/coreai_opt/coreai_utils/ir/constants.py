@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 from itertools import count
 from typing import Any
 
@@ -56,6 +57,8 @@ _FLOAT_TYPES: tuple[tuple[Any, np.dtype], ...] = (
 _names = count()
 # Above this size the blob is the only piece of a one-constant bytecode that large.
 _SHORTCUT_BYTES = 4096
+MAPPED_BYTES = 1 << 16
+"""Blobs of at least this many bytes get pages of their own (:func:`_blob_buffer`)."""
 
 
 class ConstantReadError(ValueError):
@@ -201,14 +204,33 @@ def make_constant(data: np.ndarray, shape: tuple[int, ...], element_type: Type) 
     """Insert a ``coreai.constant`` backed by a resource blob at the current insertion point.
 
     ``data`` holds the raw storage: for byte-or-wider types one element per item, for
-    sub-byte types (``ui1``) the packed bytes. The blob references ``data``; it must not be
-    mutated afterwards.
+    sub-byte types (``ui1``) the packed bytes. A blob of :data:`MAPPED_BYTES` or more is a
+    copy in memory of its own (:func:`_blob_buffer`); a smaller one references ``data``,
+    which must not be mutated afterwards.
     """
-    buffer = np.ascontiguousarray(data)
-    buffer.flags.writeable = False
+    buffer = _blob_buffer(data)
     attr = DenseResourceElementsAttr.get_from_buffer(
         buffer,
         f"sparsify_{next(_names)}",
         RankedTensorType.get(list(shape), element_type),
     )
     return ConstantOp(value=attr).result
+
+
+def _blob_buffer(data: np.ndarray) -> np.ndarray:
+    """A read-only contiguous buffer with ``data``'s bytes for a resource blob.
+
+    From :data:`MAPPED_BYTES` up, a copy in an anonymous memory map: the blob lives as long
+    as its context, and when the context goes the pages go back to the system at once.
+    From the C heap they would stay with the process (glibc keeps freed blocks below its
+    mmap threshold, which it raises up to 32 MiB as large blocks are freed): measured on
+    all-MiniLM-L6-v2, 43-86 MiB of a freed 50 % sparsified copy stayed in the heap.
+    """
+    if data.nbytes < MAPPED_BYTES:
+        buffer = np.ascontiguousarray(data)
+    else:
+        pages = mmap.mmap(-1, data.nbytes, flags=mmap.MAP_PRIVATE)
+        buffer = np.frombuffer(pages, dtype=data.dtype).reshape(data.shape)
+        buffer[...] = data
+    buffer.flags.writeable = False
+    return buffer

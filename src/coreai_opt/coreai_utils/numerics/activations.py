@@ -81,9 +81,13 @@ class ActivationStats:
             raise ValueError(msg)
         self._pending.append(np.array(rows, dtype=np.float64))
         self._pending_rows += int(rows.shape[1])
-        buffered = self._pending_rows * self.groups * self.columns * 8
-        if self._pending_rows >= self.columns or buffered >= FLUSH_BYTES:
+        if self._pending_rows >= self.columns or self.pending_bytes >= FLUSH_BYTES:
             self.flush()
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of rows buffered and not yet reduced."""
+        return self._pending_rows * self.groups * self.columns * 8
 
     def flush(self) -> None:
         """Reduce the buffered rows into ``sq_sum``, ``count`` and ``gram``."""

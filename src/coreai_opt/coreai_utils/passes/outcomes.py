@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ import numpy as np
 from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.ir.constants import read_constant
+from coreai_opt.coreai_utils.ir.detach import detached_copy
 from coreai_opt.coreai_utils.ir.weights import WeightSite
 from coreai_opt.coreai_utils.numerics.masks import NonFiniteError, all_finite
 
@@ -100,11 +100,13 @@ def check_program(program: object) -> None:
 
 
 def working_copy(program: AIProgram, in_place: object) -> AIProgram:
-    """``program`` itself when ``in_place``, else a deep copy; ``TypeError`` for a non-bool."""
+    """``program`` itself when ``in_place``, else a copy in a context of its own (so that
+    the data the pass adds is freed with the copy: :mod:`~coreai_opt.coreai_utils.ir.
+    detach`); ``TypeError`` for a non-bool."""
     if not isinstance(in_place, bool):
         msg = f"in_place must be a bool, got {in_place!r}"
         raise TypeError(msg)
-    return program if in_place else copy.deepcopy(program)
+    return program if in_place else detached_copy(program)
 
 
 def below_threshold(site: WeightSite, threshold: int) -> str | None:

@@ -13,6 +13,7 @@ from coreai._compiler.ir import Operation, Value
 from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.calibration.record import Calibration
+from coreai_opt.coreai_utils.heap import return_free_memory
 from coreai_opt.coreai_utils.ir.rewrite import replace_constant
 from coreai_opt.coreai_utils.ir.weights import WeightSite, find_weights
 from coreai_opt.coreai_utils.numerics.activations import ActivationStats
@@ -185,7 +186,9 @@ def run_weight_pass(
     encode: Callable[[np.ndarray, Decision], Encoded],
     on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
 ) -> SparsifyResult:
-    """Copy ``program`` unless ``in_place``, then decide and encode every candidate weight."""
+    """Copy ``program`` unless ``in_place``, then decide and encode every candidate weight;
+    the C heap's free memory goes back to the system at the end (:mod:`~coreai_opt.
+    coreai_utils.heap`)."""
     target = working_copy(program, in_place)
     module = target._module._mlir_module  # noqa: SLF001
     decisions = decide(target)
@@ -199,6 +202,7 @@ def run_weight_pass(
             if on_weight is not None:
                 on_weight(len(outcomes), len(decisions), outcome)
         module.operation.verify()
+    return_free_memory()
     return SparsifyResult(target, tuple(outcomes))
 
 

@@ -11,6 +11,7 @@ from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.calibration.record import Calibration
 from coreai_opt.coreai_utils.dtypes import DType
+from coreai_opt.coreai_utils.heap import return_free_memory
 from coreai_opt.coreai_utils.ir.rewrite import (
     emit_palettized_chain,
     emit_quantized_chain,
@@ -219,6 +220,7 @@ def sparsify_with_report(
     settings = _PASS.settings(coreai_program, calibration, exclude, overrides, locals())
     program = working_copy(coreai_program, in_place)
     outcomes = sparsify_program(program, settings, on_weight)
+    return_free_memory()
     return SparsifyResult(program, tuple(outcomes))
 
 

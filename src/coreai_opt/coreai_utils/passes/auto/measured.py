@@ -8,12 +8,14 @@ minutes on a small model and hours on a language model (the proxy is the default
 
 The runs use a private copy of the program in which the weight's decompression chain is
 swapped in for the run and out after it (:func:`~coreai_opt.coreai_utils.ir.trial.
-trial_replacement`); the caller's program is never touched.
+trial_replacement`); the caller's program is never touched. The copy lives in a context of
+its own (:func:`~coreai_opt.coreai_utils.ir.detach.detached_copy`), which keeps every
+trial's compressed data until the copy goes: once the trials have added as many bytes as
+the program's weights hold, the copy is made afresh, so they never hold more than that.
 """
 
 from __future__ import annotations
 
-import copy
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -24,6 +26,7 @@ import numpy as np
 from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.calibration.samples import check_samples
+from coreai_opt.coreai_utils.ir.detach import detached_copy
 from coreai_opt.coreai_utils.ir.signature import graph_inputs, runtime_function
 from coreai_opt.coreai_utils.ir.trial import trial_replacement
 from coreai_opt.coreai_utils.ir.weights import WeightSite, find_weights
@@ -39,7 +42,7 @@ MEASURED_SAMPLES = 4
 class MeasuredError:
     """Callable ``(site, encoded) -> error``: run the program with ``encoded`` in place of
     ``site``'s constant (:meth:`together`: several weights at once); ``close()`` removes
-    the scratch files."""
+    the scratch files and frees the private copy."""
 
     def __init__(
         self,
@@ -57,12 +60,18 @@ class MeasuredError:
         checked = check_samples(specs, list(samples)[:count], function)
         self._samples = checked
         self._function = runtime_function(function)
-        self._program = copy.deepcopy(program)
-        self._module = self._program._module._mlir_module  # noqa: SLF001
-        self._sites = {site.id: site for site in find_weights(self._module)}
+        self._source = program
+        self._fresh_copy()
+        self._limit = sum(site.size * site.dtype.itemsize for site in self._sites.values())
         self._scratch = Path(tempfile.mkdtemp(prefix="coreai-measured-"))
         self._runs = 0
         self._dense = self._outputs()
+
+    def _fresh_copy(self) -> None:
+        self._program = detached_copy(self._source)
+        self._module = self._program._module._mlir_module  # noqa: SLF001
+        self._sites = {site.id: site for site in find_weights(self._module)}
+        self._added = 0  # bytes of trial data the copy's context holds
 
     def _outputs(self) -> list[dict[str, np.ndarray]]:
         self._runs += 1
@@ -79,6 +88,9 @@ class MeasuredError:
 
     def together(self, replaced: Sequence[tuple[WeightSite, Encoded]]) -> float:
         """The error with every weight of ``replaced`` compressed as given, at once."""
+        if self._added > self._limit:
+            self._fresh_copy()
+        self._added += sum(encoded.bytes_after for _, encoded in replaced)
         with self._module.context, ExitStack() as stack:
             for site, encoded in replaced:
                 stack.enter_context(trial_replacement(self._sites[site.id].op, encoded.emit))
@@ -90,4 +102,8 @@ class MeasuredError:
         return total / len(self._dense)
 
     def close(self) -> None:
+        """Remove the scratch files and let the private copy (and its context) go."""
         shutil.rmtree(self._scratch, ignore_errors=True)
+        self._sites = {}
+        for name in ("_program", "_module"):  # closing twice is allowed
+            self.__dict__.pop(name, None)
