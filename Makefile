@@ -50,6 +50,7 @@ bench: $(BENCH)
 	$(PY) -m bench.calibration
 	$(PY) -m bench.language_model
 	$(PY) -m bench.auto
+	$(PY) -m bench.memory
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coreai_opt.coreai_utils.numerics.parallel import pipeline, row_extremes, tiles
+from coreai_opt.coreai_utils.numerics.blas import _set_local
+from coreai_opt.coreai_utils.numerics.parallel import (
+    parallel_map,
+    pipeline,
+    row_extremes,
+    tiles,
+    workers,
+)
 
 parallel = sys.modules["coreai_opt.coreai_utils.numerics.parallel"]
 
@@ -119,3 +126,21 @@ def test_parallel_map_inside_the_pool_runs_in_turn() -> None:
         lambda i: sum(parallel.parallel_map(abs, range(-i, i))), range(8)
     )
     assert nested == [i * i for i in range(8)]
+
+
+def _blas_threads() -> int:
+    set_local = _set_local()
+    assert set_local is not None
+    current = set_local(1)
+    set_local(current)
+    return current
+
+
+@pytest.mark.skipif(_set_local() is None, reason="numpy's BLAS is not OpenBLAS")
+@pytest.mark.skipif(workers() == 1, reason="one CPU: the pool is not used")
+def test_the_pool_asks_blas_for_one_thread_each() -> None:
+    # pool threads times BLAS threads must not exceed the cores
+    before = _blas_threads()
+    seen = parallel_map(lambda _: _blas_threads(), range(4 * workers()))
+    assert seen == [1] * len(seen)
+    assert _blas_threads() == before

@@ -1,11 +1,14 @@
-"""One BLAS thread while an OBS sweep runs, where numpy's OpenBLAS allows it.
+"""One BLAS thread while an OBS sweep or the thread pool runs, where numpy's OpenBLAS
+allows it.
 
 The OBS sweep (:mod:`obs`) makes thousands of mid-sized matrix products, one after the
 other. With OpenBLAS's default of one thread per core, every product waits for all of its
 threads; when another process holds a core, the descheduled thread stalls each product.
 Measured on a 2-core machine, GPTQ on a 135M-parameter language model took 12 s idle and
 245-311 s next to one busy process; with one BLAS thread 14.6 s (``OPENBLAS_NUM_THREADS=1``)
-and 25.8 s (this module) next to one. The sweep therefore runs its products on one thread.
+and 25.8 s (this module) next to one. The sweep therefore runs its products on one thread,
+and so does the thread pool (:func:`~coreai_opt.coreai_utils.numerics.parallel.
+parallel_map`), whose threads would otherwise each ask BLAS for a thread per core.
 
 It uses ``openblas_set_num_threads_local`` (OpenBLAS >= 0.3.27, the library in numpy's
 wheels), which in the threaded (non-OpenMP) builds numpy ships changes the count for the

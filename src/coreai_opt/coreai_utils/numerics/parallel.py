@@ -15,6 +15,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from coreai_opt.coreai_utils.numerics.blas import one_blas_thread
+
 __all__ = [
     "CHUNK_ELEMENTS",
     "parallel_map",
@@ -49,14 +51,20 @@ def workers() -> int:
 def parallel_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """``[fn(item) for item in items]``, on the shared pool when there is more than one (in
     turn when called from one of the pool's own threads: waiting on the pool from inside it
-    could wait forever)."""
+    could wait forever).
+
+    While the pool works, BLAS runs on one thread (:func:`~coreai_opt.coreai_utils.numerics.
+    blas.one_blas_thread`): a thread per core, each asking BLAS for a thread per core, would
+    ask for cores squared, and every product then waits for its slowest thread.
+    """
     items = list(items)
     if len(items) <= 1 or workers() == 1 or threading.current_thread().name.startswith(_PREFIX):
         return [fn(item) for item in items]
     global _pool  # noqa: PLW0603 - one process-wide pool, created on first use
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix=_PREFIX)
-    return list(_pool.map(fn, items))
+    with one_blas_thread():
+        return list(_pool.map(fn, items))
 
 
 def pipeline(items: int, stages: Sequence[Callable[[int], None]], *, serial: int) -> None:

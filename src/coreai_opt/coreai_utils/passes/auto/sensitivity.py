@@ -23,7 +23,6 @@ import numpy as np
 
 from coreai_opt.coreai_utils.calibration.record import Calibration
 from coreai_opt.coreai_utils.ir.weights import GATHERS, WeightSite
-from coreai_opt.coreai_utils.numerics.blas import one_blas_thread
 from coreai_opt.coreai_utils.numerics.layer_error import (
     held_out_error,
     lookup_error,
@@ -105,8 +104,7 @@ def weigh(
 
     if measure is not None:
         return [one(site) for site in sites]
-    with one_blas_thread():
-        return parallel_map(one, sites)
+    return parallel_map(one, sites)  # with one BLAS thread per pool thread
 
 
 def _weigh_one(
