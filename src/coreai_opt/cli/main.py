@@ -54,6 +54,7 @@ from coreai_opt.coreai_utils.calibration import (
     check_padding_mask,
 )
 from coreai_opt.coreai_utils.ir.signature import graph_inputs
+from coreai_opt.coreai_utils.memory import drop_mapped_pages
 from coreai_opt.coreai_utils.passes.control import apply_values
 from coreai_opt.coreai_utils.validation import OutputComparison
 
@@ -173,10 +174,14 @@ def _run(flags: Flags, out: Console, err: Console) -> None:
             else None
         )
         calibration = _calibrate(flags, kwargs, program, err)
+        # the loader maps the input; each weight read would stay resident (memory.py)
+        mapped = sorted(source.glob("*.mlirb"))
+        drop_mapped_pages(mapped)
         command = COMMAND[flags.command]
         with progress(command.label, quiet=flags.quiet, err=err) as update:
 
             def on_weight(done: int, total: int, _: WeightOutcome) -> None:
+                drop_mapped_pages(mapped)
                 update(done, total)
 
             try:

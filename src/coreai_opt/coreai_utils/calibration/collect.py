@@ -16,10 +16,10 @@ from coreai_opt.coreai_utils.arguments import check_int
 from coreai_opt.coreai_utils.calibration.padding import unmappable
 from coreai_opt.coreai_utils.calibration.record import Calibration
 from coreai_opt.coreai_utils.calibration.samples import check_padding_mask, check_samples
-from coreai_opt.coreai_utils.heap import return_free_memory
 from coreai_opt.coreai_utils.ir.capture import Tap, TapPlan, expose_taps, find_taps
 from coreai_opt.coreai_utils.ir.signature import InputSpec, graph_inputs, runtime_function
 from coreai_opt.coreai_utils.ir.weights import find_weights
+from coreai_opt.coreai_utils.memory import return_free_memory
 from coreai_opt.coreai_utils.numerics.activations import (
     ActivationStats,
     StatsLayout,

@@ -13,9 +13,9 @@ from coreai._compiler.ir import Operation, Value
 from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.calibration.record import Calibration
-from coreai_opt.coreai_utils.heap import return_free_memory
 from coreai_opt.coreai_utils.ir.rewrite import replace_constant
 from coreai_opt.coreai_utils.ir.weights import WeightSite, find_weights
+from coreai_opt.coreai_utils.memory import return_free_memory
 from coreai_opt.coreai_utils.numerics.activations import ActivationStats
 from coreai_opt.coreai_utils.numerics.masks import NonFiniteError
 from coreai_opt.coreai_utils.passes.calibrated import check_calibration
@@ -188,7 +188,7 @@ def run_weight_pass(
 ) -> SparsifyResult:
     """Copy ``program`` unless ``in_place``, then decide and encode every candidate weight;
     the C heap's free memory goes back to the system at the end (:mod:`~coreai_opt.
-    coreai_utils.heap`)."""
+    coreai_utils.memory`)."""
     target = working_copy(program, in_place)
     module = target._module._mlir_module  # noqa: SLF001
     decisions = decide(target)

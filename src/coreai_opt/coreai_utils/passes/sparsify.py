@@ -11,7 +11,6 @@ from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.calibration.record import Calibration
 from coreai_opt.coreai_utils.dtypes import DType
-from coreai_opt.coreai_utils.heap import return_free_memory
 from coreai_opt.coreai_utils.ir.rewrite import (
     emit_palettized_chain,
     emit_quantized_chain,
@@ -19,6 +18,7 @@ from coreai_opt.coreai_utils.ir.rewrite import (
     replace_constant,
 )
 from coreai_opt.coreai_utils.ir.weights import find_weights
+from coreai_opt.coreai_utils.memory import return_free_memory
 from coreai_opt.coreai_utils.numerics.kmeans import Palette
 from coreai_opt.coreai_utils.numerics.quantize import Quantized
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
