@@ -51,6 +51,7 @@ bench: $(BENCH)
 	$(PY) -m bench.language_model
 	$(PY) -m bench.auto
 	$(PY) -m bench.memory
+	$(PY) -m bench.large
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -106,13 +106,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", type=int, choices=sorted(LAYERS), default=[1, 2, 3])
     parser.add_argument("--build", nargs=2, help=argparse.SUPPRESS)
-    parser.add_argument("--measure", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # JSON: [source, *command]
     args = parser.parse_args()
     if args.build:
         print(json.dumps(_build(*args.build)), flush=True)
         return
     if args.measure:
-        print(json.dumps(_measure(*args.measure)), flush=True)
+        print(json.dumps(_measure(*json.loads(args.measure))), flush=True)
         return
     from bench.__main__ import machine  # noqa: PLC0415
 
@@ -123,7 +123,7 @@ def main() -> None:
         weights = (path / "main.mlirb").stat().st_size
         parameters = 12 * DIM * DIM * LAYERS[billions]
         for label, command in COMMANDS.items():
-            got = _child(["--measure", str(path), *command])
+            got = _child(["--measure", json.dumps([str(path), *command])])
             ratio = got["peak"] / weights
             series[label].append((parameters / 1e9, got["peak"] / 2**30, got["seconds"]))
             rows.append(
