@@ -13,6 +13,15 @@ from coreai_opt.coreai_utils.runtime import run_asset
 _PERM_T = np.array([1, 0], dtype=np.uint32)
 
 
+def status_bytes(field: str) -> int:
+    """A field of /proc/self/status (``VmRSS``, ``RssFile``...), in bytes (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
 def run_program(
     program: AIProgram, inputs: dict[str, np.ndarray], path: Path, function: str = "main"
 ) -> dict[str, np.ndarray]:

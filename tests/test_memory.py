@@ -10,16 +10,9 @@ import numpy as np
 import pytest
 
 from coreai_opt.coreai_utils.memory import drop_mapped_pages, return_free_memory
+from tests.helpers import status_bytes
 
 linux = pytest.mark.skipif(sys.platform != "linux", reason="Linux mappings")
-
-
-def _resident_file_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("RssFile:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no RssFile")
 
 
 @linux
@@ -32,9 +25,9 @@ def test_a_read_mapping_loses_its_pages_and_keeps_its_data(tmp_path: Path) -> No
         mapped = mmap.mmap(file.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
     view = np.frombuffer(mapped, dtype=np.uint8)
     assert int(view.sum()) == int(data.sum())  # every page read
-    before = _resident_file_bytes()
+    before = status_bytes("RssFile")
     assert drop_mapped_pages([path]) >= data.nbytes
-    assert before - _resident_file_bytes() > data.nbytes // 2
+    assert before - status_bytes("RssFile") > data.nbytes // 2
     assert np.array_equal(view, data)  # faulted in again from the file
     del view
     mapped.close()

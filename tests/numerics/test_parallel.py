@@ -18,6 +18,7 @@ from coreai_opt.coreai_utils.numerics.parallel import (
     tiles,
     workers,
 )
+from tests.numerics.test_blas import count as blas_threads
 
 parallel = sys.modules["coreai_opt.coreai_utils.numerics.parallel"]
 
@@ -128,19 +129,11 @@ def test_parallel_map_inside_the_pool_runs_in_turn() -> None:
     assert nested == [i * i for i in range(8)]
 
 
-def _blas_threads() -> int:
-    set_local = _set_local()
-    assert set_local is not None
-    current = set_local(1)
-    set_local(current)
-    return current
-
-
 @pytest.mark.skipif(_set_local() is None, reason="numpy's BLAS is not OpenBLAS")
 @pytest.mark.skipif(workers() == 1, reason="one CPU: the pool is not used")
 def test_the_pool_asks_blas_for_one_thread_each() -> None:
     # pool threads times BLAS threads must not exceed the cores
-    before = _blas_threads()
-    seen = parallel_map(lambda _: _blas_threads(), range(4 * workers()))
+    before = blas_threads()
+    seen = parallel_map(lambda _: blas_threads(), range(4 * workers()))
     assert seen == [1] * len(seen)
-    assert _blas_threads() == before
+    assert blas_threads() == before

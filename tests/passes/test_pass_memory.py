@@ -13,19 +13,11 @@ from coreai.authoring import AIProgram
 from coreai_opt.coreai_utils import palettize_weights, quantize_weights, sparsify_weights
 from coreai_opt.coreai_utils.assets import load_program
 from coreai_opt.coreai_utils.ir import find_weights, read_constant
-from tests.helpers import linear_program
+from tests.helpers import linear_program, status_bytes
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
 
 _ROWS, _COLUMNS = 2048, 4096  # 32 MiB of fp32
-
-
-def _rss() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 PASSES: dict[str, tuple[Callable[[AIProgram], AIProgram], int]] = {
@@ -57,7 +49,7 @@ def test_ten_calls_keep_the_process_flat(name: str, loaded: AIProgram) -> None:
         out = run(loaded)
         del out
         gc.collect()
-        sizes.append(_rss())
+        sizes.append(status_bytes("VmRSS"))
     assert sizes[-1] - sizes[1] < added, [s >> 20 for s in sizes]
     # and the input is as it was (nothing of it went with the copies)
     (site,) = find_weights(loaded._module._mlir_module)

@@ -45,11 +45,11 @@ def _libc() -> ctypes.CDLL | None:
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
     libc = _libc()
-    try:
-        function = libc.malloc_trim if libc is not None else None
-    except AttributeError:  # not glibc
+    if libc is None:
         return None
-    if function is None:
+    try:
+        function = libc.malloc_trim
+    except AttributeError:  # not glibc
         return None
     function.argtypes = [ctypes.c_size_t]
     function.restype = ctypes.c_int
