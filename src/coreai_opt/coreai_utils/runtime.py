@@ -62,7 +62,8 @@ class _SettlingLoop(asyncio.SelectorEventLoop):
         frames = sys._current_frames()  # noqa: SLF001 (the public way to list them)
         # Not this thread's own: a local holding this very frame is a reference cycle, which
         # kept the caller's frames, and the outputs in them, until the next garbage
-        # collection (EfficientNet-Lite0's capture: up to 4 samples' outputs, +116 MiB).
+        # collection (EfficientNet-Lite0's capture: up to 4 samples' outputs alive, anonymous
+        # memory 156 -> 314 MiB over 8 samples with the reduction switched off).
         del frames[threading.get_ident()]
         for top in frames.values():
             frame: FrameType | None = top
