@@ -28,8 +28,10 @@ class Case:
         return sum(w.nbytes for w in self.weights)
 
 
-def _random(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    return (rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)).astype(dtype)
+def _random(
+    rng: np.random.Generator, shape: tuple[int, ...], dtype: type, std: float = 0.02
+) -> np.ndarray:
+    return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std)).astype(dtype)
 
 
 def linear(size: int = 4096) -> Case:
@@ -47,18 +49,21 @@ def linear(size: int = 4096) -> Case:
     return Case(f"linear {size}x{size} fp32", [weight], AIProgram(module))
 
 
-def transformer_stack(layers: int, dim: int = 2048) -> Case:
-    """``layers`` fp16 blocks of q, k, v, o (dim x dim) and an MLP (4*dim), 12*dim^2 each."""
+def transformer_stack(layers: int, dim: int = 2048, tokens: int = 1, std: float = 0.02) -> Case:
+    """``layers`` fp16 blocks of q, k, v, o (dim x dim) and an MLP (4*dim), 12*dim^2 each,
+    on ``tokens`` rows. Weights ~ N(0, ``std``): the default 0.02 overflows fp16 after a few
+    blocks (fine for the passes, which never run it); 0.005 keeps the activations finite
+    (for calibration)."""
     rng = np.random.default_rng(1)
     shapes = [(dim, dim)] * 4 + [(4 * dim, dim), (dim, 4 * dim)]
-    weights = [_random(rng, shape, np.float16) for _ in range(layers) for shape in shapes]
+    weights = [_random(rng, shape, np.float16, std) for _ in range(layers) for shape in shapes]
     module = Module.create()
     with module:
 
         @graph  # type: ignore[untyped-decorator]
         def main(
-            x: Annotated[Value, TensorType((1, dim), np.float16, name="x")],
-        ) -> Annotated[Value, TensorType((1, dim), np.float16, name="y")]:
+            x: Annotated[Value, TensorType((tokens, dim), np.float16, name="x")],
+        ) -> Annotated[Value, TensorType((tokens, dim), np.float16, name="y")]:
             h = x
             for layer in range(layers):
                 q, k, v, o, up, down = weights[6 * layer : 6 * layer + 6]

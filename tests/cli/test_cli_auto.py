@@ -205,3 +205,22 @@ def _one_candidate(folder: Path) -> Path:
     path = folder / "one.toml"
     path.write_text('[[candidate]]\nname = "int4"\nmethod = "quantize"\ndtype = "int4"\n')
     return path
+
+
+def test_too_little_disk_for_the_output_is_refused_first(
+    transformer_asset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from coreai_opt.cli import main as cli_main
+
+    class Usage:
+        free = 1000
+
+    monkeypatch.setattr("shutil.disk_usage", lambda _: Usage())
+    out = tmp_path / "out.aimodel"
+    argv = ["auto", str(transformer_asset), "-o", str(out), "--ratio", "4", "--quiet"]
+    assert cli_main.main(argv, prog=cli_main.COMPRESS) == 2
+    assert f"not enough disk for {out}" in capfd.readouterr().err
+    assert not out.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,68 @@ def test_long_errors_stay_on_one_line(source_asset: Path, tmp_path: Path) -> Non
     run = run_cli(source_asset, "-o", tmp_path / "o.aimodel", "--calibration", deep)
     assert run.code == 2
     assert len(run.err.strip().splitlines()) == 1 and str(deep) in run.err
+
+
+def test_stats_memory_spills_and_changes_nothing(source_asset: Path, tmp_path: Path) -> None:
+    calibration = samples_file(tmp_path / "cal.npz", count=3)
+    flags = (
+        "--calibration",
+        calibration,
+        "--algorithm",
+        "sparsegpt",
+        "--weight-num-threshold",
+        "0",
+    )
+    (tmp_path / "held").mkdir()
+    (tmp_path / "spilled").mkdir()
+    _, held, _ = compress(source_asset, tmp_path / "held", *flags)
+    _, spilled, _ = compress(source_asset, tmp_path / "spilled", *flags, "--stats-memory", "1")
+    identity = {"x": np.eye(IN, dtype=np.float32)}
+    assert np.array_equal(run_asset(spilled, identity)["y"], run_asset(held, identity)["y"])
+    run = run_cli(source_asset, "-o", tmp_path / "o.aimodel", "--stats-memory", "1GB")
+    assert (run.code, run.err.strip()) == (
+        2,
+        "coreai-sparsify: error: --stats-memory needs --calibration FILE.npz",
+    )
+    run = run_cli(source_asset, "-o", tmp_path / "o.aimodel", "--stats-memory", "lots")
+    assert run.code == 2 and "--stats-memory" in run.err
+
+
+class _Usage:
+    def __init__(self, free: int) -> None:
+        self.free = free
+
+
+def test_too_little_disk_is_refused_before_any_work(
+    source_asset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from coreai_opt.cli import main as cli_main
+    from coreai_opt.coreai_utils.calibration import collect
+
+    def no_run(*_: object) -> None:
+        raise AssertionError("ran")
+
+    monkeypatch.setattr(collect, "run_samples", no_run)
+    out = tmp_path / "out.aimodel"
+    # the output's disk: the asset is ~8 kB, 50 % sparsity saves under half of the weights
+    monkeypatch.setattr("shutil.disk_usage", lambda _: _Usage(1000))
+    assert cli_main.main([str(source_asset), "-o", str(out), "--quiet"]) == 2
+    err = capfd.readouterr().err
+    assert f"not enough disk for {out}: it needs about" in err and "has 0.0 MiB free" in err
+    assert not out.exists() and not list(tmp_path.iterdir())
+    # the temporary directory, for statistics beyond --stats-memory
+    temporary = tempfile.gettempdir()
+    monkeypatch.setattr(
+        "shutil.disk_usage", lambda path: _Usage(1000 if str(path) == temporary else 1 << 40)
+    )
+    calibration = samples_file(tmp_path / "cal.npz")
+    code = cli_main.main(
+        [str(source_asset), "-o", str(out), "--quiet", "--calibration", str(calibration),
+         "--algorithm", "sparsegpt", "--weight-num-threshold", "0", "--stats-memory", "1"]
+    )  # fmt: skip
+    assert code == 2
+    err = capfd.readouterr().err
+    assert "exceed --stats-memory" in err and "TMPDIR" in err and not out.exists()

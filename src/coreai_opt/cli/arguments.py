@@ -73,7 +73,7 @@ def _common(parser: argparse.ArgumentParser, command: str) -> None:
 
 def _shared(parser: argparse.ArgumentParser, plan: str = "") -> None:
     """Arguments every command has: input, output, demo, threshold, exclude, plan,
-    calibration, padding mask, validation, report, quiet, force."""
+    calibration, padding mask, statistics memory, validation, report, quiet, force."""
     parser.add_argument(
         "input", nargs="?", type=Path, help="input .aimodel asset (omit with --demo)"
     )
@@ -109,6 +109,13 @@ def _shared(parser: argparse.ArgumentParser, plan: str = "") -> None:
         metavar="NAME",
         help="input of main whose zero entries mark padded positions (left out of the "
         "calibration statistics)",
+    )
+    parser.add_argument(
+        "--stats-memory",
+        type=_size,
+        metavar="SIZE",
+        help="memory for the calibration statistics; the rest spill to TMPDIR, same "
+        "results (default: a quarter of this machine's memory)",
     )
     parser.add_argument(
         "--validate", action="store_true", help="run both assets and compare outputs"

@@ -62,6 +62,22 @@ def load_program(source: Path) -> AIProgram:
         raise CliError(msg) from None
 
 
+def check_room(output: Path, needed: int) -> None:
+    """Refuse, before any work, an output of about ``needed`` bytes that the disk holding
+    ``output`` has no room for (it is written beside it, then moved into place)."""
+    free = shutil.disk_usage(output.parent).free
+    if needed > free:
+        msg = (
+            f"not enough disk for {output}: it needs about {_gib(needed)}, "
+            f"{output.parent} has {_gib(free)} free"
+        )
+        raise CliError(msg)
+
+
+def _gib(count: int) -> str:
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
 def write_atomically(program: AIProgram, output: Path) -> None:
     """Save ``program`` to a temporary directory beside ``output``, then move it into place.
 

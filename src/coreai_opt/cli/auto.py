@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from coreai_opt.cli.assets import check_paths, open_source, write_atomically
+from coreai_opt.cli.assets import check_paths, check_room, open_source, write_atomically
 from coreai_opt.cli.auto_report import allocation_json, print_allocation, with_choices
 from coreai_opt.cli.candidates_file import load_candidates
 from coreai_opt.cli.checks import SEED, calibrate_main, main_samples, validate, validate_with
@@ -17,6 +18,7 @@ from coreai_opt.cli.progress import progress
 from coreai_opt.cli.report import build_report, calibration_json, print_report, write_json
 from coreai_opt.coreai_utils.assets import asset_bytes
 from coreai_opt.coreai_utils.calibration import Calibration
+from coreai_opt.coreai_utils.ir.weights import find_weights
 from coreai_opt.coreai_utils.passes.auto.candidates import DEFAULT_CANDIDATES
 from coreai_opt.coreai_utils.passes.auto.plan import SizePlan
 from coreai_opt.coreai_utils.passes.auto.size import compress_to_size_with_report, plan_to_size
@@ -29,6 +31,15 @@ _STAGES = {
     "probing": "calibrating the proxy on the runtime",
     "compressing": "compressing",
 }
+
+
+def _expected_bytes(flags: Flags, program: Any, source: Path) -> int:
+    """About the output's bytes: the input asset's, with the candidate weights' bytes
+    replaced by the budget."""
+    sites = find_weights(program._module._mlir_module)  # noqa: SLF001
+    dense = sum(site.size * site.dtype.itemsize for site in sites)
+    target = flags.size if flags.size is not None else dense / (flags.ratio or 1.0)
+    return asset_bytes(source) - dense + min(dense, int(target))
 
 
 def run_auto(flags: Flags, out: Console, err: Console) -> None:
@@ -59,6 +70,8 @@ def run_auto(flags: Flags, out: Console, err: Console) -> None:
     }
     with ExitStack() as stack:
         source, program = open_source(flags.input, stack, demo=flags.demo)
+        if flags.output is not None and not flags.plan:
+            check_room(flags.output, _expected_bytes(flags, program, source))
         held_out = (
             main_samples(program, flags.validate_with, "--validate-with")
             if flags.validate_with
@@ -67,9 +80,7 @@ def run_auto(flags: Flags, out: Console, err: Console) -> None:
         calibration: Calibration | None = None
         if flags.calibration is not None:
             samples = main_samples(program, flags.calibration, "--calibration")
-            calibration = calibrate_main(
-                program, samples, flags.padding_mask, quiet=flags.quiet, err=err
-            )
+            calibration = calibrate_main(program, samples, flags, err)
             kwargs["samples"] = samples  # measured runs, or the proxy's probes
         if flags.plan:
             plan = _staged(flags, err, plan_to_size, program, calibration, kwargs)

@@ -3,6 +3,7 @@ for main (--calibration, --validate-with), and calibrating on them."""
 
 from __future__ import annotations
 
+import os
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from coreai_opt.cli.errors import CliError
-from coreai_opt.cli.flags import reword
+from coreai_opt.cli.flags import Flags, reword
 from coreai_opt.cli.progress import progress
 from coreai_opt.cli.samples import load_samples
 from coreai_opt.coreai_utils.calibration import Calibration, collect_calibration
@@ -26,7 +27,15 @@ from coreai_opt.coreai_utils.validation import (
     runtime_function,
 )
 
-__all__ = ["MAIN", "SEED", "calibrate_main", "main_samples", "validate", "validate_with"]
+__all__ = [
+    "MAIN",
+    "SEED",
+    "calibrate_main",
+    "default_stats_memory",
+    "main_samples",
+    "validate",
+    "validate_with",
+]
 
 SEED = 0
 MAIN = "main"
@@ -83,20 +92,31 @@ def main_samples(program: Any, path: Path, flag: str) -> list[dict[str, np.ndarr
     return load_samples(path, flag, specs)
 
 
+def default_stats_memory() -> int:
+    """``--stats-memory`` when not given: a quarter of the machine's physical memory; the
+    rest is left to the runtime, whose own peak running a saved asset was about twice the
+    weights (fp16 stacks of 1 and 2 B parameters, ``bench/LARGE.md``)."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+
+
 def calibrate_main(
-    program: Any,
-    samples: list[dict[str, np.ndarray]],
-    padding_mask: str | None,
-    *,
-    quiet: bool,
-    err: Console,
+    program: Any, samples: list[dict[str, np.ndarray]], flags: Flags, err: Console
 ) -> Calibration:
-    """Statistics of ``main`` on ``samples`` on the runtime, with a progress bar; a bad
-    padding mask is a :class:`CliError` naming the flag."""
+    """Statistics of ``main`` on ``samples`` on the runtime, with a progress bar (unless
+    ``--quiet``), with ``--padding-mask`` and within ``--stats-memory`` (when not given:
+    :func:`default_stats_memory`); a bad padding mask or a short disk is a
+    :class:`CliError` naming the flag."""
+    quiet, padding_mask = flags.quiet, flags.padding_mask
+    budget = default_stats_memory() if flags.stats_memory is None else flags.stats_memory
     with progress("calibrating", quiet=quiet, err=err) as update:
         try:
             return collect_calibration(
-                program, samples, function=MAIN, on_sample=update, padding_mask=padding_mask
+                program,
+                samples,
+                function=MAIN,
+                on_sample=update,
+                padding_mask=padding_mask,
+                max_stats_bytes=budget,
             )
         except ValueError as error:
             raise CliError(reword(error)) from None

@@ -17,6 +17,7 @@ from coreai_opt.coreai_utils.passes.palettize_options import (
     check_palettize_algorithm,
     validate_palettize_options,
 )
+from coreai_opt.coreai_utils.passes.plan import expected_bytes
 from coreai_opt.coreai_utils.passes.quantize import (
     expected_quantize_bytes,
     plan_quantize,
@@ -26,7 +27,6 @@ from coreai_opt.coreai_utils.passes.quantize_options import (
     check_quantize_algorithm,
     validate_quantize_options,
 )
-from coreai_opt.coreai_utils.passes.runner import Decision
 from coreai_opt.coreai_utils.passes.sparsify import plan_sparsify, sparsify_with_report
 
 __all__ = ["COMMAND", "Command"]
@@ -37,19 +37,24 @@ class Command:
     """One command: ``run`` (the ``*_with_report`` pass), ``plan`` (its dry run),
     ``validate(calibrated=..., **options)`` (the options' checks), ``algorithm(value,
     calibrated=...)`` (the algorithm it resolves to), ``expected`` (a planned weight's
-    stored bytes; quantize and palettize) and ``label`` for the progress bar."""
+    stored bytes, from its plan or decision) and ``label`` for the progress bar."""
 
     run: Callable[..., Any]
     plan: Callable[..., Any]
     validate: Callable[..., Any]
     algorithm: Callable[..., Any]
     label: str
-    expected: Callable[[Decision], int] | None = None
+    expected: Callable[[Any], int]
 
 
 COMMAND = {
     "sparsify": Command(
-        sparsify_with_report, plan_sparsify, validate_options, check_algorithm, "sparsifying"
+        sparsify_with_report,
+        plan_sparsify,
+        validate_options,
+        check_algorithm,
+        "sparsifying",
+        expected_bytes,
     ),
     "quantize": Command(
         quantize_with_report,

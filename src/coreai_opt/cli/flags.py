@@ -96,6 +96,7 @@ _FLAG_OF = {
     "palettize_nbits": "--palettize-nbits",
     "weight_num_threshold": "--weight-num-threshold",
     "padding_mask": "--padding-mask",
+    "max_stats_bytes": "--stats-memory",
     "probes": "--probes",
 }
 
@@ -128,6 +129,7 @@ class Flags:
     candidates: Path | None = None
     sensitivity: str = "proxy"
     probes: int = DEFAULT_PROBES
+    stats_memory: int | None = None
 
     @property
     def algorithm(self) -> str | None:
@@ -157,9 +159,13 @@ def parse_flags(argv: list[str] | None, prog: str = PROG) -> Flags:
     if algorithm not in (None, plain) and args.calibration is None and not args.plan:
         msg = f"--algorithm {algorithm} needs --calibration FILE.npz"
         raise CliError(msg)
-    if args.padding_mask is not None and args.calibration is None and not args.plan:
-        msg = "--padding-mask needs --calibration FILE.npz"
-        raise CliError(msg)
+    for flag, given in (
+        ("--padding-mask", args.padding_mask),
+        ("--stats-memory", args.stats_memory),
+    ):
+        if given is not None and args.calibration is None and not args.plan:
+            msg = f"{flag} needs --calibration FILE.npz"
+            raise CliError(msg)
     if args.output is None and not args.plan:
         msg = "missing -o OUTPUT.aimodel (or use --plan for a dry run)"
         raise CliError(msg)

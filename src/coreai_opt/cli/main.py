@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import sys
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from coreai_opt.cli.arguments import AUTO
-from coreai_opt.cli.assets import check_paths, open_source, write_atomically
+from coreai_opt.cli.assets import check_paths, check_room, open_source, write_atomically
 from coreai_opt.cli.auto import run_auto
 from coreai_opt.cli.checks import (
     MAIN,
@@ -148,8 +149,22 @@ def _plan(flags: Flags, kwargs: dict[str, Any], program: Any, out: Console) -> N
         print_plan(plans, out, calibrated=outline is not None)
     else:
         expected = COMMAND[flags.command].expected
-        assert expected is not None  # noqa: S101 - quantize and palettize have one
         print_decisions(plans, out, flags.command, expected, calibrated=outline is not None)
+
+
+def _expected_output_bytes(flags: Flags, kwargs: dict[str, Any], program: Any, source: Path) -> int:
+    """About the output's bytes, from the plan (no weight data read): the input asset's,
+    less what each planned weight is expected to save."""
+    command = COMMAND[flags.command]
+    outline = None
+    if flags.calibration is not None or _needs_statistics(flags, kwargs):
+        outline = calibration_outline(program, function=MAIN)
+    try:
+        plans = command.plan(program, calibration=outline, **kwargs)
+    except ValueError as error:
+        raise _library_error(error, flags) from None
+    saved: int = sum(p.site.size * p.site.dtype.itemsize - command.expected(p) for p in plans)
+    return asset_bytes(source) - saved
 
 
 def _run(flags: Flags, out: Console, err: Console) -> None:
@@ -168,6 +183,7 @@ def _run(flags: Flags, out: Console, err: Console) -> None:
             return
         output = flags.output
         assert output is not None  # noqa: S101
+        check_room(output, _expected_output_bytes(flags, kwargs, program, source))
         held_out = (
             main_samples(program, flags.validate_with, "--validate-with")
             if flags.validate_with
@@ -243,7 +259,7 @@ def _calibrate(
     samples = main_samples(program, flags.calibration, "--calibration")
     if _algorithms(kwargs) <= {PLAIN_ALGORITHMS[flags.command]}:
         return None
-    return calibrate_main(program, samples, flags.padding_mask, quiet=flags.quiet, err=err)
+    return calibrate_main(program, samples, flags, err)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:

@@ -14,22 +14,39 @@ input file once its weights have been read.
   the model by the end). Dropping them after each weight (``madvise(MADV_DONTNEED)``) keeps
   one weight's pages resident; a later read of the same bytes faults them in again from the
   file, which must stay unchanged while the program lives (the CLI writes its output to a
-  new file and renames it into place, so an input it replaces keeps its data).
+  new file and renames it into place, so an input it replaces keeps its data). The
+  calibration capture does the same for every bytecode mapping (the input, its own copy)
+  before the runtime runs.
+* Parked statistics: calibration statistics larger than their memory budget live in files
+  mapped read-only (:mod:`~coreai_opt.coreai_utils.calibration.spill`); the passes give a
+  weight's pages back once it is done.
 
-Elsewhere (macOS, musl) both do nothing.
+Elsewhere (macOS, musl) none of this does anything.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import mmap
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["drop_mapped_pages", "return_free_memory"]
+import numpy as np
+
+__all__ = [
+    "drop_array_pages",
+    "drop_bytecode_pages",
+    "drop_mapped_pages",
+    "dropping_bytecode_pages",
+    "return_free_memory",
+]
 
 _MADV_DONTNEED = 4
+_BYTECODE = (".mlirb", ".mlirbc")
 
 
 @functools.cache
@@ -66,10 +83,64 @@ def return_free_memory() -> None:
 def drop_mapped_pages(files: list[Path]) -> int:
     """Drop this process's resident pages of read-only private mappings of ``files``
     (module docstring); returns the bytes of mapping advised (0 where unsupported)."""
-    libc = _libc()
-    if libc is None or not files:
+    if not files:
         return 0
     names = {str(path.resolve()) for path in files}
+    return _drop_where(lambda name: name in names)
+
+
+def drop_bytecode_pages() -> int:
+    """:func:`drop_mapped_pages` for every MLIR bytecode file this process maps (``.mlirb``,
+    ``.mlirbc``; unlinked ones too): the program copies the calibration maps and the input
+    asset, whoever opened it."""
+    return _drop_where(lambda name: name.removesuffix(" (deleted)").endswith(_BYTECODE))
+
+
+@contextmanager
+def dropping_bytecode_pages(interval: float = 0.1) -> Iterator[None]:
+    """:func:`drop_bytecode_pages` every ``interval`` seconds, from a thread, while the
+    block runs: for a long call that streams through mapped weights once (writing a copy of
+    a program, ``save_asset``), so that the pages it has read do not pile up into one more
+    copy of the model (the bindings release the GIL while they work)."""
+    stop = threading.Event()
+
+    def drop() -> None:
+        while not stop.wait(interval):
+            drop_bytecode_pages()
+
+    thread = threading.Thread(target=drop, name="drop-bytecode-pages", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        drop_bytecode_pages()
+
+
+def drop_array_pages(*arrays: np.ndarray | None) -> int:
+    """Drop the resident pages of read-only file-backed arrays (``np.memmap`` opened with
+    mode ``"r"``): they are read again from the file when next touched. Other arrays are
+    left alone (dropping the pages of anonymous or writable memory would lose data)."""
+    libc = _libc()
+    if libc is None:
+        return 0
+    advised = 0
+    for array in arrays:
+        if not isinstance(array, np.memmap) or array.flags.writeable or not array.nbytes:
+            continue
+        page = mmap.PAGESIZE
+        start = array.ctypes.data // page * page
+        end = -(-(array.ctypes.data + array.nbytes) // page) * page
+        if not libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED):
+            advised += end - start
+    return advised
+
+
+def _drop_where(wanted: Callable[[str], bool]) -> int:
+    libc = _libc()
+    if libc is None:
+        return 0
     advised = 0
     try:
         lines = Path("/proc/self/maps").read_text().splitlines()
@@ -77,7 +148,7 @@ def drop_mapped_pages(files: list[Path]) -> int:
         return 0
     for line in lines:
         fields = line.split(maxsplit=5)
-        if len(fields) < 6 or fields[1] != "r--p" or fields[5] not in names:
+        if len(fields) < 6 or fields[1] != "r--p" or not wanted(fields[5]):
             continue
         start, end = (int(bound, 16) for bound in fields[0].split("-"))
         if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED):

@@ -3,10 +3,10 @@ weights' activation operands are also outputs, and reduce them sample by sample.
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +16,18 @@ from coreai_opt.coreai_utils.arguments import check_int
 from coreai_opt.coreai_utils.calibration.padding import unmappable
 from coreai_opt.coreai_utils.calibration.record import Calibration
 from coreai_opt.coreai_utils.calibration.samples import check_padding_mask, check_samples
+from coreai_opt.coreai_utils.calibration.spill import (
+    RowSpill,
+    check_disk,
+    park,
+    spill_plan,
+    with_gram,
+)
 from coreai_opt.coreai_utils.ir.capture import Tap, TapPlan, expose_taps, find_taps
+from coreai_opt.coreai_utils.ir.detach import detached_copy
 from coreai_opt.coreai_utils.ir.signature import InputSpec, graph_inputs, runtime_function
 from coreai_opt.coreai_utils.ir.weights import find_weights
-from coreai_opt.coreai_utils.memory import return_free_memory
+from coreai_opt.coreai_utils.memory import dropping_bytecode_pages, return_free_memory
 from coreai_opt.coreai_utils.numerics.activations import (
     ActivationStats,
     StatsLayout,
@@ -50,10 +58,21 @@ _NON_NEGATIVE = "a non-negative int"
 
 
 def _empty_for(tap: Tap, max_gram_channels: int) -> ActivationStats:
-    """Zeroed statistics for ``tap``: with ``X^T X`` unless per-channel only or wider than
-    ``max_gram_channels`` columns."""
-    gram = tap.layout is not StatsLayout.CHANNELS and tap.columns <= max_gram_channels
+    """Zeroed statistics for ``tap`` (:func:`~.spill.with_gram` says whether with ``X^T X``)."""
+    gram = with_gram(tap, max_gram_channels)
     return empty_stats(tap.layout, tap.groups, tap.columns, with_gram=gram)
+
+
+def _unique_taps(plans: list[TapPlan]) -> tuple[dict[tuple[object, ...], int], list[Tap]]:
+    """The distinct taps of ``plans`` in order, and each key's index among them."""
+    unique: dict[tuple[object, ...], int] = {}
+    taps: list[Tap] = []
+    for plan in plans:
+        for tap in plan.taps:
+            if tap.key not in unique:
+                unique[tap.key] = len(taps)
+                taps.append(tap)
+    return unique, taps
 
 
 def _commit(stats: ActivationStats) -> None:
@@ -107,6 +126,7 @@ def collect_calibration(
     max_capture_bytes: int = DEFAULT_MAX_CAPTURE_BYTES,
     on_sample: Callable[[int, int], None] | None = None,
     padding_mask: str | None = None,
+    max_stats_bytes: int | None = None,
 ) -> Calibration:
     """Run ``program``'s ``function`` on ``samples`` and reduce every weight's activations.
 
@@ -136,19 +156,38 @@ def collect_calibration(
     sample), plus the statistics: ``8 * columns`` bytes per distinct activation and
     ``8 * columns**2`` per Gram (weights reading the same activation share them).
 
+    ``max_stats_bytes`` (default None: no bound) bounds the statistics held in memory. In
+    IR order, an activation's statistics accumulate in memory while they fit; the rows of
+    the others go to a file in the temporary directory (``TMPDIR``) as the runtime returns
+    them, and are reduced there once the runtime is done, one activation at a time, in the
+    same blocks: the sums are bit-identical to an unbounded capture. Every ``X^T X`` is
+    then moved to a file and mapped read-only (the passes read one weight's at a time and
+    give its pages back). Disk: the spilled rows (in the activations' own type) and every
+    ``X^T X``; when the temporary directory lacks that room, ``ValueError`` before
+    anything runs. All of it is freed with the returned :class:`Calibration`.
+
+    While the capture's copy is written and saved, the pages of mapped bytecode files (the
+    input as the Core AI loader maps it, the copy) are given back as they are read (Linux):
+    that step holds one copy of the weights, the one ``save_asset`` reads back to hash it.
+    While the runtime runs, it holds its own asset's pages (file-backed) besides the
+    statistics.
+
     Raises:
         TypeError: ``program`` is not an ``AIProgram``, or a sample is not a dict.
         ValueError: ``function`` does not exist; a sample does not match its inputs;
             ``samples`` is empty; ``max_gram_channels`` or ``max_capture_bytes`` is not a
-            non-negative int; ``padding_mask`` is not an input of ``function``, not of an
-            integer or bool dtype, not of a static shape of rank 1 or more, or of a shape no
-            weight's activation rows map onto.
+            non-negative int, ``max_stats_bytes`` neither that nor None; the temporary
+            directory has too little room for ``max_stats_bytes``; ``padding_mask`` is
+            not an input of ``function``, not of an integer or bool dtype, not of a static
+            shape of rank 1 or more, or of a shape no weight's activation rows map onto.
     """
     if not isinstance(program, AIProgram):
         msg = f"program must be a coreai.authoring.AIProgram, got {type(program).__name__}"
         raise TypeError(msg)
     max_gram_channels = check_int("max_gram_channels", max_gram_channels, 0, _NON_NEGATIVE)
     max_capture_bytes = check_int("max_capture_bytes", max_capture_bytes, 0, _NON_NEGATIVE)
+    if max_stats_bytes is not None:
+        max_stats_bytes = check_int("max_stats_bytes", max_stats_bytes, 0, _NON_NEGATIVE)
     module = program._module._mlir_module  # noqa: SLF001
     try:
         specs = graph_inputs(module, function)
@@ -161,41 +200,57 @@ def collect_calibration(
     notes = {p.site.id: p.note for p in plans if p.note is not None}
     shapes = {p.site.id: p.site.shape for p in plans}
     capturable = [p for p in plans if p.reason is None]
-    unmasked: dict[str, str] = {}
-    if mask is not None and mask.shape is not None:
-        for plan in capturable:
-            why = next((r for t in plan.taps if (r := unmappable(t, mask.shape))), None)
-            if why is not None:
-                unmasked[plan.site.id] = f"padding kept: {why}"
-        if capturable and len(unmasked) == len(capturable):
-            shape = "x".join(map(str, mask.shape))
-            msg = (
-                f"padding_mask {mask.name!r} ({shape}) maps onto no weight's activation rows "
-                "(a matmul activation whose axes other than the contraction axis have its "
-                "shape); nothing would be masked"
-            )
-            raise ValueError(msg)
+    unmasked = _unmasked(capturable, mask)
     stats: dict[str, ActivationStats] = {}
     runs = _groups(capturable, max_capture_bytes)
+    check_disk(
+        [_unique_taps(run)[1] for run in runs], len(checked), max_gram_channels, max_stats_bytes
+    )
     total = len(checked) * len(runs)
     done = 0
     for run in runs:
-        ids = {p.site.id for p in run}
 
         def progress(count: int) -> None:
             if on_sample is not None:
                 on_sample(count, total)
 
-        reduced, unreached = _capture(
-            program, ids, checked, function, max_gram_channels, done, progress, mask
-        )
+        _, taps = _unique_taps(run)
+        spilled = spill_plan(taps, max_gram_channels, max_stats_bytes)
+        capture = _Capture(function, max_gram_channels, mask, spilled)
+        reduced, unreached = capture.run(program, {p.site.id for p in run}, checked, done, progress)
         done += len(checked)
+        if max_stats_bytes is not None:  # what the next run holds must fit the budget again
+            parked: dict[int, ActivationStats] = {}
+            reduced = {
+                key: parked.setdefault(id(value), park(value)) for key, value in reduced.items()
+            }
         stats.update(reduced)
         missing.update(unreached)
     unmasked = {key: why for key, why in unmasked.items() if key in stats}
     name = None if mask is None else mask.name
     return_free_memory()
     return Calibration(function, len(checked), stats, missing, notes, name, unmasked, shapes)
+
+
+def _unmasked(capturable: list[TapPlan], mask: InputSpec | None) -> dict[str, str]:
+    """Why each weight whose activation rows ``mask`` does not map onto keeps its padding;
+    ``ValueError`` when that is every weight."""
+    unmasked: dict[str, str] = {}
+    if mask is None or mask.shape is None:
+        return unmasked
+    for plan in capturable:
+        why = next((r for t in plan.taps if (r := unmappable(t, mask.shape))), None)
+        if why is not None:
+            unmasked[plan.site.id] = f"padding kept: {why}"
+    if capturable and len(unmasked) == len(capturable):
+        shape = "x".join(map(str, mask.shape))
+        msg = (
+            f"padding_mask {mask.name!r} ({shape}) maps onto no weight's activation rows "
+            "(a matmul activation whose axes other than the contraction axis have its "
+            "shape); nothing would be masked"
+        )
+        raise ValueError(msg)
+    return unmasked
 
 
 def calibration_outline(
@@ -223,58 +278,79 @@ def calibration_outline(
     return Calibration(function, 0, stats, missing, notes, shapes=shapes)
 
 
-def _capture(
-    program: AIProgram,
-    ids: set[str],
-    samples: list[dict[str, np.ndarray]],
-    function: str,
-    max_gram_channels: int,
-    done: int,
-    progress: Callable[[int], None],
-    mask: InputSpec | None,
-) -> tuple[dict[str, ActivationStats], dict[str, str]]:
-    """One run: expose the taps of weights ``ids`` in a copy, run every sample, reduce
-    (without the rows of padded positions where ``mask``, an input, maps onto them)."""
-    scratch = copy.deepcopy(program)
-    module = scratch._module._mlir_module  # noqa: SLF001
-    plans = [p for p in find_taps(find_weights(module)) if p.site.id in ids]
-    unique: dict[tuple[object, ...], int] = {}
-    taps: list[Tap] = []
-    for plan in plans:
-        for tap in plan.taps:
-            if tap.key not in unique:
-                unique[tap.key] = len(taps)
-                taps.append(tap)
-    with module.context:
-        carried = expose_taps(module, taps, function)
-        module.operation.verify()
-    accumulators = [_empty_for(tap, max_gram_channels) for tap in taps]
-    mapped = [
-        mask is not None and mask.shape is not None and unmappable(tap, mask.shape) is None
-        for tap in taps
-    ]
-    with tempfile.TemporaryDirectory(prefix="coreai-calibration-") as scratch_dir:
-        asset = Path(scratch_dir) / "capture.aimodel"
-        scratch.save_asset(asset)
-        with closing(run_samples(asset, samples, runtime_function(function))) as outputs:
-            for number, result in enumerate(outputs):
-                if number == 0:  # once compiling (a transient peak of its own) is over
-                    for accumulator in accumulators:
-                        _commit(accumulator)
-                keep = None if mask is None else samples[number][mask.name].reshape(-1) != 0
-                for index, tap in enumerate(taps):
-                    rows = keep if mapped[index] else None
-                    for name in carried.get(index, []):
-                        accumulators[index].add(_rows(tap, result[name], rows))
-                del result
-                _between_samples(accumulators)
-                progress(done + number + 1)
-    for accumulator in accumulators:
-        accumulator.flush()
-    return _per_weight(plans, unique, carried, accumulators, function)
+@dataclass(frozen=True)
+class _Capture:
+    """How each run captures: ``spilled`` says which of its distinct taps (in order) spill
+    their rows to disk rather than accumulate in memory."""
+
+    function: str
+    max_gram_channels: int
+    mask: InputSpec | None
+    spilled: list[bool]
+
+    def run(
+        self,
+        program: AIProgram,
+        ids: set[str],
+        samples: list[dict[str, np.ndarray]],
+        done: int,
+        progress: Callable[[int], None],
+    ) -> tuple[dict[str, ActivationStats], dict[str, str]]:
+        """One run: expose the taps of weights ``ids`` in a copy, run every sample, reduce
+        (without the rows of padded positions where the mask input maps onto them)."""
+        with dropping_bytecode_pages():  # the input's pages, read once to write the copy
+            scratch = detached_copy(program)  # file-backed: no second copy of the weights
+        module = scratch._module._mlir_module  # noqa: SLF001
+        plans = [p for p in find_taps(find_weights(module)) if p.site.id in ids]
+        unique, taps = _unique_taps(plans)
+        with module.context:
+            carried = expose_taps(module, taps, self.function)
+            module.operation.verify()
+        accumulators: list[ActivationStats | RowSpill] = [
+            RowSpill(tap.layout, tap.groups, tap.columns)
+            if spill
+            else _empty_for(tap, self.max_gram_channels)
+            for tap, spill in zip(taps, self.spilled, strict=True)
+        ]
+        mask = self.mask
+        mapped = [
+            mask is not None and mask.shape is not None and unmappable(tap, mask.shape) is None
+            for tap in taps
+        ]
+        with tempfile.TemporaryDirectory(prefix="coreai-calibration-") as scratch_dir:
+            asset = Path(scratch_dir) / "capture.aimodel"
+            # save_asset streams through the copy's pages, then reads the file it wrote
+            # back whole (coreai-core, to hash it): one copy of the weights in memory
+            with dropping_bytecode_pages():
+                scratch.save_asset(asset)
+            del scratch, module
+            function = runtime_function(self.function)
+            with closing(run_samples(asset, samples, function)) as outputs:
+                for number, result in enumerate(outputs):
+                    if number == 0:  # once compiling (a transient peak of its own) is over
+                        for accumulator in accumulators:
+                            if isinstance(accumulator, ActivationStats):
+                                _commit(accumulator)
+                    keep = None if mask is None else samples[number][mask.name].reshape(-1) != 0
+                    for index, tap in enumerate(taps):
+                        rows = keep if mapped[index] else None
+                        for name in carried.get(index, []):
+                            accumulators[index].add(_rows(tap, result[name], rows))
+                    del result
+                    _between_samples(accumulators)
+                    progress(done + number + 1)
+        reduced = [
+            park(a.replay()) if isinstance(a, RowSpill) else _flushed(a) for a in accumulators
+        ]
+        return _per_weight(plans, unique, carried, reduced, self.function)
 
 
-def _between_samples(accumulators: list[ActivationStats]) -> None:
+def _flushed(stats: ActivationStats) -> ActivationStats:
+    stats.flush()
+    return stats
+
+
+def _between_samples(accumulators: list[ActivationStats | RowSpill]) -> None:
     """Reduce every buffer when more than :data:`CARRY_BYTES` would be carried to the next
     sample; then hand the heap's free memory back."""
     if sum(a.pending_bytes for a in accumulators) > CARRY_BYTES:

@@ -6,6 +6,8 @@ Plain data (numpy and JSON), below the passes that read it and the capture that 
 from __future__ import annotations
 
 import json
+import struct
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsL
 __all__ = ["Calibration", "CalibrationFileError"]
 
 _FORMAT = "coreai-opt-calibration/1"
+_LOCAL_HEADER = 30  # bytes of a zip member's local header before its name and extra field
 
 
 class CalibrationFileError(ValueError):
@@ -78,10 +81,20 @@ class Calibration:
             np.savez(stream, **arrays)  # type: ignore[arg-type]
 
     @classmethod
-    def load(cls, path: Path | str) -> Calibration:
-        """Read a file written by :meth:`save`; ``CalibrationFileError`` if it is not one."""
+    def load(cls, path: Path | str, *, mmap_mode: str | None = None) -> Calibration:
+        """Read a file written by :meth:`save`; ``CalibrationFileError`` if it is not one.
+
+        ``mmap_mode="r"`` (as ``np.load``'s) maps every ``X^T X`` read-only from the file
+        instead of reading it: a calibration larger than memory loads in no time, and the
+        passes read one weight's statistics at a time and give their pages back. The file
+        must then stay as it is while the calibration is in use (truncating it makes a
+        later read fail). Values are the same either way."""
+        if mmap_mode not in (None, "r"):
+            msg = f"mmap_mode must be None or 'r', got {mmap_mode!r}"
+            raise ValueError(msg)
         source = Path(path)
         try:
+            mapped = _stored_arrays(source) if mmap_mode else {}
             with np.load(source, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 if meta.get("format") != _FORMAT:
@@ -91,17 +104,19 @@ class Calibration:
                 for weight_id, entry in meta["weights"].items():
                     k = int(entry["stats"])
                     if k not in shared:
-                        gram = data.get(f"gram_{k}")
+                        gram = mapped.get(f"gram_{k}")
+                        if gram is None:
+                            gram = data.get(f"gram_{k}")
                         shared[k] = ActivationStats(
                             StatsLayout(entry["layout"]),
                             np.array(data[f"sq_sum_{k}"], dtype=np.float64),
                             int(entry["count"]),
-                            None if gram is None else np.array(gram, dtype=np.float64),
+                            _float64(gram),
                         )
                     stats[weight_id] = shared[k]
         except CalibrationFileError:
             raise
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
             msg = f"{source}: not a calibration file ({type(error).__name__}: {error})"
             raise CalibrationFileError(msg) from None
         return cls(
@@ -114,3 +129,42 @@ class Calibration:
             dict(meta.get("unmasked", {})),
             {key: tuple(shape) for key, shape in meta.get("shapes", {}).items()},
         )
+
+
+def _float64(gram: np.ndarray | None) -> np.ndarray | None:
+    """A Gram as float64: a mapped one as it is (saved float64), others copied."""
+    if gram is None or (isinstance(gram, np.memmap) and gram.dtype == np.float64):
+        return gram
+    return np.array(gram, dtype=np.float64)
+
+
+def _stored_arrays(path: Path) -> dict[str, np.memmap]:
+    """The uncompressed ``.npy`` members of the ``.npz`` at ``path``, mapped read-only
+    (``np.savez`` stores them so); compressed ones are left out."""
+    arrays: dict[str, np.memmap] = {}
+    with zipfile.ZipFile(path) as archive, path.open("rb") as stream:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                continue
+            stream.seek(info.header_offset)
+            local = stream.read(_LOCAL_HEADER)
+            name_length, extra_length = struct.unpack("<HH", local[26:30])
+            stream.seek(info.header_offset + _LOCAL_HEADER + name_length + extra_length)
+            version = np.lib.format.read_magic(stream)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(stream)
+            if dtype.hasobject or not all(shape):  # nothing to map
+                continue
+            arrays[info.filename.removesuffix(".npy")] = np.memmap(
+                path,
+                dtype=dtype,
+                mode="r",
+                offset=stream.tell(),
+                shape=shape,
+                order="F" if fortran else "C",
+            )
+    return arrays

@@ -26,6 +26,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 __all__ = [
     "FLUSH_BYTES",
     "ActivationStats",
+    "RowBuffer",
     "StatsLayout",
     "conv_patches",
     "empty_stats",
@@ -46,6 +47,45 @@ class StatsLayout(StrEnum):
     CHANNELS = "channels"
 
 
+class RowBuffer:
+    """Rows waiting to be reduced, in blocks: :meth:`push` says when a block is complete
+    (``columns`` rows or more, or :data:`FLUSH_BYTES` of float64 rows), :meth:`take` hands
+    it over. Rows are copied as float64 (what the reduction reads), or in their own type
+    with ``keep_dtype`` (a spill to disk: the conversion is exact, done when read back).
+    ``pending_bytes`` counts float64 bytes either way, so that whoever bounds the sum over
+    many buffers decides the same way for both."""
+
+    def __init__(self, groups: int, columns: int, *, keep_dtype: bool = False) -> None:
+        self.groups = groups
+        self.columns = columns
+        self.dtype = None if keep_dtype else np.dtype(np.float64)
+        self._blocks: list[np.ndarray] = []
+        self._rows = 0
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the rows held, as float64."""
+        return self._rows * self.groups * self.columns * 8
+
+    def push(self, rows: np.ndarray) -> bool:
+        """Hold a copy of ``rows`` (``[groups, n, columns]``); True when the block is due."""
+        if rows.ndim != 3 or rows.shape[0] != self.groups or rows.shape[2] != self.columns:
+            msg = f"rows of shape {rows.shape} do not fit stats [{self.groups}, n, {self.columns}]"
+            raise ValueError(msg)
+        self._blocks.append(np.array(rows, dtype=self.dtype))
+        self._rows += int(rows.shape[1])
+        return self._rows >= self.columns or self.pending_bytes >= FLUSH_BYTES
+
+    def take(self) -> np.ndarray | None:
+        """The rows held, as one ``[groups, n, columns]`` block (None when empty)."""
+        if not self._blocks:
+            return None
+        wide = np.concatenate(self._blocks, axis=1)
+        self._blocks.clear()
+        self._rows = 0
+        return wide
+
+
 @dataclass
 class ActivationStats:
     """Reduced activations of one weight.
@@ -63,8 +103,7 @@ class ActivationStats:
     sq_sum: np.ndarray
     count: int
     gram: np.ndarray | None
-    _pending: list[np.ndarray] = field(default_factory=list, repr=False, compare=False)
-    _pending_rows: int = field(default=0, repr=False, compare=False)
+    _buffer: RowBuffer | None = field(default=None, repr=False, compare=False)
 
     @property
     def groups(self) -> int:
@@ -76,26 +115,24 @@ class ActivationStats:
 
     def add(self, rows: np.ndarray) -> None:
         """Reduce ``rows`` (``[groups, n, columns]``, any float type) into the statistics."""
-        if rows.ndim != 3 or rows.shape[0] != self.groups or rows.shape[2] != self.columns:
-            msg = f"rows of shape {rows.shape} do not fit stats [{self.groups}, n, {self.columns}]"
-            raise ValueError(msg)
-        self._pending.append(np.array(rows, dtype=np.float64))
-        self._pending_rows += int(rows.shape[1])
-        if self._pending_rows >= self.columns or self.pending_bytes >= FLUSH_BYTES:
+        if self._buffer is None:
+            self._buffer = RowBuffer(self.groups, self.columns)
+        if self._buffer.push(rows):
             self.flush()
 
     @property
     def pending_bytes(self) -> int:
         """Bytes of rows buffered and not yet reduced."""
-        return self._pending_rows * self.groups * self.columns * 8
+        return 0 if self._buffer is None else self._buffer.pending_bytes
 
     def flush(self) -> None:
         """Reduce the buffered rows into ``sq_sum``, ``count`` and ``gram``."""
-        if not self._pending:
-            return
-        wide = np.concatenate(self._pending, axis=1)
-        self._pending.clear()
-        self._pending_rows = 0
+        wide = None if self._buffer is None else self._buffer.take()
+        if wide is not None:
+            self.reduce(wide)
+
+    def reduce(self, wide: np.ndarray) -> None:
+        """Reduce one block of float64 rows ``[groups, n, columns]`` now, unbuffered."""
         self.sq_sum += np.einsum("gnc,gnc->gc", wide, wide)
         if self.gram is not None:
             for group in range(self.groups):

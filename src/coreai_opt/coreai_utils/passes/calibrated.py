@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from coreai_opt.coreai_utils.calibration.record import Calibration
 from coreai_opt.coreai_utils.ir.weights import LayerKind, WeightSite
+from coreai_opt.coreai_utils.memory import drop_array_pages
 from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsLayout
 
-__all__ = ["Offer", "check_calibration", "no_gram", "offered"]
+__all__ = ["Offer", "check_calibration", "no_gram", "offered", "release"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,11 @@ def check_calibration(calibration: object, sites: Sequence[WeightSite]) -> None:
     if known and sites and not known & set(by_id):
         msg = "calibration is from another program: none of its weights is in this program"
         raise ValueError(msg)
+
+
+def release(stats: ActivationStats | None) -> None:
+    """Give back the resident pages of ``stats`` read from a file (statistics parked by a
+    capture with ``max_stats_bytes``): called once a weight is done with them, so that the
+    pages of one weight's statistics are resident at a time. Others are left alone."""
+    if stats is not None:
+        drop_array_pages(stats.sq_sum, stats.gram)

@@ -18,7 +18,7 @@ from coreai_opt.coreai_utils.ir.weights import WeightSite, find_weights
 from coreai_opt.coreai_utils.memory import return_free_memory
 from coreai_opt.coreai_utils.numerics.activations import ActivationStats
 from coreai_opt.coreai_utils.numerics.masks import NonFiniteError
-from coreai_opt.coreai_utils.passes.calibrated import check_calibration
+from coreai_opt.coreai_utils.passes.calibrated import check_calibration, release
 from coreai_opt.coreai_utils.passes.control import (
     Control,
     Schema,
@@ -198,6 +198,7 @@ def run_weight_pass(
             if decision.warn:
                 warn_weight(decision.site, decision.reason)
             outcome = _apply(decision, encode) if decision.mode else _outcome(decision)
+            release(decision.stats)
             outcomes.append(outcome)
             if on_weight is not None:
                 on_weight(len(outcomes), len(decisions), outcome)

@@ -22,6 +22,7 @@ from coreai_opt.coreai_utils.memory import return_free_memory
 from coreai_opt.coreai_utils.numerics.kmeans import Palette
 from coreai_opt.coreai_utils.numerics.quantize import Quantized
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
+from coreai_opt.coreai_utils.passes.calibrated import release
 from coreai_opt.coreai_utils.passes.compress import Compressed, compress_values, prune
 from coreai_opt.coreai_utils.passes.control import (
     OVERRIDABLE,
@@ -280,6 +281,7 @@ def sparsify_program(
             if plan.warn:
                 _warn(plan, plan.reason)
             outcome = _outcome(plan, None) if plan.mode is None else _apply(plan)
+            release(plan.stats)
             outcomes.append(outcome)
             if on_weight is not None:
                 on_weight(len(outcomes), len(plans), outcome)

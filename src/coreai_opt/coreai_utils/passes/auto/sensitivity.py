@@ -31,7 +31,7 @@ from coreai_opt.coreai_utils.numerics.layer_error import (
 from coreai_opt.coreai_utils.numerics.masks import NonFiniteError
 from coreai_opt.coreai_utils.numerics.parallel import parallel_map
 from coreai_opt.coreai_utils.passes.auto.candidates import Resolved
-from coreai_opt.coreai_utils.passes.calibrated import offered
+from coreai_opt.coreai_utils.passes.calibrated import offered, release
 from coreai_opt.coreai_utils.passes.outcomes import COMPRESS_ERRORS, below_threshold, read_weight
 from coreai_opt.coreai_utils.passes.runner import Decision, Encoded
 
@@ -96,6 +96,8 @@ def weigh(
 
     def one(site: WeightSite) -> WeightOptions:
         result = _weigh_one(site, candidates, calibration, threshold, excluded(site), measure)
+        if calibration is not None:  # statistics parked on disk: give their pages back
+            release(calibration.stats.get(site.id))
         if on_weight is not None:
             with lock:
                 finished[0] += 1
