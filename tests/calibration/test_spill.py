@@ -130,8 +130,11 @@ def test_too_little_disk_is_an_error_before_anything_runs(
 
     monkeypatch.setattr(spill.shutil, "disk_usage", lambda _: Usage())
     monkeypatch.setattr(collect, "run_samples", no_run)
-    with pytest.raises(ValueError, match=r"exceed max_stats_bytes \(0.0 MiB\).*TMPDIR"):
+    with pytest.raises(ValueError, match=r"beyond max_stats_bytes \(0.0 MiB\).*TMPDIR"):
         collect_calibration(program, samples, max_stats_bytes=0)
+    # without a budget: the program the runtime runs and its compiled form
+    with pytest.raises(ValueError, match=r"two copies of the program's .* of weights\), which"):
+        collect_calibration(program, samples)
     with pytest.raises(ValueError, match="max_stats_bytes must be a non-negative int"):
         collect_calibration(program, samples, max_stats_bytes=-1)
 

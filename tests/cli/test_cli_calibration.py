@@ -237,4 +237,4 @@ def test_too_little_disk_is_refused_before_any_work(
     )  # fmt: skip
     assert code == 2
     err = capfd.readouterr().err
-    assert "exceed --stats-memory" in err and "TMPDIR" in err and not out.exists()
+    assert "beyond --stats-memory" in err and "TMPDIR" in err and not out.exists()

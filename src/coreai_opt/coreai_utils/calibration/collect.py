@@ -3,6 +3,7 @@ weights' activation operands are also outputs, and reduce them sample by sample.
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
@@ -86,7 +87,24 @@ def _commit(stats: ActivationStats) -> None:
         stats.gram.fill(0.0)
 
 
-def _rows(tap: Tap, activation: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+@dataclass(frozen=True)
+class _Reduction:
+    """How a tap's outputs become rows, without its IR value (which would keep the
+    capture's copy of the program, and the file behind it, alive while the runtime runs)."""
+
+    layout: StatsLayout
+    axis: int
+    groups: int
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+    @classmethod
+    def of(cls, tap: Tap) -> _Reduction:
+        return cls(tap.layout, tap.axis, tap.groups, tap.kernel, tap.stride, tap.dilation)
+
+
+def _rows(tap: _Reduction, activation: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
     """The tap's rows (``[groups, n, columns]``), only those where ``keep`` (one flag per
     row, from the padding mask) is true when given."""
     if tap.layout is StatsLayout.CONV:
@@ -163,8 +181,11 @@ def collect_calibration(
     same blocks: the sums are bit-identical to an unbounded capture. Every ``X^T X`` is
     then moved to a file and mapped read-only (the passes read one weight's at a time and
     give its pages back). Disk: the spilled rows (in the activations' own type) and every
-    ``X^T X``; when the temporary directory lacks that room, ``ValueError`` before
-    anything runs. All of it is freed with the returned :class:`Calibration`.
+    ``X^T X``. All of it is freed with the returned :class:`Calibration`.
+
+    Disk: besides those, the temporary directory holds two copies of the weights while the
+    runtime runs (the asset it runs, and its compiled form); when it lacks the room for all
+    of it, ``ValueError`` before anything runs.
 
     While the capture's copy is written and saved, the pages of mapped bytecode files (the
     input as the Core AI loader maps it, the copy) are given back as they are read (Linux):
@@ -177,7 +198,7 @@ def collect_calibration(
         ValueError: ``function`` does not exist; a sample does not match its inputs;
             ``samples`` is empty; ``max_gram_channels`` or ``max_capture_bytes`` is not a
             non-negative int, ``max_stats_bytes`` neither that nor None; the temporary
-            directory has too little room for ``max_stats_bytes``; ``padding_mask`` is
+            directory has too little room (see Disk); ``padding_mask`` is
             not an input of ``function``, not of an integer or bool dtype, not of a static
             shape of rank 1 or more, or of a shape no weight's activation rows map onto.
     """
@@ -203,9 +224,9 @@ def collect_calibration(
     unmasked = _unmasked(capturable, mask)
     stats: dict[str, ActivationStats] = {}
     runs = _groups(capturable, max_capture_bytes)
-    check_disk(
-        [_unique_taps(run)[1] for run in runs], len(checked), max_gram_channels, max_stats_bytes
-    )
+    weight_bytes = sum(site.size * site.dtype.itemsize for site in find_weights(module))
+    run_taps = [_unique_taps(run)[1] for run in runs]
+    check_disk(run_taps, len(checked), max_gram_channels, max_stats_bytes, weight_bytes)
     total = len(checked) * len(runs)
     done = 0
     for run in runs:
@@ -317,13 +338,18 @@ class _Capture:
             mask is not None and mask.shape is not None and unmappable(tap, mask.shape) is None
             for tap in taps
         ]
+        weights = [(p.site.id, [unique[t.key] for t in p.taps]) for p in plans]
+        reductions = [_Reduction.of(tap) for tap in taps]
         with tempfile.TemporaryDirectory(prefix="coreai-calibration-") as scratch_dir:
             asset = Path(scratch_dir) / "capture.aimodel"
             # save_asset streams through the copy's pages, then reads the file it wrote
             # back whole (coreai-core, to hash it): one copy of the weights in memory
             with dropping_bytecode_pages():
                 scratch.save_asset(asset)
-            del scratch, module
+            # the copy, its mapped file (one more copy of the weights in the temporary
+            # directory) and every IR object keeping them alive go before the runtime runs
+            del scratch, module, plans, unique, taps
+            gc.collect()
             function = runtime_function(self.function)
             with closing(run_samples(asset, samples, function)) as outputs:
                 for number, result in enumerate(outputs):
@@ -332,7 +358,7 @@ class _Capture:
                             if isinstance(accumulator, ActivationStats):
                                 _commit(accumulator)
                     keep = None if mask is None else samples[number][mask.name].reshape(-1) != 0
-                    for index, tap in enumerate(taps):
+                    for index, tap in enumerate(reductions):
                         rows = keep if mapped[index] else None
                         for name in carried.get(index, []):
                             accumulators[index].add(_rows(tap, result[name], rows))
@@ -342,7 +368,7 @@ class _Capture:
         reduced = [
             park(a.replay()) if isinstance(a, RowSpill) else _flushed(a) for a in accumulators
         ]
-        return _per_weight(plans, unique, carried, reduced, self.function)
+        return _per_weight(weights, carried, reduced, self.function)
 
 
 def _flushed(stats: ActivationStats) -> ActivationStats:
@@ -363,28 +389,26 @@ def _between_samples(accumulators: list[ActivationStats | RowSpill]) -> None:
 
 
 def _per_weight(
-    plans: list[TapPlan],
-    unique: Mapping[tuple[object, ...], int],
+    weights: list[tuple[str, list[int]]],
     carried: Mapping[int, list[str]],
     accumulators: list[ActivationStats],
     function: str,
 ) -> tuple[dict[str, ActivationStats], dict[str, str]]:
-    """Each weight's statistics (its taps' accumulators, found by tap key in ``unique``,
-    merged), or why it has none."""
+    """Each weight's statistics (``weights``: its id and its taps' indices into
+    ``accumulators``, merged), or why it has none."""
     reduced: dict[str, ActivationStats] = {}
     unreached: dict[str, str] = {}
-    for plan in plans:
-        indices = [unique[t.key] for t in plan.taps]
+    for weight_id, indices in weights:
         if any(not carried.get(i) for i in indices):
-            unreached[plan.site.id] = f"its consumers are not reached from function {function!r}"
+            unreached[weight_id] = f"its consumers are not reached from function {function!r}"
             continue
         parts = [accumulators[i] for i in dict.fromkeys(indices)]
         shapes = {(p.layout, p.sq_sum.shape) for p in parts}
         if len(shapes) != 1:
-            unreached[plan.site.id] = "its consumers see activations of different layouts"
+            unreached[weight_id] = "its consumers see activations of different layouts"
             continue
         merged = parts[0]
         for part in parts[1:]:
             merged = merged.merged(part)
-        reduced[plan.site.id] = merged
+        reduced[weight_id] = merged
     return reduced, unreached

@@ -65,27 +65,35 @@ def spill_plan(taps: list[Tap], max_gram_channels: int, budget: int | None) -> l
 
 
 def check_disk(
-    runs: list[list[Tap]], samples: int, max_gram_channels: int, budget: int | None
+    runs: list[list[Tap]],
+    samples: int,
+    max_gram_channels: int,
+    budget: int | None,
+    program_bytes: int,
 ) -> None:
     """``ValueError`` before anything runs when the temporary directory lacks the room a
-    capture within ``budget`` writes there (``runs``: each run's distinct taps): the
-    spilled rows of ``samples`` samples and every ``X^T X``."""
-    if budget is None:
-        return
-    needed = 0
-    for taps in runs:
+    capture writes there (``runs``: each run's distinct taps): two copies of the program
+    (``program_bytes`` each: the asset the runtime runs and the runtime's compiled form of
+    it) and, within ``budget``, the spilled rows of ``samples`` samples and every ``X^T X``."""
+    spilled = 0
+    for taps in runs if budget is not None else []:
         for tap, spill in zip(taps, spill_plan(taps, max_gram_channels, budget), strict=True):
             if with_gram(tap, max_gram_channels):
-                needed += _tap_stats_bytes(tap, max_gram_channels)
+                spilled += _tap_stats_bytes(tap, max_gram_channels)
             if spill:
-                needed += samples * _row_bytes(tap)
+                spilled += samples * _row_bytes(tap)
     directory = Path(tempfile.gettempdir())
     free = shutil.disk_usage(directory).free
+    needed = 2 * program_bytes + spilled
     if needed > free:
+        parts = f"two copies of the program's {_size(program_bytes)} of weights"
+        if budget is not None:
+            parts += f" and {_size(spilled)} of statistics beyond max_stats_bytes ({_size(budget)})"
         msg = (
-            f"the calibration statistics exceed max_stats_bytes ({_size(budget)}) and would "
-            f"need about {_size(needed)} of disk in {directory}, which has {_size(free)} "
-            "free: raise max_stats_bytes, or point TMPDIR at a disk with more room"
+            f"calibrating needs about {_size(needed)} of disk in the temporary directory "
+            f"{directory} ({parts}), which has {_size(free)} free: point TMPDIR at a disk "
+            "with more room"
+            + (", or raise max_stats_bytes" if budget is not None and spilled else "")
         )
         raise ValueError(msg)
 
