@@ -37,3 +37,22 @@ def test_unmapped_files_and_no_files_are_nothing_to_drop(tmp_path: Path) -> None
     assert drop_mapped_pages([]) == 0
     assert drop_mapped_pages([tmp_path / "missing.bin"]) == 0
     return_free_memory()  # a no-op where there is no glibc
+
+
+@linux
+def test_a_pass_on_a_loaded_asset_keeps_little_of_it_resident(tmp_path: Path) -> None:
+    # the copy is written, and each weight read, with the mapped bytecode pages given back
+    from coreai_opt.coreai_utils import sparsify_weights
+    from coreai_opt.coreai_utils.assets import load_program
+    from tests.helpers import linear_program, read_back_linear
+
+    weight = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
+    path = tmp_path / "big.aimodel"
+    linear_program(weight).save_asset(path)  # 16 MiB
+    program = load_program(path)
+    before = status_bytes("RssFile")
+    sparse = sparsify_weights(program)
+    assert status_bytes("RssFile") - before < 4 << 20
+    got = read_back_linear(sparse, 2048, np.float32, tmp_path / "out.aimodel")
+    kept = np.abs(weight) >= np.median(np.abs(weight))
+    assert np.array_equal(got != 0, kept)

@@ -12,6 +12,7 @@ from coreai.authoring import AIProgram
 from coreai_opt.coreai_utils.ir.constants import read_constant
 from coreai_opt.coreai_utils.ir.detach import detached_copy
 from coreai_opt.coreai_utils.ir.weights import WeightSite
+from coreai_opt.coreai_utils.memory import dropping_bytecode_pages
 from coreai_opt.coreai_utils.numerics.masks import NonFiniteError, all_finite
 
 __all__ = [
@@ -102,11 +103,15 @@ def check_program(program: object) -> None:
 def working_copy(program: AIProgram, in_place: object) -> AIProgram:
     """``program`` itself when ``in_place``, else a copy in a context of its own (so that
     the data the pass adds is freed with the copy: :mod:`~coreai_opt.coreai_utils.ir.
-    detach`); ``TypeError`` for a non-bool."""
+    detach`; the pages of mapped bytecode read to write it are given back as it goes);
+    ``TypeError`` for a non-bool."""
     if not isinstance(in_place, bool):
         msg = f"in_place must be a bool, got {in_place!r}"
         raise TypeError(msg)
-    return program if in_place else detached_copy(program)
+    if in_place:
+        return program
+    with dropping_bytecode_pages():
+        return detached_copy(program)
 
 
 def below_threshold(site: WeightSite, threshold: int) -> str | None:
