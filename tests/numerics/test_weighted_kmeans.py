@@ -9,7 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coreai_opt.coreai_utils.numerics.kmeans import palettize_rows
-from coreai_opt.coreai_utils.numerics.kmeans.weighted import weighted_error, weighted_rows
+from coreai_opt.coreai_utils.numerics.kmeans.weighted import (
+    stable_order,
+    weighted_error,
+    weighted_rows,
+)
 from coreai_opt.coreai_utils.numerics.masks import NonFiniteError
 
 
@@ -67,3 +71,23 @@ def test_rejects_non_finite_and_negative_weights() -> None:
         weighted_rows(values, np.full((1, 8), np.nan), 1, np.zeros((1, 2)))
     with pytest.raises(ValueError, match="non-negative"):
         weighted_rows(values, -np.ones((1, 8)), 1, np.zeros((1, 2)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    rows=st.integers(1, 4),
+    n=st.integers(1, 3000),
+    dtype=st.sampled_from([np.float32, np.float16, np.float64]),
+    distinct=st.integers(1, 50),
+)
+def test_stable_order_is_the_stable_argsort(
+    seed: int, rows: int, n: int, dtype: type, distinct: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    info = np.finfo(dtype)
+    special = [0.0, -0.0, info.tiny, -info.tiny, info.smallest_subnormal, info.max, -info.max]
+    pool = np.concatenate([np.array(special), rng.standard_normal(distinct)]).astype(dtype)
+    values = rng.choice(pool, size=(rows, n))  # many ties, signed zeros, subnormals, extremes
+    expected = np.argsort(values.astype(np.float64), axis=1, kind="stable")
+    assert np.array_equal(stable_order(values), expected)
