@@ -3,6 +3,7 @@ those held in memory, the passes give the same programs, and a short disk is an 
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,19 +42,22 @@ def _same(one: Calibration, other: Calibration) -> None:
 
 def test_row_spill_replays_the_blocks_of_a_capture_in_memory() -> None:
     rng = np.random.default_rng(0)
-    held = empty_stats(StatsLayout.CONV, 2, 12, with_gram=True)
-    spilled = RowSpill(StatsLayout.CONV, 2, 12)
-    for count in (3, 5, 1, 9, 2, 4, 11):  # blocks complete at irregular points
-        rows = rng.standard_normal((2, count, 12)).astype(np.float16)
-        held.add(rows)
-        spilled.add(rows)
-        assert spilled.pending_bytes == held.pending_bytes
-    held.flush()
-    replayed = spilled.replay()
-    assert spilled.written == 2 * 35 * 12 * 2  # the rows in their own type (fp16)
-    assert replayed.count == held.count == 35
-    np.testing.assert_array_equal(replayed.sq_sum, held.sq_sum)
-    np.testing.assert_array_equal(replayed.gram, held.gram)  # type: ignore[arg-type]
+    held = [empty_stats(StatsLayout.CONV, 2, 12, with_gram=True) for _ in range(2)]
+    with tempfile.TemporaryFile() as file:  # two spills sharing one file, interleaved
+        spilled = [RowSpill(StatsLayout.CONV, 2, 12, file) for _ in range(2)]
+        for count in (3, 5, 1, 9, 2, 4, 11):  # blocks complete at irregular points
+            for k in range(2):
+                rows = rng.standard_normal((2, count, 12)).astype(np.float16)
+                held[k].add(rows)
+                spilled[k].add(rows)
+                assert spilled[k].pending_bytes == held[k].pending_bytes
+        for spill, stats in zip(spilled, held, strict=True):
+            stats.flush()
+            replayed = spill.replay()
+            assert spill.written == 2 * 35 * 12 * 2  # the rows in their own type (fp16)
+            assert replayed.count == stats.count == 35
+            np.testing.assert_array_equal(replayed.sq_sum, stats.sq_sum)
+            np.testing.assert_array_equal(replayed.gram, stats.gram)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("budget", [0, 40_000])

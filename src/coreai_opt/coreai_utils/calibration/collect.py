@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from coreai.authoring import AIProgram
@@ -319,6 +320,20 @@ class _Capture:
     ) -> tuple[dict[str, ActivationStats], dict[str, str]]:
         """One run: expose the taps of weights ``ids`` in a copy, run every sample, reduce
         (without the rows of padded positions where the mask input maps onto them)."""
+        if not any(self.spilled):
+            return self._run(program, ids, samples, done, progress, None)
+        with tempfile.TemporaryFile() as spill_file:  # one file for the run's spilled rows
+            return self._run(program, ids, samples, done, progress, spill_file)
+
+    def _run(
+        self,
+        program: AIProgram,
+        ids: set[str],
+        samples: list[dict[str, np.ndarray]],
+        done: int,
+        progress: Callable[[int], None],
+        spill_file: BinaryIO | None,
+    ) -> tuple[dict[str, ActivationStats], dict[str, str]]:
         with dropping_bytecode_pages():  # the input's pages, read once to write the copy
             scratch = detached_copy(program)  # file-backed: no second copy of the weights
         module = scratch._module._mlir_module  # noqa: SLF001
@@ -328,8 +343,8 @@ class _Capture:
             carried = expose_taps(module, taps, self.function)
             module.operation.verify()
         accumulators: list[ActivationStats | RowSpill] = [
-            RowSpill(tap.layout, tap.groups, tap.columns)
-            if spill
+            RowSpill(tap.layout, tap.groups, tap.columns, spill_file)
+            if spill and spill_file is not None
             else _empty_for(tap, self.max_gram_channels)
             for tap, spill in zip(taps, self.spilled, strict=True)
         ]

@@ -9,6 +9,7 @@ by a crash and no clean-up is owed.
 
 from __future__ import annotations
 
+import io
 import math
 import shutil
 import tempfile
@@ -104,17 +105,18 @@ def _size(count: int) -> str:
 
 class RowSpill:
     """Stands in for one activation's :class:`ActivationStats` during a capture: the rows
-    go to a file, in the very blocks the statistics would have reduced them in (the same
+    go to ``file`` (shared by every spill of a run: one descriptor however many there
+    are), in the very blocks the statistics would have reduced them in (the same
     :class:`RowBuffer` decides), so that :meth:`replay` sums them bit for bit as a capture
     held in memory would have. Disk: the rows in the activation's own type."""
 
-    def __init__(self, layout: StatsLayout, groups: int, columns: int) -> None:
+    def __init__(self, layout: StatsLayout, groups: int, columns: int, file: BinaryIO) -> None:
         self.layout = layout
         self.groups = groups
         self.columns = columns
         self._buffer = RowBuffer(groups, columns, keep_dtype=True)
-        self._file: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - closed by replay
-        self._blocks: list[tuple[int, np.dtype]] = []
+        self._file = file
+        self._blocks: list[tuple[int, int, np.dtype]] = []  # offset, rows, type
         self.written = 0
 
     @property
@@ -128,27 +130,28 @@ class RowSpill:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered rows as one block."""
+        """Append the buffered rows to the file as one block."""
         wide = self._buffer.take()
         if wide is None:
             return
+        offset = self._file.seek(0, io.SEEK_END)
         wide.tofile(self._file)
-        self._blocks.append((int(wide.shape[1]), wide.dtype))
+        self._blocks.append((offset, int(wide.shape[1]), wide.dtype))
         self.written += wide.nbytes
 
     def replay(self) -> ActivationStats:
-        """The statistics of every row written (with ``X^T X``), then the file is closed.
-        Holds one block of rows (float64) at a time besides the statistics."""
+        """The statistics of every row written (with ``X^T X``). Holds one block of rows
+        (float64) at a time besides the statistics."""
         self.flush()
         stats = empty_stats(self.layout, self.groups, self.columns, with_gram=True)
-        with self._file:
-            self._file.seek(0)
-            for rows, dtype in self._blocks:
-                count = self.groups * rows * self.columns
-                block = np.fromfile(self._file, dtype=dtype, count=count)
-                wide = block.reshape(self.groups, rows, self.columns).astype(np.float64)
-                del block
-                stats.reduce(wide)
+        for offset, rows, dtype in self._blocks:
+            self._file.seek(offset)
+            count = self.groups * rows * self.columns
+            block = np.fromfile(self._file, dtype=dtype, count=count)
+            wide = block.reshape(self.groups, rows, self.columns).astype(np.float64)
+            del block
+            stats.reduce(wide)
+        self._blocks.clear()
         return stats
 
 
