@@ -6,10 +6,9 @@ from __future__ import annotations
 import gc
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import closing
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from coreai.authoring import AIProgram
@@ -320,70 +319,60 @@ class _Capture:
     ) -> tuple[dict[str, ActivationStats], dict[str, str]]:
         """One run: expose the taps of weights ``ids`` in a copy, run every sample, reduce
         (without the rows of padded positions where the mask input maps onto them)."""
-        if not any(self.spilled):
-            return self._run(program, ids, samples, done, progress, None)
-        with tempfile.TemporaryFile() as spill_file:  # one file for the run's spilled rows
-            return self._run(program, ids, samples, done, progress, spill_file)
-
-    def _run(
-        self,
-        program: AIProgram,
-        ids: set[str],
-        samples: list[dict[str, np.ndarray]],
-        done: int,
-        progress: Callable[[int], None],
-        spill_file: BinaryIO | None,
-    ) -> tuple[dict[str, ActivationStats], dict[str, str]]:
-        with dropping_bytecode_pages():  # the input's pages, read once to write the copy
-            scratch = detached_copy(program)  # file-backed: no second copy of the weights
-        module = scratch._module._mlir_module  # noqa: SLF001
-        plans = [p for p in find_taps(find_weights(module)) if p.site.id in ids]
-        unique, taps = _unique_taps(plans)
-        with module.context:
-            carried = expose_taps(module, taps, self.function)
-            module.operation.verify()
-        accumulators: list[ActivationStats | RowSpill] = [
-            RowSpill(tap.layout, tap.groups, tap.columns, spill_file)
-            if spill and spill_file is not None
-            else _empty_for(tap, self.max_gram_channels)
-            for tap, spill in zip(taps, self.spilled, strict=True)
-        ]
-        mask = self.mask
-        mapped = [
-            mask is not None and mask.shape is not None and unmappable(tap, mask.shape) is None
-            for tap in taps
-        ]
-        weights = [(p.site.id, [unique[t.key] for t in p.taps]) for p in plans]
-        reductions = [_Reduction.of(tap) for tap in taps]
-        with tempfile.TemporaryDirectory(prefix="coreai-calibration-") as scratch_dir:
-            asset = Path(scratch_dir) / "capture.aimodel"
-            # save_asset streams through the copy's pages, then reads the file it wrote
-            # back whole (coreai-core, to hash it): one copy of the weights in memory
-            with dropping_bytecode_pages():
-                scratch.save_asset(asset)
-            # the copy, its mapped file (one more copy of the weights in the temporary
-            # directory) and every IR object keeping them alive go before the runtime runs
-            del scratch, module, plans, unique, taps
-            gc.collect()
-            function = runtime_function(self.function)
-            with closing(run_samples(asset, samples, function)) as outputs:
-                for number, result in enumerate(outputs):
-                    if number == 0:  # once compiling (a transient peak of its own) is over
-                        for accumulator in accumulators:
-                            if isinstance(accumulator, ActivationStats):
-                                _commit(accumulator)
-                    keep = None if mask is None else samples[number][mask.name].reshape(-1) != 0
-                    for index, tap in enumerate(reductions):
-                        rows = keep if mapped[index] else None
-                        for name in carried.get(index, []):
-                            accumulators[index].add(_rows(tap, result[name], rows))
-                    del result
-                    _between_samples(accumulators)
-                    progress(done + number + 1)
-        reduced = [
-            park(a.replay()) if isinstance(a, RowSpill) else _flushed(a) for a in accumulators
-        ]
-        return _per_weight(weights, carried, reduced, self.function)
+        with ExitStack() as stack:  # one file for the run's spilled rows, if any spill
+            spill_file = (
+                stack.enter_context(tempfile.TemporaryFile()) if any(self.spilled) else None
+            )
+            with dropping_bytecode_pages():  # the input's pages, read once to write the copy
+                scratch = detached_copy(program)  # file-backed: no second copy of the weights
+            module = scratch._module._mlir_module  # noqa: SLF001
+            plans = [p for p in find_taps(find_weights(module)) if p.site.id in ids]
+            unique, taps = _unique_taps(plans)
+            with module.context:
+                carried = expose_taps(module, taps, self.function)
+                module.operation.verify()
+            accumulators: list[ActivationStats | RowSpill] = [
+                RowSpill(tap.layout, tap.groups, tap.columns, spill_file)
+                if spill and spill_file is not None
+                else _empty_for(tap, self.max_gram_channels)
+                for tap, spill in zip(taps, self.spilled, strict=True)
+            ]
+            mask = self.mask
+            mapped = [
+                mask is not None and mask.shape is not None and unmappable(tap, mask.shape) is None
+                for tap in taps
+            ]
+            weights = [(p.site.id, [unique[t.key] for t in p.taps]) for p in plans]
+            reductions = [_Reduction.of(tap) for tap in taps]
+            with tempfile.TemporaryDirectory(prefix="coreai-calibration-") as scratch_dir:
+                asset = Path(scratch_dir) / "capture.aimodel"
+                # save_asset streams through the copy's pages, then reads the file it wrote
+                # back whole (coreai-core, to hash it): one copy of the weights in memory
+                with dropping_bytecode_pages():
+                    scratch.save_asset(asset)
+                # the copy, its mapped file (one more copy of the weights in the temporary
+                # directory) and every IR object keeping them alive go before the runtime runs
+                del scratch, module, plans, unique, taps
+                gc.collect()
+                function = runtime_function(self.function)
+                with closing(run_samples(asset, samples, function)) as outputs:
+                    for number, result in enumerate(outputs):
+                        if number == 0:  # once compiling (a transient peak of its own) is over
+                            for accumulator in accumulators:
+                                if isinstance(accumulator, ActivationStats):
+                                    _commit(accumulator)
+                        keep = None if mask is None else samples[number][mask.name].reshape(-1) != 0
+                        for index, tap in enumerate(reductions):
+                            rows = keep if mapped[index] else None
+                            for name in carried.get(index, []):
+                                accumulators[index].add(_rows(tap, result[name], rows))
+                        del result
+                        _between_samples(accumulators)
+                        progress(done + number + 1)
+            reduced = [
+                park(a.replay()) if isinstance(a, RowSpill) else _flushed(a) for a in accumulators
+            ]
+            return _per_weight(weights, carried, reduced, self.function)
 
 
 def _flushed(stats: ActivationStats) -> ActivationStats:
