@@ -74,14 +74,20 @@ def _calibration_stack(billions: int) -> tuple[Path, Path]:
     return path, samples
 
 
+def _inputs(samples: str) -> list[dict[str, Any]]:
+    """The samples of ``samples`` (an ``.npz`` with ``x``), one dict each."""
+    import numpy as np  # noqa: PLC0415
+
+    with np.load(samples) as data:
+        return [{"x": x} for x in data["x"]]
+
+
 def _runtime(source: str, samples: str) -> dict[str, Any]:
     """The runtime alone on the samples: what any capture must wait for."""
-    import numpy as np  # noqa: PLC0415
 
     from coreai_opt.coreai_utils.runtime import run_samples  # noqa: PLC0415
 
-    with np.load(samples) as data:
-        inputs = [{"x": x} for x in data["x"]]
+    inputs = _inputs(samples)
     start = time.perf_counter()
     for _ in run_samples(Path(source), inputs):
         pass
@@ -90,13 +96,11 @@ def _runtime(source: str, samples: str) -> dict[str, Any]:
 
 def _collect(source: str, samples: str, budget: str) -> dict[str, Any]:
     """``collect_calibration`` on the samples (``budget``: max_stats_bytes, or "none")."""
-    import numpy as np  # noqa: PLC0415
 
     from coreai_opt.coreai_utils import collect_calibration  # noqa: PLC0415
     from coreai_opt.coreai_utils.assets import load_program  # noqa: PLC0415
 
-    with np.load(samples) as data:
-        inputs = [{"x": x} for x in data["x"]]
+    inputs = _inputs(samples)
     program = load_program(Path(source))
     start = time.perf_counter()
     bound = None if budget == "none" else int(budget)

@@ -11,7 +11,7 @@ from pathlib import Path
 from coreai.authoring import AIProgram
 
 from coreai_opt.cli.errors import CliError
-from coreai_opt.coreai_utils.assets import AssetError
+from coreai_opt.coreai_utils.assets import AssetError, rough_size
 from coreai_opt.coreai_utils.assets import load_program as load_asset_program
 
 __all__ = ["check_paths", "load_program", "open_source", "write_atomically"]
@@ -68,14 +68,10 @@ def check_room(output: Path, needed: int) -> None:
     free = shutil.disk_usage(output.parent).free
     if needed > free:
         msg = (
-            f"not enough disk for {output}: it needs about {_gib(needed)}, "
-            f"{output.parent} has {_gib(free)} free"
+            f"not enough disk for {output}: it needs about {rough_size(needed)}, "
+            f"{output.parent} has {rough_size(free)} free"
         )
         raise CliError(msg)
-
-
-def _gib(count: int) -> str:
-    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def write_atomically(program: AIProgram, output: Path) -> None:

@@ -37,7 +37,7 @@ def _expected_bytes(flags: Flags, program: Any, source: Path) -> int:
     """About the output's bytes: the input asset's, with the candidate weights' bytes
     replaced by the budget."""
     sites = find_weights(program._module._mlir_module)  # noqa: SLF001
-    dense = sum(site.size * site.dtype.itemsize for site in sites)
+    dense = sum(site.nbytes for site in sites)
     target = flags.size if flags.size is not None else dense / (flags.ratio or 1.0)
     return asset_bytes(source) - dense + min(dense, int(target))
 

@@ -106,16 +106,15 @@ def calibrate_main(
     ``--quiet``), with ``--padding-mask`` and within ``--stats-memory`` (when not given:
     :func:`default_stats_memory`); a bad padding mask or a short disk is a
     :class:`CliError` naming the flag."""
-    quiet, padding_mask = flags.quiet, flags.padding_mask
     budget = default_stats_memory() if flags.stats_memory is None else flags.stats_memory
-    with progress("calibrating", quiet=quiet, err=err) as update:
+    with progress("calibrating", quiet=flags.quiet, err=err) as update:
         try:
             return collect_calibration(
                 program,
                 samples,
                 function=MAIN,
                 on_sample=update,
-                padding_mask=padding_mask,
+                padding_mask=flags.padding_mask,
                 max_stats_bytes=budget,
             )
         except ValueError as error:

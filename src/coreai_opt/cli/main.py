@@ -163,7 +163,7 @@ def _expected_output_bytes(flags: Flags, kwargs: dict[str, Any], program: Any, s
         plans = command.plan(program, calibration=outline, **kwargs)
     except ValueError as error:
         raise _library_error(error, flags) from None
-    saved: int = sum(p.site.size * p.site.dtype.itemsize - command.expected(p) for p in plans)
+    saved: int = sum(p.site.nbytes - command.expected(p) for p in plans)
     return asset_bytes(source) - saved
 
 
@@ -197,7 +197,6 @@ def _run(flags: Flags, out: Console, err: Console) -> None:
         with progress(command.label, quiet=flags.quiet, err=err) as update:
 
             def on_weight(done: int, total: int, _: WeightOutcome) -> None:
-                drop_mapped_pages(mapped)
                 update(done, total)
 
             try:

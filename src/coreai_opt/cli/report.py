@@ -199,7 +199,7 @@ def print_plan(plans: tuple[WeightPlan, ...], console: Console, *, calibrated: b
     before = after = 0
     for plan in plans:
         site, options = plan.site, plan.options
-        size = site.size * site.dtype.itemsize
+        size = site.nbytes
         expected = expected_bytes(plan)
         before, after = before + size, after + expected
         if plan.mode is None:
@@ -268,7 +268,7 @@ def print_decisions(
     before = after = 0
     for decision in decisions:
         site, options = decision.site, decision.options
-        size = site.size * site.dtype.itemsize
+        size = site.nbytes
         stored = expected(decision)
         before, after = before + size, after + stored
         if decision.mode is None:

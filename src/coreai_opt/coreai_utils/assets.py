@@ -16,7 +16,7 @@ from coreai.authoring import AIModelAsset, AIProgram
 
 from coreai_opt.coreai_utils.ir.bytecode import BytecodeError, check_bytecode
 
-__all__ = ["AssetError", "asset_bytes", "load_program"]
+__all__ = ["AssetError", "asset_bytes", "load_program", "rough_size"]
 
 
 class AssetError(ValueError):
@@ -26,6 +26,11 @@ class AssetError(ValueError):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+
+def rough_size(count: int) -> str:
+    """``count`` bytes for a message: in GiB from 1 GiB up (two decimals), else MiB."""
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def asset_bytes(path: Path) -> int:

@@ -224,33 +224,40 @@ def collect_calibration(
     unmasked = _unmasked(capturable, mask)
     stats: dict[str, ActivationStats] = {}
     runs = _groups(capturable, max_capture_bytes)
-    weight_bytes = sum(site.size * site.dtype.itemsize for site in find_weights(module))
-    run_taps = [_unique_taps(run)[1] for run in runs]
-    check_disk(run_taps, len(checked), max_gram_channels, max_stats_bytes, weight_bytes)
+    weight_bytes = sum(p.site.nbytes for p in plans)
+    spills = []
+    for run in runs:
+        _, taps = _unique_taps(run)
+        spills.append((taps, spill_plan(taps, max_gram_channels, max_stats_bytes)))
+    check_disk(spills, len(checked), max_gram_channels, max_stats_bytes, weight_bytes)
     total = len(checked) * len(runs)
     done = 0
-    for run in runs:
+    for run, (_, spilled) in zip(runs, spills, strict=True):
 
         def progress(count: int) -> None:
             if on_sample is not None:
                 on_sample(count, total)
 
-        _, taps = _unique_taps(run)
-        spilled = spill_plan(taps, max_gram_channels, max_stats_bytes)
         capture = _Capture(function, max_gram_channels, mask, spilled)
         reduced, unreached = capture.run(program, {p.site.id for p in run}, checked, done, progress)
         done += len(checked)
         if max_stats_bytes is not None:  # what the next run holds must fit the budget again
-            parked: dict[int, ActivationStats] = {}
-            reduced = {
-                key: parked.setdefault(id(value), park(value)) for key, value in reduced.items()
-            }
+            reduced = _parked(reduced)
         stats.update(reduced)
         missing.update(unreached)
     unmasked = {key: why for key, why in unmasked.items() if key in stats}
     name = None if mask is None else mask.name
     return_free_memory()
     return Calibration(function, len(checked), stats, missing, notes, name, unmasked, shapes)
+
+
+def _parked(reduced: dict[str, ActivationStats]) -> dict[str, ActivationStats]:
+    """``reduced`` with every statistics object parked once (weights may share one)."""
+    parked: dict[int, ActivationStats] = {}
+    for stats in reduced.values():
+        if id(stats) not in parked:
+            parked[id(stats)] = park(stats)
+    return {key: parked[id(stats)] for key, stats in reduced.items()}
 
 
 def _unmasked(capturable: list[TapPlan], mask: InputSpec | None) -> dict[str, str]:

@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from coreai_opt.coreai_utils.assets import rough_size
 from coreai_opt.coreai_utils.ir.capture import Tap
 from coreai_opt.coreai_utils.numerics.activations import (
     ActivationStats,
@@ -66,19 +67,20 @@ def spill_plan(taps: list[Tap], max_gram_channels: int, budget: int | None) -> l
 
 
 def check_disk(
-    runs: list[list[Tap]],
+    runs: list[tuple[list[Tap], list[bool]]],
     samples: int,
     max_gram_channels: int,
     budget: int | None,
     program_bytes: int,
 ) -> None:
     """``ValueError`` before anything runs when the temporary directory lacks the room a
-    capture writes there (``runs``: each run's distinct taps): two copies of the program
-    (``program_bytes`` each: the asset the runtime runs and the runtime's compiled form of
-    it) and, within ``budget``, the spilled rows of ``samples`` samples and every ``X^T X``."""
+    capture writes there (``runs``: each run's distinct taps and their :func:`spill_plan`):
+    two copies of the program (``program_bytes`` each: the asset the runtime runs and the
+    runtime's compiled form of it) and, within ``budget``, the spilled rows of ``samples``
+    samples and every ``X^T X``."""
     spilled = 0
-    for taps in runs if budget is not None else []:
-        for tap, spill in zip(taps, spill_plan(taps, max_gram_channels, budget), strict=True):
+    for taps, plan in runs if budget is not None else []:
+        for tap, spill in zip(taps, plan, strict=True):
             if with_gram(tap, max_gram_channels):
                 spilled += _tap_stats_bytes(tap, max_gram_channels)
             if spill:
@@ -87,20 +89,17 @@ def check_disk(
     free = shutil.disk_usage(directory).free
     needed = 2 * program_bytes + spilled
     if needed > free:
-        parts = f"two copies of the program's {_size(program_bytes)} of weights"
+        parts = f"two copies of the program's {rough_size(program_bytes)} of weights"
         if budget is not None:
-            parts += f" and {_size(spilled)} of statistics beyond max_stats_bytes ({_size(budget)})"
+            beyond = f"beyond max_stats_bytes ({rough_size(budget)})"
+            parts += f" and {rough_size(spilled)} of statistics {beyond}"
         msg = (
-            f"calibrating needs about {_size(needed)} of disk in the temporary directory "
-            f"{directory} ({parts}), which has {_size(free)} free: point TMPDIR at a disk "
+            f"calibrating needs about {rough_size(needed)} of disk in the temporary directory "
+            f"{directory} ({parts}), which has {rough_size(free)} free: point TMPDIR at a disk "
             "with more room"
             + (", or raise max_stats_bytes" if budget is not None and spilled else "")
         )
         raise ValueError(msg)
-
-
-def _size(count: int) -> str:
-    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 class RowSpill:

@@ -88,6 +88,11 @@ class WeightSite:
     def size(self) -> int:
         return int(np.prod(self.shape))
 
+    @property
+    def nbytes(self) -> int:
+        """The weight's bytes, dense in its own type."""
+        return self.size * self.dtype.itemsize
+
 
 def _symbol(op: Operation) -> str | None:
     if "sym_name" not in op.attributes:

@@ -277,7 +277,7 @@ def expected_quantize_bytes(decision: Decision) -> int:
     site = decision.site
     options: QuantizeOptions | None = decision.options
     if decision.mode is None or options is None:
-        return site.size * site.dtype.itemsize
+        return site.nbytes
     block = block_shape(site.shape, decision.mode, site.out_axis, site.in_axis, options.block_size)
     blocks = math.prod(-(-n // b) for n, b in zip(site.shape, block, strict=True))
     bits = code_bits(options.dtype)

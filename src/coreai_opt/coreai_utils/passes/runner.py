@@ -232,7 +232,7 @@ def _skip(decision: Decision, reason: str) -> WeightOutcome:
 
 def _outcome(decision: Decision, encoded: Encoded | None = None) -> WeightOutcome:
     site = decision.site
-    before = site.size * site.dtype.itemsize
+    before = site.nbytes
     return WeightOutcome.of(
         site,
         mode=decision.mode if encoded is not None else None,

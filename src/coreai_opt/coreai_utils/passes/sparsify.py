@@ -377,7 +377,7 @@ def _outcome(
     bytes_after: int | None = None,
 ) -> WeightOutcome:
     site = plan.site
-    before = site.size * site.dtype.itemsize
+    before = site.nbytes
     return WeightOutcome.of(
         site,
         mode=plan.mode.value if sparse is not None and plan.mode is not None else None,

@@ -123,7 +123,7 @@ def apply_choices(
         _chosen(site, choices.get(site.id, DENSE), by_name, calibration, threshold)
         for site in sites
     ]
-    dense = sum(site.size * site.dtype.itemsize for site in sites)
+    dense = sum(site.nbytes for site in sites)
     provisional = SizePlan(tuple(rows), dense, 0, dense, 0, 0.0, "none (applied choices)", resolved)
     result = apply_plan(coreai_program, provisional, in_place=in_place, on_progress=on_progress)
     actual = tuple(
@@ -144,7 +144,7 @@ def _chosen(
 ) -> WeightChoice:
     """The plan row for ``site`` compressed with candidate ``name`` (bytes filled in once
     applied); ``ValueError`` when the candidate does not apply to the weight."""
-    before = site.size * site.dtype.itemsize
+    before = site.nbytes
     option = Option(DENSE, before, 0.0)
     small = below_threshold(site, threshold)
     if small is not None:
