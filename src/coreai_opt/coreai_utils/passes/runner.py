@@ -15,7 +15,7 @@ from coreai.authoring import AIProgram
 from coreai_opt.coreai_utils.calibration.record import Calibration
 from coreai_opt.coreai_utils.ir.rewrite import replace_constant
 from coreai_opt.coreai_utils.ir.weights import WeightSite, find_weights
-from coreai_opt.coreai_utils.memory import drop_bytecode_pages, return_free_memory
+from coreai_opt.coreai_utils.memory import BytecodePages, return_free_memory
 from coreai_opt.coreai_utils.numerics.activations import ActivationStats
 from coreai_opt.coreai_utils.numerics.masks import NonFiniteError
 from coreai_opt.coreai_utils.passes.calibrated import check_calibration, release
@@ -193,13 +193,15 @@ def run_weight_pass(
     module = target._module._mlir_module  # noqa: SLF001
     decisions = decide(target)
     outcomes: list[WeightOutcome] = []
+    pages = BytecodePages()
     with module.context:
         for decision in decisions:
             if decision.warn:
                 warn_weight(decision.site, decision.reason)
             outcome = _apply(decision, encode) if decision.mode else _outcome(decision)
             release(decision.stats)
-            drop_bytecode_pages()  # the weight read from a mapped asset: not kept resident
+            if decision.mode:  # its weight was read, maybe from a mapped asset
+                pages.read(decision.site.nbytes)
             outcomes.append(outcome)
             if on_weight is not None:
                 on_weight(len(outcomes), len(decisions), outcome)

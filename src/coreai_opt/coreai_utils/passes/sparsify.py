@@ -18,7 +18,7 @@ from coreai_opt.coreai_utils.ir.rewrite import (
     replace_constant,
 )
 from coreai_opt.coreai_utils.ir.weights import find_weights
-from coreai_opt.coreai_utils.memory import drop_bytecode_pages, return_free_memory
+from coreai_opt.coreai_utils.memory import BytecodePages, return_free_memory
 from coreai_opt.coreai_utils.numerics.kmeans import Palette
 from coreai_opt.coreai_utils.numerics.quantize import Quantized
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
@@ -276,13 +276,15 @@ def sparsify_program(
     module = program._module._mlir_module  # noqa: SLF001
     plans = _plans(module, settings)
     outcomes: list[WeightOutcome] = []
+    pages = BytecodePages()
     with module.context:
         for plan in plans:
             if plan.warn:
                 _warn(plan, plan.reason)
             outcome = _outcome(plan, None) if plan.mode is None else _apply(plan)
             release(plan.stats)
-            drop_bytecode_pages()  # the weight read from a mapped asset: not kept resident
+            if plan.mode:  # its weight was read, maybe from a mapped asset
+                pages.read(plan.site.nbytes)
             outcomes.append(outcome)
             if on_weight is not None:
                 on_weight(len(outcomes), len(plans), outcome)
