@@ -194,7 +194,10 @@ def run_model(model: Model, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     program, calibration_samples, evaluation_samples = model.load(args)
     print(f"[{model.name}] loaded in {time.perf_counter() - start:.1f} s", flush=True)
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {
+        "calibration_samples": len(calibration_samples),
+        "held_out_samples": len(evaluation_samples),
+    }
     with tempfile.TemporaryDirectory(prefix="bench-auto-") as scratch_dir:
         scratch = Path(scratch_dir)
         asset, calibration_file = scratch / "dense.aimodel", scratch / "calibration.npz"
@@ -289,6 +292,15 @@ def _table(model: Model, info: dict[str, Any]) -> str:
         "",
         f"Run {info['run']} on {info['machine']}.",
         "",
+        *(
+            [
+                f"{info['calibration_samples']} calibration samples, "
+                f"{info['held_out_samples']} held-out ones.",
+                "",
+            ]
+            if "held_out_samples" in info
+            else []
+        ),
         f"Dense weights {info['dense_bytes'] / 1e6:.2f} MB; calibration "
         f"{info['calibration_s']:.1f} s; weighing the {len(DEFAULT_CANDIDATES)} default "
         f"candidates {info['weigh_s']:.1f} s; {info['sensitivity']}: "

@@ -45,12 +45,19 @@ def test_compresses_within_the_size_and_reports_the_allocation(
     calibration, held_out = samples
     before = snapshot(transformer_asset)
     out, report_path = tmp_path / "auto.aimodel", tmp_path / "auto.json"
+    ladder = tmp_path / "ladder.toml"  # the defaults and 2:4, which the embedding cannot take
+    ladder.write_text(
+        'extend_default = true\n[[candidate]]\nname = "2:4+int8"\nmethod = "sparsify"\n'
+        'n_m_ratio = [2, 4]\nquantize_dtype = "int8"\n'
+    )
     run = auto(
         transformer_asset,
         "-o",
         out,
         "--size",
         "12KiB",
+        "--candidates",
+        ladder,
         "--calibration",
         calibration,
         "--validate-with",

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from coreai_opt.coreai_utils import (
+    DEFAULT_CANDIDATES,
     Candidate,
     apply_choices,
     apply_plan,
@@ -27,6 +28,12 @@ from coreai_opt.coreai_utils.ir.weights import find_weights
 from tests.helpers import run_program
 from tests.passes.auto_model import IDS, module_of, tiny_calibration, tiny_transformer
 from tests.torch_models import MLP, convert
+
+# the default ladder and 2:4 pruning, which an embedding table read by gather_nd cannot take
+WITH_2_4 = (
+    *DEFAULT_CANDIDATES,
+    Candidate("2:4+int8", "sparsify", {"n_m_ratio": (2, 4), "quantize_dtype": "int8"}),
+)
 
 
 @pytest.fixture
@@ -144,6 +151,7 @@ def test_skipped_candidates_and_excluded_weights_are_reported(
         transformer,
         target_ratio=2.0,
         calibration=calibration,
+        candidates=WITH_2_4,
         exclude=["*/Linear$7"],
         weight_num_threshold=0,
     )
@@ -283,4 +291,6 @@ def test_a_plan_or_choices_that_do_not_fit_the_program_are_refused(
     with pytest.raises(ValueError, match="unknown candidate 'int9'"):
         apply_choices(transformer, {"@main/w0": "int9"})
     with pytest.raises(ValueError, match="2:4\\+int8 does not apply: n:m applies to linear"):
-        apply_choices(transformer, {"@main/w0": "2:4+int8"}, weight_num_threshold=0)
+        apply_choices(
+            transformer, {"@main/w0": "2:4+int8"}, candidates=WITH_2_4, weight_num_threshold=0
+        )

@@ -56,16 +56,21 @@ DEFAULT_CANDIDATES: tuple[Candidate, ...] = (
     Candidate("int4", "quantize", {"dtype": "int4", "granularity": "per_channel"}),
     Candidate("palettize3", "palettize", _grouped(3)),
     Candidate("50%+int8", "sparsify", {"target_sparsity": 0.5, "quantize_dtype": "int8"}),
-    Candidate("2:4+int8", "sparsify", {"n_m_ratio": (2, 4), "quantize_dtype": "int8"}),
     Candidate("75%+int8", "sparsify", {"target_sparsity": 0.75, "quantize_dtype": "int8"}),
 )
 """The default ladder, most to least accurate in bits per weight (dense is always offered):
 int8 per channel (8 bits), palettize 6 bits (LUTs per 16 output channels), int4 per block of
 32 inputs (4 bits and a scale per 32), palettize 4 bits grouped, int4 per channel, palettize
 3 bits grouped, and pruning with int8 values (a 1-bit mask plus 8 bits per kept value):
-50 % (5 bits), 2:4 (5 bits, linear and conv only) and 75 % (3 bits). Where the kind of a
-weight rules one out (2:4 on an embedding table read only by ``gather_nd``), it is skipped
-for that weight and the report says why."""
+50 % (5 bits) and 75 % (3 bits). Where the kind of a weight rules one out (an n:m candidate
+on an embedding table read only by ``gather_nd``), it is skipped for that weight and the
+report says why.
+
+2:4 pruning is not in the ladder: it stores exactly the bytes of 50 % (a mask bit per value,
+half the values kept) and every 2:4 mask is a 50 % mask, so its error is no lower and the
+allocation never chose it on the bench models; weighing it cost a SparseGPT sweep per
+weight (about 10 s of SmolLM2-135M's weighing). Add it (``n_m_ratio=(2, 4)``) where the
+hardware runs 2:4 faster; ``auto`` weighs only bytes and error."""
 
 CALIBRATED_ALGORITHMS: Mapping[str, str] = MappingProxyType({"sparsify": "sparsegpt"})
 """The algorithm a candidate that sets none gets when there is a calibration, where it is not
