@@ -292,15 +292,9 @@ def _table(model: Model, info: dict[str, Any]) -> str:
         "",
         f"Run {info['run']} on {info['machine']}.",
         "",
-        *(
-            [
-                f"{info['calibration_samples']} calibration samples, "
-                f"{info['held_out_samples']} held-out ones.",
-                "",
-            ]
-            if "held_out_samples" in info
-            else []
-        ),
+        f"{info['calibration_samples']} calibration samples, "
+        f"{info['held_out_samples']} held-out ones.",
+        "",
         f"Dense weights {info['dense_bytes'] / 1e6:.2f} MB; calibration "
         f"{info['calibration_s']:.1f} s; weighing the {len(DEFAULT_CANDIDATES)} default "
         f"candidates {info['weigh_s']:.1f} s; {info['sensitivity']}: "

@@ -69,8 +69,9 @@ report says why.
 2:4 pruning is not in the ladder: it stores exactly the bytes of 50 % (a mask bit per value,
 half the values kept) and every 2:4 mask is a 50 % mask, so its error is no lower and the
 allocation never chose it on the bench models; weighing it cost a SparseGPT sweep per
-weight (about 10 s of SmolLM2-135M's weighing). Add it (``n_m_ratio=(2, 4)``) where the
-hardware runs 2:4 faster; ``auto`` weighs only bytes and error."""
+weight (each non-LUT candidate alone took 7.7-10.0 s of SmolLM2-135M's weighing). Add it
+(``n_m_ratio=(2, 4)``) where the hardware runs 2:4 faster; ``auto`` weighs only bytes and
+error."""
 
 CALIBRATED_ALGORITHMS: Mapping[str, str] = MappingProxyType({"sparsify": "sparsegpt"})
 """The algorithm a candidate that sets none gets when there is a calibration, where it is not
