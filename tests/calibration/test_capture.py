@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from coreai_opt.coreai_utils import Calibration, collect_calibration
-from coreai_opt.coreai_utils.calibration import collect
+from coreai_opt.coreai_utils.calibration import capture_run
 from coreai_opt.coreai_utils.numerics.activations import ActivationStats, StatsLayout
 from tests.helpers import nested_program
 from tests.reference import ref_conv_patches
@@ -166,7 +166,7 @@ def test_rows_carried_between_samples_are_bounded(
     model = MLP().eval()
     samples = [{"x": torch.randn(5, 24)} for _ in range(4)]
     program = convert(model, samples[0])
-    monkeypatch.setattr(collect, "CARRY_BYTES", 0)
+    monkeypatch.setattr(capture_run, "CARRY_BYTES", 0)
     pending: list[int] = []
     add = ActivationStats.add
 

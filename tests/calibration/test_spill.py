@@ -16,7 +16,7 @@ from coreai_opt.coreai_utils import (
     quantize_weights,
     sparsify_weights,
 )
-from coreai_opt.coreai_utils.calibration import collect, spill
+from coreai_opt.coreai_utils.calibration import capture_run, spill
 from coreai_opt.coreai_utils.calibration.spill import RowSpill, park
 from coreai_opt.coreai_utils.memory import drop_array_pages
 from coreai_opt.coreai_utils.numerics.activations import StatsLayout, empty_stats
@@ -133,7 +133,7 @@ def test_too_little_disk_is_an_error_before_anything_runs(
         raise AssertionError("ran")
 
     monkeypatch.setattr(spill.shutil, "disk_usage", lambda _: Usage())
-    monkeypatch.setattr(collect, "run_samples", no_run)
+    monkeypatch.setattr(capture_run, "run_samples", no_run)
     with pytest.raises(ValueError, match=r"beyond max_stats_bytes \(0.0 MiB\).*TMPDIR"):
         collect_calibration(program, samples, max_stats_bytes=0)
     # without a budget: the program the runtime runs and its compiled form

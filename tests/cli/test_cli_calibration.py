@@ -212,12 +212,12 @@ def test_too_little_disk_is_refused_before_any_work(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     from coreai_opt.cli import main as cli_main
-    from coreai_opt.coreai_utils.calibration import collect
+    from coreai_opt.coreai_utils.calibration import capture_run
 
     def no_run(*_: object) -> None:
         raise AssertionError("ran")
 
-    monkeypatch.setattr(collect, "run_samples", no_run)
+    monkeypatch.setattr(capture_run, "run_samples", no_run)
     out = tmp_path / "out.aimodel"
     # the output's disk: the asset is ~8 kB, 50 % sparsity saves under half of the weights
     monkeypatch.setattr("shutil.disk_usage", lambda _: _Usage(1000))

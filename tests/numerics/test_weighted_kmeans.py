@@ -43,6 +43,24 @@ def test_never_worse_than_the_plain_lut_and_indices_are_nearest(
     assert np.allclose(np.abs(decoded - values.astype(np.float64)), distance.min(axis=2))
 
 
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), rows=st.integers(2, 12), nbits=st.sampled_from([2, 3, 4]))
+def test_a_batch_is_its_rows_one_by_one(seed: int, rows: int, nbits: int) -> None:
+    # rows of different spreads and sizes stop iterating at different times: the rows
+    # left keep their own sums (the batch narrows, it never mixes rows up)
+    rng = np.random.default_rng(seed)
+    values = (rng.standard_normal((rows, 300)) * rng.uniform(0.01, 5.0, (rows, 1))).astype(
+        np.float32
+    )
+    weights = rng.exponential(size=(rows, 300))
+    plain, _ = palettize_rows(values, nbits)
+    lut, indices = weighted_rows(values, weights, nbits, plain)
+    for r in range(rows):
+        alone = weighted_rows(values[r : r + 1], weights[r : r + 1], nbits, plain[r : r + 1])
+        assert np.array_equal(lut[r], alone[0][0])
+        assert np.array_equal(indices[r], alone[1][0])
+
+
 def test_the_entries_go_where_the_weight_is() -> None:
     rng = np.random.default_rng(0)
     values = rng.standard_normal((1, 4000)).astype(np.float32)

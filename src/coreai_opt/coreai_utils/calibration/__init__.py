@@ -7,7 +7,8 @@ as they arrive. The result, a :class:`Calibration`, is plain data keyed by weigh
 
 Modules: ``record`` (the :class:`Calibration` record and its file), ``samples`` (checks of
 the samples and of the padding mask before anything runs), ``padding`` (which activation
-rows map onto the mask), ``collect`` (the capture itself).
+rows map onto the mask), ``collect`` (the capture, split into runs) and ``capture_run``
+(one run on the runtime).
 """
 
 from coreai_opt.coreai_utils.calibration.collect import (

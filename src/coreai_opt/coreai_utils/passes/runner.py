@@ -4,7 +4,7 @@ and rewrite each one (the only mutation), with warnings and one outcome per weig
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -42,7 +42,9 @@ __all__ = [
     "Encoded",
     "PassOptions",
     "PassSpec",
+    "Planned",
     "Settings",
+    "apply_each",
     "decide_all",
     "joined",
     "run_weight_pass",
@@ -190,24 +192,62 @@ def run_weight_pass(
     the C heap's free memory goes back to the system at the end (:mod:`~coreai_opt.
     coreai_utils.memory`)."""
     target = working_copy(program, in_place)
-    module = target._module._mlir_module  # noqa: SLF001
     decisions = decide(target)
+    outcomes = apply_each(
+        target, decisions, lambda d: _apply(d, encode), _outcome, on_weight=on_weight
+    )
+    return_free_memory()
+    return SparsifyResult(target, tuple(outcomes))
+
+
+class Planned(Protocol):
+    """What :func:`apply_each` reads of a per-weight decision (a :class:`Decision`, or
+    sparsify's :class:`~coreai_opt.coreai_utils.passes.plan.WeightPlan`)."""
+
+    @property
+    def site(self) -> WeightSite: ...
+    @property
+    def mode(self) -> object: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def warn(self) -> bool: ...
+    @property
+    def stats(self) -> ActivationStats | None: ...
+
+
+PlannedT = TypeVar("PlannedT", bound=Planned)
+
+
+def apply_each(
+    program: AIProgram,
+    planned: Sequence[PlannedT],
+    apply: Callable[[PlannedT], WeightOutcome],
+    dense: Callable[[PlannedT], WeightOutcome],
+    *,
+    on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
+) -> list[WeightOutcome]:
+    """The per-weight loop every pass shares, in ``program`` (changed in place): in
+    order, warn where a decision asks, ``apply`` the ones with a mode (``dense`` for the
+    others), release each weight's statistics once used, give the input's mapped pages
+    back as weights are read (:class:`~coreai_opt.coreai_utils.memory.BytecodePages`),
+    report progress; verify the module at the end. One outcome per decision."""
+    module = program._module._mlir_module  # noqa: SLF001
     outcomes: list[WeightOutcome] = []
     pages = BytecodePages()
     with module.context:
-        for decision in decisions:
-            if decision.warn:
-                warn_weight(decision.site, decision.reason)
-            outcome = _apply(decision, encode) if decision.mode else _outcome(decision)
-            release(decision.stats)
-            if decision.mode:  # its weight was read, maybe from a mapped asset
-                pages.read(decision.site.nbytes)
+        for item in planned:
+            if item.warn:
+                warn_weight(item.site, item.reason)
+            outcome = apply(item) if item.mode else dense(item)
+            release(item.stats)
+            if item.mode:  # its weight was read, maybe from a mapped asset
+                pages.read(item.site.nbytes)
             outcomes.append(outcome)
             if on_weight is not None:
-                on_weight(len(outcomes), len(decisions), outcome)
+                on_weight(len(outcomes), len(planned), outcome)
         module.operation.verify()
-    return_free_memory()
-    return SparsifyResult(target, tuple(outcomes))
+    return outcomes
 
 
 def _apply(decision: Decision, encode: Callable[[np.ndarray, Decision], Encoded]) -> WeightOutcome:

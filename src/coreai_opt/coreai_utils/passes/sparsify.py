@@ -18,11 +18,10 @@ from coreai_opt.coreai_utils.ir.rewrite import (
     replace_constant,
 )
 from coreai_opt.coreai_utils.ir.weights import find_weights
-from coreai_opt.coreai_utils.memory import BytecodePages, return_free_memory
+from coreai_opt.coreai_utils.memory import return_free_memory
 from coreai_opt.coreai_utils.numerics.kmeans import Palette
 from coreai_opt.coreai_utils.numerics.quantize import Quantized
 from coreai_opt.coreai_utils.numerics.sparse import SparseWeight
-from coreai_opt.coreai_utils.passes.calibrated import release
 from coreai_opt.coreai_utils.passes.compress import Compressed, compress_values, prune
 from coreai_opt.coreai_utils.passes.control import (
     OVERRIDABLE,
@@ -40,7 +39,7 @@ from coreai_opt.coreai_utils.passes.outcomes import (
     working_copy,
 )
 from coreai_opt.coreai_utils.passes.plan import WeightPlan, plan_weight
-from coreai_opt.coreai_utils.passes.runner import Encoded, PassSpec, Settings
+from coreai_opt.coreai_utils.passes.runner import Encoded, PassSpec, Settings, apply_each
 
 __all__ = [
     "Settings",
@@ -273,23 +272,10 @@ def sparsify_program(
     on_weight: Callable[[int, int, WeightOutcome], None] | None = None,
 ) -> list[WeightOutcome]:
     """Apply ``settings`` to ``program`` in place; one outcome per candidate weight."""
-    module = program._module._mlir_module  # noqa: SLF001
-    plans = _plans(module, settings)
-    outcomes: list[WeightOutcome] = []
-    pages = BytecodePages()
-    with module.context:
-        for plan in plans:
-            if plan.warn:
-                _warn(plan, plan.reason)
-            outcome = _outcome(plan, None) if plan.mode is None else _apply(plan)
-            release(plan.stats)
-            if plan.mode:  # its weight was read, maybe from a mapped asset
-                pages.read(plan.site.nbytes)
-            outcomes.append(outcome)
-            if on_weight is not None:
-                on_weight(len(outcomes), len(plans), outcome)
-        module.operation.verify()
-    return outcomes
+    plans = _plans(program._module._mlir_module, settings)  # noqa: SLF001
+    return apply_each(
+        program, plans, _apply, lambda plan: _outcome(plan, None), on_weight=on_weight
+    )
 
 
 def _apply(plan: WeightPlan) -> WeightOutcome:
