@@ -101,6 +101,10 @@ class _Rows:
     def keep(self, going: np.ndarray) -> None:
         self.index = self.index[going]
 
+    def restart(self) -> None:
+        """Every row iterating again (for another start)."""
+        self.index = np.arange(self.offsets.size)
+
 
 def _lloyd(rows: _Rows, centroids: np.ndarray) -> np.ndarray:
     """Weighted Lloyd from ``centroids`` (``[r, k]`` sorted; a new array is returned)
@@ -175,9 +179,9 @@ def weighted_rows(
     gap = 2.0 * float(np.max(np.abs(ordered[:, [0, -1]]))) + 1.0
     rows = _Rows(ordered, prefix, gap)
     first = _lloyd(rows, np.sort(starts.astype(np.float64), axis=1))
-    rows.index = np.arange(count)
+    rows.restart()
     second = _lloyd(rows, _weighted_quantiles(ordered, prefix, k))
-    rows.index = np.arange(count)
+    rows.restart()
     better = _explained(rows.sums(rows.cuts(second))) > _explained(rows.sums(rows.cuts(first)))
     centroids = np.where(better[:, None], second, first)
     dead = prefix[0, :, -1] == 0
