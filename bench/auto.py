@@ -63,8 +63,8 @@ Samples = list[dict[str, np.ndarray]]
 @dataclass
 class Model:
     """A bench model: how to load it (program, calibration and evaluation samples), its
-    padding mask, its metric (name, higher is better) and the extra auto sizes it has goals
-    at (fractions of the dense bytes)."""
+    padding mask, its metric (name, higher is better), the extra auto sizes it has goals
+    at (fractions of the dense bytes) and its probes."""
 
     name: str
     title: str
@@ -73,6 +73,7 @@ class Model:
     higher: bool
     padding_mask: str | None = None
     goals: tuple[float, ...] = ()
+    probes: int = DEFAULT_PROBES  # the manual's advice: 32 for hundreds of weights
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -113,7 +114,7 @@ MODELS = {
         higher=True,
         goals=(0.16,),
     ),
-    "lm": Model("lm", "SmolLM2-135M-Instruct", _lm, "perplexity", higher=False),
+    "lm": Model("lm", "SmolLM2-135M-Instruct", _lm, "perplexity", higher=False, probes=32),
 }
 
 
@@ -209,7 +210,8 @@ def run_model(model: Model, args: argparse.Namespace) -> dict[str, Any]:
         )
         info["calibration_s"] = time.perf_counter() - start
         calibration.save(calibration_file)
-        weighing = _weigh(program, calibration, calibration_samples, args.probes, info)
+        probes = model.probes if args.probes is None else args.probes
+        weighing = _weigh(program, calibration, calibration_samples, probes, info)
         dense_bytes = weighing.dense_bytes
         info["dense_bytes"] = dense_bytes
         print(
@@ -299,7 +301,7 @@ def _table(model: Model, info: dict[str, Any]) -> str:
         f"{info['calibration_s']:.1f} s; weighing the {len(DEFAULT_CANDIDATES)} default "
         f"candidates {info['weigh_s']:.1f} s; {info['sensitivity']}: "
         f"{info['probe_s']:.1f} s; allocation at most {info['allocation_s'] * 1000:.1f} ms.",
-        "",
+        *([info["note"], ""] if info.get("note") else [""]),
         f"| configuration | size (of dense) | {model.metric} | auto at the same size | "
         "auto's mix |",
         "|---|---|---|---|---|",
@@ -374,7 +376,10 @@ def main() -> None:
     parser.add_argument("--cnn-eval-crops", type=int, default=96)
     parser.add_argument("--lm-cal-windows", type=int, default=32)
     parser.add_argument("--lm-eval-windows", type=int, default=24)
-    parser.add_argument("--probes", type=int, default=DEFAULT_PROBES)
+    parser.add_argument(
+        "--probes", type=int, default=None, help="probes for every model (default: its own)"
+    )
+    parser.add_argument("--note", help="a line under each measured model's timings")
     parser.add_argument(
         "--only",
         nargs="*",
@@ -388,6 +393,8 @@ def main() -> None:
         info = run_model(model, args)
         info["run"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
         info["machine"] = machine()
+        if args.note:
+            info["note"] = args.note
         saved = {"info": info, "rows": model.rows}
         _saved(name).write_text(json.dumps(saved, indent=1))
     sections, chosen = [], []

@@ -372,26 +372,41 @@ def ref_gptq(
     bits: int,
     group: int | None = None,
     dampening: float = 0.01,
+    *,
+    order: bool = False,
 ) -> np.ndarray:
     """GPTQ by :func:`ref_obs`, symmetric signed ``bits``-bit codes: per-row scales
     ``absmax / qmax`` of the original weight, or with ``group`` of the updated weights when
-    a group of columns is entered. Rounding as the runtime decodes: ``rint(w / s)`` in
-    float32, ``q * s`` in float32."""
+    a group of columns is entered. ``order``: the columns by decreasing ``gram`` diagonal
+    (ties by index), and with ``group`` every group's scales from the original weight
+    ("static groups"). Rounding as the runtime decodes: ``rint(w / s)`` in float32, ``q *
+    s`` in float32."""
     qmax = (1 << (bits - 1)) - 1
 
     def scales(block: np.ndarray) -> np.ndarray:
         absmax = np.abs(block.astype(np.float32)).max(axis=1).astype(np.float64)
         return np.where(absmax > 0, (absmax / qmax).astype(np.float32), 1.0).astype(np.float32)
 
-    scale = [scales(weight)]
+    columns = weight.shape[1]
+    permutation = np.argsort(-np.diag(gram), kind="stable") if order else np.arange(columns)
+    if order and group is not None:
+        fixed = [scales(weight[:, c - c % group : c - c % group + group]) for c in permutation]
+    else:
+        fixed = [scales(weight)] * columns
+    scale = [fixed[0]]
 
     def rounded(c: int, w: np.ndarray) -> np.ndarray:
-        if group is not None and c % group == 0:
+        if group is not None and not order and c % group == 0:
             scale[0] = scales(w[:, c : c + group])
+        elif order or group is None:
+            scale[0] = fixed[c]
         q = np.clip(np.rint(w[:, c].astype(np.float32) / scale[0]), -qmax, qmax)
         return (q.astype(np.float32) * scale[0]).astype(np.float64)
 
-    return ref_obs(weight, gram, rounded, dampening)
+    swept = ref_obs(
+        weight[:, permutation], gram[np.ix_(permutation, permutation)], rounded, dampening
+    )
+    return swept[:, np.argsort(permutation)]
 
 
 def ref_lut_obs(

@@ -7,21 +7,28 @@ granularity of :func:`blockwise.quantize_blocks` (same scales, same codes, same 
 
 * per tensor and per channel: the scales (and zero points) are those of round-to-nearest,
   fixed before the sweep from the original weight;
-* per block: a block's scale (and zero point) is chosen from the *updated* weights when the
-  sweep enters the block (its ``block_size`` input channels, times the kernel positions of a
-  convolution), by the same rule (absmax, range, or the fp8 scale search);
+* per block, in order: a block's scale (and zero point) is chosen from the *updated* weights
+  when the sweep enters the block (its ``block_size`` input channels, times the kernel
+  positions of a convolution), by the same rule (absmax, range, or the fp8 scale search);
+* per block with ``order`` ("static groups"): every block's parameters are
+  round-to-nearest's on the original weight, fixed before the sweep, so that the columns
+  can be visited by decreasing Hessian diagonal across blocks;
 * a column is rounded exactly as :func:`blockwise.encode_rows` rounds it, and its stored
   value is the runtime's decoding of that code (:func:`blockwise.decode_rows`), so the result
   decodes on the runtime to exactly what the sweep produced.
 
 With a diagonal Hessian nothing propagates and the result is round-to-nearest's, code for
-code. ``order=True`` visits the columns by decreasing Hessian diagonal ("act-order"); only
-where the scales are fixed before the sweep (per tensor, per channel).
+code. ``order=True`` visits the columns by decreasing Hessian diagonal ("act-order"). Per
+block it trades the scales fitted to the updated columns for the order; measured on
+all-MiniLM-L6-v2's 36 linear weights (int4 per block of 32, calibration layer error
+``trace(dW X^T X dW^T)``): static groups in order 1.02x the error of scales chosen in the
+sweep, static groups ordered 0.68x (0.39-0.92x per weight).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,17 +46,20 @@ from coreai_opt.coreai_utils.numerics.blockwise import (
 )
 from coreai_opt.coreai_utils.numerics.obs import DAMPENING, Projection, factor, sweep
 
-__all__ = ["GridRounding", "gptq", "gptq_weight"]
+__all__ = ["GridRounding", "gptq", "gptq_weight", "static_params"]
 
 
 class GridRounding(Projection):
     """Round each column to a quantization grid (module docstring).
 
-    ``fixed``: one set of parameters per row, fixed before the sweep (per tensor or per
-    channel); else ``group`` columns share a block whose parameters are chosen when the
-    sweep enters it (a last partial block is padded with zeros to ``group`` columns, as
-    :func:`blockwise.quantize_blocks` pads it). ``codes`` (``[columns, rows]``) and
-    ``block_params`` (per block, in order) hold the result.
+    ``fixed`` alone: one set of parameters per row, fixed before the sweep (per tensor or
+    per channel). ``group`` alone: ``group`` columns share a block whose parameters are
+    chosen when the sweep enters it (a last partial block is padded with zeros to ``group``
+    columns, as :func:`blockwise.quantize_blocks` pads it). Both: static groups, ``fixed``
+    holding ``[rows, blocks]`` parameters set before the sweep, column ``c`` rounded with
+    block ``c // group``'s (no groups to enter, so the sweep may visit the columns in any
+    order). ``codes`` (``[columns, rows]``) and ``block_params`` (per block, in order) hold
+    the result.
     """
 
     def __init__(
@@ -64,8 +74,8 @@ class GridRounding(Projection):
         fixed: BlockParams | None = None,
         group: int | None = None,
     ) -> None:
-        if (fixed is None) == (group is None):
-            msg = "give exactly one of fixed and group"
+        if fixed is None and group is None:
+            msg = "give fixed, group, or both"
             raise ValueError(msg)
         self.dtype = dtype
         self.symmetric = symmetric
@@ -75,25 +85,30 @@ class GridRounding(Projection):
         self.current: BlockParams | None = None
         self.block_params: list[BlockParams] = []
         self.codes = np.zeros((columns, rows), dtype=code_type(dtype))
-        if fixed is not None:
+        self.lean: _Lean | None = None
+        self.static = fixed is not None and group is not None
+        if fixed is not None and group is not None:
+            if fixed.scale.ndim != 2:
+                msg = "static groups need [rows, blocks] parameters"
+                raise ValueError(msg)
+            self.block_params = [_column(fixed, b) for b in range(fixed.scale.shape[1])]
+            self.fixed32 = [_Lean.of(params) for params in self.block_params]
+        elif fixed is not None:
             self._use(fixed)
 
     def _use(self, params: BlockParams) -> None:
-        """Make ``params`` the current ones; integer grids get their float32 scales and
-        offsets once, for the lean per-column path (the same arithmetic as
-        :func:`blockwise.encode_rows` and :func:`blockwise.decode_rows`)."""
+        """Make ``params`` the current ones, with their float32 scales and offsets for the
+        lean per-column path of integer grids."""
         self.current = params
-        if params.limits is not None:
-            self.scale32 = params.scale.astype(np.float32)
-            self.shift32 = params.zero_point.astype(np.float32)
+        self.lean = _Lean.of(params)
 
     def groups(self, columns: int) -> list[int] | None:
-        if self.group is None:
+        if self.group is None or self.static:
             return None
         return [*range(0, columns, self.group), columns]
 
     def enter_group(self, start: int, values: np.ndarray, scale: np.ndarray) -> None:
-        if self.group is None:
+        if self.group is None or self.static:
             return
         rows = np.zeros((values.shape[1], self.group), dtype=np.float32)
         rows[:, : values.shape[0]] = values.T
@@ -108,18 +123,22 @@ class GridRounding(Projection):
         self.block_params.append(params)
 
     def project(self, column: int, values: np.ndarray) -> np.ndarray:
-        params = self.current
-        if params is None:
+        if self.static and self.group is not None:
+            block = column // self.group
+            params, lean = self.block_params[block], self.fixed32[block]
+        elif self.current is not None:
+            params, lean = self.current, self.lean
+        else:
             msg = "a column was projected before its block was entered"
             raise ValueError(msg)
-        if params.limits is not None:  # rint(w / s) + z, clipped; then (q - z) * s
-            scaled = np.divide(values, self.scale32, dtype=np.float32)
+        if lean is not None and params.limits is not None:  # rint(w / s) + z, clipped
+            scaled = np.divide(values, lean.scale, dtype=np.float32)
             np.rint(scaled, out=scaled)
-            scaled += self.shift32
+            scaled += lean.shift
             np.clip(scaled, *params.limits, out=scaled)
             self.codes[column] = scaled
-            scaled -= self.shift32
-            scaled *= self.scale32
+            scaled -= lean.shift  # then (q - z) * s
+            scaled *= lean.scale
             decoded: np.ndarray = scaled.astype(self.out).astype(values.dtype, copy=False)
             return decoded
         line = values.astype(np.float32, copy=False)[:, None]
@@ -127,6 +146,63 @@ class GridRounding(Projection):
         self.codes[column] = codes[:, 0]
         result: np.ndarray = decode_rows(codes, params, self.out)[:, 0].astype(values.dtype)
         return result
+
+
+@dataclass(frozen=True)
+class _Lean:
+    """An integer grid's float32 scales and offsets, per row: the same arithmetic as
+    :func:`blockwise.encode_rows` and :func:`blockwise.decode_rows`, made once."""
+
+    scale: np.ndarray
+    shift: np.ndarray
+
+    @staticmethod
+    def of(params: BlockParams) -> _Lean | None:
+        if params.limits is None:
+            return None
+        return _Lean(params.scale.astype(np.float32), params.zero_point.astype(np.float32))
+
+
+def _column(params: BlockParams, block: int) -> BlockParams:
+    """Block ``block``'s parameters (one per row) of ``[rows, blocks]`` ones."""
+    return BlockParams(
+        params.dtype,
+        params.scale[:, block],
+        params.zero_point[:, block],
+        params.limits,
+        None if params.absmax is None else params.absmax[:, block],
+    )
+
+
+def static_params(
+    weight: np.ndarray,
+    group: int,
+    dtype: DType,
+    *,
+    symmetric: bool,
+    scale_dtype: np.dtype,
+) -> BlockParams:
+    """Round-to-nearest's ``[rows, blocks]`` parameters of ``weight [rows, columns]`` in
+    blocks of ``group`` columns (a last partial block padded with zeros, as
+    :func:`blockwise.quantize_blocks` pads it)."""
+    rows, columns = weight.shape
+    blocks = -(-columns // group)
+    padded = np.zeros((rows, blocks * group), dtype=np.float32)
+    padded[:, :columns] = weight
+    flat = block_params(
+        padded.reshape(rows * blocks, group),
+        dtype,
+        symmetric=symmetric,
+        scale_dtype=scale_dtype,
+        out=weight.dtype,
+    )
+    return BlockParams(
+        flat.dtype,
+        flat.scale.reshape(rows, blocks),
+        flat.zero_point.reshape(rows, blocks),
+        flat.limits,
+        None if flat.absmax is None else flat.absmax.reshape(rows, blocks),
+    )
 
 
 def gptq(
@@ -144,41 +220,34 @@ def gptq(
 ) -> tuple[np.ndarray, np.ndarray, list[BlockParams]]:
     """Quantize ``weight [rows, columns]`` against ``gram [columns, columns]``.
 
-    ``fixed`` (parameters per row, fixed before the sweep) or ``group`` (columns per block,
-    parameters chosen in the sweep) as for :class:`GridRounding`; ``scale_dtype`` defaults
-    to the weight's dtype. ``order`` visits the columns by decreasing Hessian diagonal (with
-    ``fixed`` only). Returns ``(decoded [rows, columns] in the weight's dtype, codes [rows,
-    columns], the per-block parameters in order (empty with ``fixed``))``.
+    ``fixed`` (parameters per row, fixed before the sweep) or ``group`` (columns per block)
+    as for :class:`GridRounding`; ``scale_dtype`` defaults to the weight's dtype. ``order``
+    visits the columns by decreasing Hessian diagonal; with ``group``, the blocks' parameters
+    are then round-to-nearest's on ``weight`` (static groups). Returns ``(decoded [rows,
+    columns] in the weight's dtype, codes [rows, columns], the per-block parameters in order
+    (empty with ``fixed``))``.
     """
     rows, columns = weight.shape
     if gram.shape != (columns, columns):
         msg = f"gram of shape {gram.shape} does not match {columns} columns"
         raise ValueError(msg)
-    if order and group is not None:
-        msg = "ordering the columns needs scales fixed before the sweep (not per block)"
-        raise ValueError(msg)
     out = weight.dtype
+    scales_in = np.dtype(scale_dtype) if scale_dtype is not None else out
+    if order and group is not None:
+        fixed = static_params(weight, group, dtype, symmetric=symmetric, scale_dtype=scales_in)
     rounding = GridRounding(
         rows,
         columns,
         dtype,
         symmetric=symmetric,
-        scale_dtype=np.dtype(scale_dtype) if scale_dtype is not None else out,
+        scale_dtype=scales_in,
         out=out,
         fixed=fixed,
         group=group,
     )
-    permutation = np.argsort(-np.diagonal(gram), kind="stable") if order else None
-    matrix, hessian = weight, gram
-    if permutation is not None:
-        matrix, hessian = weight[:, permutation], gram[np.ix_(permutation, permutation)]
-    factored = factor(hessian, dampening=dampening, precision=precision)
-    result = sweep(matrix, factored, rounding, precision=precision).astype(out)
-    codes = rounding.codes.T
-    if permutation is not None:
-        inverse = np.argsort(permutation)
-        result, codes = result[:, inverse], codes[:, inverse]
-    return result, codes, rounding.block_params
+    factored = factor(gram, dampening=dampening, precision=precision, order=order)
+    result = sweep(weight, factored, rounding, precision=precision).astype(out)
+    return result, rounding.codes.T, rounding.block_params
 
 
 def _stacked(parts: list[list[BlockParams]]) -> BlockParams:
@@ -232,10 +301,11 @@ def gptq_weight(
     ``[C_out, C_in/g, k...]`` weight, each group of output channels against its group's
     Gram (columns: channel, then kernel positions; a block of ``block_size`` input channels
     is ``block_size * prod(k)`` consecutive columns). Per-tensor and per-channel parameters
-    are round-to-nearest's on the original weight; ``order`` visits their columns by
-    decreasing Hessian diagonal (per block the columns stay in order: each block's scales
-    come from its updated columns). Raises ``ValueError`` without a Gram or
-    for another layout, :class:`NonFiniteError` for NaN or Inf.
+    are round-to-nearest's on the original weight; so are per-block ones with ``order``
+    (static groups), which visits the columns by decreasing Hessian diagonal; per block
+    without it, each block's parameters come from its updated columns. Raises
+    ``ValueError`` without a Gram or for another layout, :class:`NonFiniteError` for NaN
+    or Inf.
     """
     out = weight.dtype
     scales_in = np.dtype(scale_dtype) if scale_dtype is not None else out
@@ -263,7 +333,7 @@ def gptq_weight(
             scale_dtype=scales_in,
             fixed=rows_fixed,
             group=block[in_axis] * taps if per_block else None,
-            order=order and not per_block,
+            order=order,
         )
         blocks.append(params)
     used = _stacked(blocks) if per_block else fixed

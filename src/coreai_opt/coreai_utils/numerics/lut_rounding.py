@@ -5,11 +5,12 @@ set to its nearest LUT entries (each output channel's own group LUT, as the runt
 it: dequantized, times the channel's scale) and the error is pushed onto the columns not yet
 visited, so that they compensate for it on the calibration inputs. The LUTs themselves are
 fixed before the sweep (:func:`lut.palettize_groups`, weighted or not); only the indices
-change. Vector LUTs (``cluster_dim`` V): when the sweep enters a vector's V columns each row
-takes the entry nearest its current values (each component's difference divided by its
-column's ``U_cc``, as the sweep weighs the error it pushes on), then each column is set to
-that entry's component (the later columns of the vector still receive the earlier ones'
-errors).
+change, so scalar LUTs may be swept in any column order (``order``: by decreasing Hessian
+diagonal, as GPTQ's act-order). Vector LUTs (``cluster_dim`` V, always in order): when the
+sweep enters a vector's V columns each row takes the entry nearest its current values (each
+component's difference divided by its column's ``U_cc``, as the sweep weighs the error it
+pushes on), then each column is set to that entry's component (the later columns of the
+vector still receive the earlier ones' errors).
 
 Dampening: ``0.1 * mean(diag(H))``, ten times GPTQ's and SparseGPT's. A LUT's entries are
 far apart, so each rounding error is large, and pushing it through a Hessian estimated
@@ -127,10 +128,11 @@ class LutRounding(Projection):
 
 
 def obs_palettize(
-    weight: np.ndarray, stats: ActivationStats, palette: GroupedPalette
+    weight: np.ndarray, stats: ActivationStats, palette: GroupedPalette, *, order: bool = False
 ) -> GroupedPalette:
     """``palette`` (LUTs of ``weight``) with every index chosen by the OBS sweep against
-    ``stats``: the same LUTs and channel scales, new indices (module docstring).
+    ``stats``: the same LUTs and channel scales, new indices (module docstring); ``order``
+    sweeps scalar LUTs' columns by decreasing Hessian diagonal.
 
     ``linear`` statistics: a rank-2 weight; ``conv``: ``[C_out, C_in/g, k...]`` with the
     palette's output axis 0 and input axis 1, scalar LUTs only (a vector runs along the
@@ -168,7 +170,8 @@ def obs_palettize(
             out,
             matrix.shape[1],
         )
-        sweep(matrix[band], factor(gram, dampening=LUT_DAMPENING), rounding)
+        ordered = order and dims == 1
+        sweep(matrix[band], factor(gram, dampening=LUT_DAMPENING, order=ordered), rounding)
         indices[band] = rounding.indices.T
     if stats.layout is StatsLayout.LINEAR:
         laid = np.moveaxis(indices, (0, 1), (out_axis, in_axis))

@@ -24,7 +24,13 @@ SparseGPT 2023; Frantar et al., GPTQ 2022). What the algorithms share is here, w
 * the factorization in float64, the sweep in ``precision`` (float32 by default, as in the
   papers; float64 to compare with a reference);
 * the sweep's matrix products on one BLAS thread (:mod:`blas`: with a thread per core they
-  stall whenever another process holds a core).
+  stall whenever another process holds a core);
+* optionally the columns in decreasing order of ``H``'s diagonal ("act-order", GPTQ): the
+  columns whose inputs carry the most energy are fixed first, while every other column can
+  still compensate for them. The order belongs to the factorization (``factor(order=True)``);
+  the projection is still told each column's own index, and the result comes back in the
+  weight's order. Only for projections without groups (a group is a run of consecutive
+  columns).
 
 A projection is a small object (:class:`Projection`): ``groups`` (its boundaries),
 ``enter_block`` and ``enter_group`` (to fix a block's mask or a group's scale from the
@@ -36,7 +42,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -139,10 +145,12 @@ def inverse_cholesky_upper(gram: np.ndarray, dtype: type = np.float64) -> np.nda
 @dataclass(frozen=True)
 class Factor:
     """The dampened Hessian's ``upper`` (``U``, in the sweep's precision) and the ``dead``
-    columns (zero diagonal in the Gram matrix)."""
+    columns (zero diagonal in the Gram matrix), both in sweep order; ``permutation`` the
+    weight's column at each sweep position (None: the weight's own order)."""
 
     upper: np.ndarray
     dead: np.ndarray
+    permutation: np.ndarray | None = None
 
     @property
     def scale(self) -> np.ndarray:
@@ -154,31 +162,39 @@ _CACHE: dict[tuple[object, ...], tuple[weakref.ref[np.ndarray], Factor]] = {}
 _CACHED = 4  # factors kept: the weights that share an input (q, k, v) come one after another
 
 
-def _key(gram: np.ndarray, dampening: float, precision: type) -> tuple[object, ...]:
+def _key(gram: np.ndarray, dampening: float, precision: type, *, order: bool) -> tuple[object, ...]:
     """Where ``gram``'s numbers live (its base array, address, shape, strides: views of the
     same statistics, ``stats.gram[0]`` taken again, share it) and their sum (an array
     changed in place between two calls is not mistaken for the one factored)."""
     base = gram.base if gram.base is not None else gram
     address = gram.__array_interface__["data"][0]
     total = float(np.sum(gram, dtype=np.float64))
-    return (id(base), address, gram.shape, gram.strides, total, dampening, precision)
+    return (id(base), address, gram.shape, gram.strides, total, dampening, precision, order)
 
 
 def factor(
-    gram: np.ndarray, *, dampening: float = DAMPENING, precision: type = np.float32
+    gram: np.ndarray,
+    *,
+    dampening: float = DAMPENING,
+    precision: type = np.float32,
+    order: bool = False,
 ) -> Factor:
     """``U`` of ``gram`` after the dead columns get ``H_dd = 1`` and the dampening is added
     (``dampening * mean(diag)`` on the diagonal); in float64, returned in ``precision``.
+    ``order``: the columns by decreasing diagonal of ``gram`` (stable: ties by index).
 
     The last few factors are kept while their Gram matrices live: weights that read the same
     input (q, k and v; gate and up) share one factorization. Statistics are not modified
     once collected, so a kept factor is the one a new computation would give."""
-    key = _key(gram, dampening, precision)
+    key = _key(gram, dampening, precision, order=order)
     cached = _CACHE.get(key)
     base = gram.base if gram.base is not None else gram
     if cached is not None and cached[0]() is base:
         return cached[1]
-    made = _factor(gram, dampening, precision)
+    permutation = np.argsort(-np.diagonal(gram), kind="stable") if order else None
+    if permutation is not None:
+        gram = gram[np.ix_(permutation, permutation)]
+    made = replace(_factor(gram, dampening, precision), permutation=permutation)
     if len(_CACHE) >= _CACHED:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = (weakref.ref(base), made)
@@ -222,26 +238,39 @@ def sweep(
     """Sweep ``weight [rows, columns]`` with ``projection`` against ``factored`` (module
     docstring); ``zero_dead`` zeroes the dead columns first (they do not change the
     calibration outputs: pruning takes them before anything else). Returns the result in
-    ``precision`` (a transposed view of a column-major work array)."""
+    ``precision``, in the weight's column order (a transposed view of a column-major work
+    array). An ordered ``factored`` needs a projection without groups."""
     columns = weight.shape[1]
     if factored.upper.shape != (columns, columns):
         msg = f"a Hessian of shape {factored.upper.shape} does not match {columns} columns"
         raise ValueError(msg)
+    permutation = factored.permutation
+    if permutation is not None and projection.groups(columns) is not None:
+        msg = "an ordered sweep needs a projection without groups"
+        raise ValueError(msg)
     upper = factored.upper
     scale = factored.scale.copy()
-    # [columns, rows], always a copy: the caller's weight is never written
-    work: np.ndarray = np.array(weight.T, dtype=precision, order="C")
+    # [columns, rows] in sweep order, always a copy: the caller's weight is never written
+    laid = weight.T if permutation is None else weight.T[permutation]
+    work: np.ndarray = np.array(laid, dtype=precision, order="C")
     if zero_dead:
         work[factored.dead] = 0.0
     with one_blas_thread():
-        _columns(work, upper, scale, projection)
+        _columns(work, upper, scale, projection, permutation)
+    if permutation is not None:
+        work = work[np.argsort(permutation)]
     return work.T
 
 
 def _columns(
-    work: np.ndarray, upper: np.ndarray, scale: np.ndarray, projection: Projection
+    work: np.ndarray,
+    upper: np.ndarray,
+    scale: np.ndarray,
+    projection: Projection,
+    permutation: np.ndarray | None,
 ) -> None:
-    """The sweep's loop over the columns of ``work [columns, rows]``, in place."""
+    """The sweep's loop over the columns of ``work [columns, rows]`` (in sweep order), in
+    place; the projection is told each column's index in the weight."""
     columns, rows = work.shape
     precision = work.dtype
     grouped = projection.groups(columns)
@@ -257,7 +286,8 @@ def _columns(
                 if stop is not None:
                     projection.enter_group(column, work[column:stop], scale[column:stop])
                 values = work[column]
-                stored = projection.project(column, values)
+                own = column if permutation is None else int(permutation[column])
+                stored = projection.project(own, values)
                 error = (values - stored) / scale[column]
                 work[column] = stored
                 errors[column - start] = error

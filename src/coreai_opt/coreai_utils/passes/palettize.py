@@ -43,6 +43,12 @@ __all__ = [
 ]
 
 _PER_TENSOR = CompressionGranularity.PER_TENSOR
+LUT_ORDER = True
+"""Whether OBS rounding to a LUT visits the columns by decreasing ``X^T X`` diagonal (scalar
+LUTs; the LUTs are fixed before the sweep). Measured on held-out data, palettize 4 bits per
+16 channels: SmolLM2-135M perplexity 36.51 in order, 33.62 ordered (dense 26.78);
+all-MiniLM-L6-v2 mean cosine 0.9836 / 0.9845; EfficientNet-Lite0 top-1 agreement 0.594 /
+0.604 (one crop of 96)."""
 
 
 def palettize_weights(
@@ -100,7 +106,8 @@ def palettize_weights(
       columns (input channels) are set to their nearest LUT entries one at a time and the
       error is pushed onto the columns not yet set, through the inverse of the inputs'
       ``X^T X`` dampened by 10 % of its mean diagonal (GPTQ: 1 %; a LUT's larger errors
-      overfit a small calibration otherwise). Vector LUTs: a row takes the entry nearest its
+      overfit a small calibration otherwise). Scalar LUTs: the columns by decreasing ``X^T
+      X`` diagonal (``LUT_ORDER``). Vector LUTs: in order, a row taking the entry nearest its
       current values when the sweep enters a vector's columns. Linear weights and
       scalar-LUT convolutions; a vector LUT of a convolution falls back to ``kmeans``, a
       weight without ``X^T X`` to ``weighted_kmeans``.
@@ -297,7 +304,7 @@ def palettize_weight(
         weights=weights,
     )
     if algorithm == _OBS.value and stats is not None:
-        return obs_palettize(weight, stats, palette)
+        return obs_palettize(weight, stats, palette, order=LUT_ORDER)
     return palette
 
 
