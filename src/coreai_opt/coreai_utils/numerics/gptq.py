@@ -86,13 +86,14 @@ class GridRounding(Projection):
         self.block_params: list[BlockParams] = []
         self.codes = np.zeros((columns, rows), dtype=code_type(dtype))
         self.lean: _Lean | None = None
-        self.static = fixed is not None and group is not None
+        # static groups: each block's parameters with their lean form, fixed before the sweep
+        self.static: list[tuple[BlockParams, _Lean | None]] | None = None
         if fixed is not None and group is not None:
             if fixed.scale.ndim != 2:
                 msg = "static groups need [rows, blocks] parameters"
                 raise ValueError(msg)
             self.block_params = [_column(fixed, b) for b in range(fixed.scale.shape[1])]
-            self.fixed32 = [_Lean.of(params) for params in self.block_params]
+            self.static = [(params, _Lean.of(params)) for params in self.block_params]
         elif fixed is not None:
             self._use(fixed)
 
@@ -103,12 +104,12 @@ class GridRounding(Projection):
         self.lean = _Lean.of(params)
 
     def groups(self, columns: int) -> list[int] | None:
-        if self.group is None or self.static:
+        if self.group is None or self.static is not None:
             return None
         return [*range(0, columns, self.group), columns]
 
     def enter_group(self, start: int, values: np.ndarray, scale: np.ndarray) -> None:
-        if self.group is None or self.static:
+        if self.group is None or self.static is not None:
             return
         rows = np.zeros((values.shape[1], self.group), dtype=np.float32)
         rows[:, : values.shape[0]] = values.T
@@ -123,9 +124,8 @@ class GridRounding(Projection):
         self.block_params.append(params)
 
     def project(self, column: int, values: np.ndarray) -> np.ndarray:
-        if self.static and self.group is not None:
-            block = column // self.group
-            params, lean = self.block_params[block], self.fixed32[block]
+        if self.static is not None and self.group is not None:
+            params, lean = self.static[column // self.group]
         elif self.current is not None:
             params, lean = self.current, self.lean
         else:
@@ -185,12 +185,9 @@ def static_params(
     """Round-to-nearest's ``[rows, blocks]`` parameters of ``weight [rows, columns]`` in
     blocks of ``group`` columns (a last partial block padded with zeros, as
     :func:`blockwise.quantize_blocks` pads it)."""
-    rows, columns = weight.shape
-    blocks = -(-columns // group)
-    padded = np.zeros((rows, blocks * group), dtype=np.float32)
-    padded[:, :columns] = weight
+    padded, (rows, blocks) = as_rows(weight, (1, group))
     flat = block_params(
-        padded.reshape(rows * blocks, group),
+        padded,
         dtype,
         symmetric=symmetric,
         scale_dtype=scale_dtype,
