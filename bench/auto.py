@@ -49,6 +49,7 @@ from coreai_opt.coreai_utils import (
     Calibration,
     Weighing,
     apply_choices,
+    check_plan,
     collect_calibration,
     weigh_candidates,
 )
@@ -68,7 +69,7 @@ class Model:
 
     name: str
     title: str
-    load: Callable[[argparse.Namespace], tuple[Any, Samples, Samples]]
+    load: Callable[[argparse.Namespace], Loaded]
     metric: str
     higher: bool
     padding_mask: str | None = None
@@ -77,13 +78,22 @@ class Model:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _minilm(_: argparse.Namespace) -> tuple[Any, Samples, Samples]:
+CHECK_SAMPLES = 8
+"""Held-out inputs for ``compress_to_size``'s check: neither calibration nor evaluation."""
+
+Loaded = tuple[Any, Samples, Samples, Samples]
+"""The program, calibration, evaluation and check samples."""
+
+
+def _minilm(_: argparse.Namespace) -> Loaded:
     from bench.calibration import minilm  # noqa: PLC0415
+    from bench.sentences import CHECK  # noqa: PLC0415
 
-    return minilm()
+    program, samples, evaluation = minilm(CHECK)
+    return program, samples[: -len(CHECK)], evaluation, samples[-len(CHECK) :]
 
 
-def _cnn(args: argparse.Namespace) -> tuple[Any, Samples, Samples]:
+def _cnn(args: argparse.Namespace) -> Loaded:
     from bench.vision import (  # noqa: PLC0415
         CALIBRATION_IMAGES,
         EVALUATION_IMAGES,
@@ -93,13 +103,18 @@ def _cnn(args: argparse.Namespace) -> tuple[Any, Samples, Samples]:
 
     calibration = crops(CALIBRATION_IMAGES, args.cnn_cal_crops, seed=0)
     evaluation = crops(EVALUATION_IMAGES, args.cnn_eval_crops, seed=1)
-    return efficientnet_lite0(), calibration, evaluation
+    check = crops(CALIBRATION_IMAGES, CHECK_SAMPLES, seed=2)  # other crops of the same photos
+    return efficientnet_lite0(), calibration, evaluation, check
 
 
-def _lm(args: argparse.Namespace) -> tuple[Any, Samples, Samples]:
+def _lm(args: argparse.Namespace) -> Loaded:
     from bench.language_model import language_model  # noqa: PLC0415
 
-    return language_model(args.lm_cal_windows, args.lm_eval_windows)
+    # the windows after the calibration ones, in the same texts
+    program, windows, evaluation = language_model(
+        args.lm_cal_windows + CHECK_SAMPLES, args.lm_eval_windows
+    )
+    return program, windows[: args.lm_cal_windows], evaluation, windows[args.lm_cal_windows :]
 
 
 MODELS = {
@@ -193,11 +208,12 @@ def _weigh(
 
 def run_model(model: Model, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
-    program, calibration_samples, evaluation_samples = model.load(args)
+    program, calibration_samples, evaluation_samples, check_samples = model.load(args)
     print(f"[{model.name}] loaded in {time.perf_counter() - start:.1f} s", flush=True)
     info: dict[str, Any] = {
         "calibration_samples": len(calibration_samples),
         "held_out_samples": len(evaluation_samples),
+        "check_samples": len(check_samples),
     }
     with tempfile.TemporaryDirectory(prefix="bench-auto-") as scratch_dir:
         scratch = Path(scratch_dir)
@@ -238,36 +254,31 @@ def run_model(model: Model, args: argparse.Namespace) -> dict[str, Any]:
         targets: list[tuple[str, int]] = [(f"auto @ {name}", size) for name, size in sizes.items()]
         targets.append(("auto @ 0.8 x int4-block32", int(0.8 * sizes["int4-block32"])))
         targets += [(f"auto @ {f:.0%} of dense", int(f * dense_bytes)) for f in model.goals]
-        timings = []
-        plans: list[tuple[str, str, dict[str, str]]] = []
-        for name, choice in uniform.items():
-            plans.append(("uniform", name, choice))
-        for label, size in targets:
-            start = time.perf_counter()
-            try:
-                plan = weighing.plan(size)
-            except ValueError as error:
-                print(f"[{model.name}] {label}: {error}", flush=True)
-                continue
-            timings.append(time.perf_counter() - start)
-            plans.append(("auto", label, plan.choices))
-        info["allocation_s"] = max(timings) if timings else 0.0
         if args.only:  # the uniform configurations named, and auto at their sizes
             keep = {*args.only, *(f"auto @ {name}" for name in args.only)}
             keep |= {"auto @ 0.8 x int4-block32"} if "int4-block32" in args.only else set()
-            plans = [plan for plan in plans if plan[1] in keep]
+            uniform = {name: choice for name, choice in uniform.items() if name in keep}
+            targets = [(label, size) for label, size in targets if label in keep]
+        plans: list[Plan] = [("uniform", name, choice, {}) for name, choice in uniform.items()]
+        plans += _auto_plans(
+            model, program, weighing, calibration.function, check_samples, targets, info
+        )
         spawn = multiprocessing.get_context("spawn")
-        for kind, label, choice in plans:
-            with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                measured = pool.submit(
-                    measure_row,
-                    model.metric,
-                    asset,
-                    calibration_file,
-                    choice,
-                    evaluation_samples,
-                    dense,
-                ).result()
+        scores: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}  # same choices, same
+        for kind, label, choice, check in plans:
+            key = tuple(sorted(choice.items()))
+            if key not in scores:
+                with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                    scores[key] = pool.submit(
+                        measure_row,
+                        model.metric,
+                        asset,
+                        calibration_file,
+                        choice,
+                        evaluation_samples,
+                        dense,
+                    ).result()
+            measured = scores[key]
             mix: dict[str, int] = {}
             for value in choice.values():
                 mix[value] = mix.get(value, 0) + 1
@@ -277,11 +288,57 @@ def run_model(model: Model, args: argparse.Namespace) -> dict[str, Any]:
                 "fraction": measured["bytes"] / dense_bytes,
                 **measured,
                 "mix": mix,
+                **check,
             }
             model.rows.append(row)
             print(f"[{model.name}] {json.dumps(row)}", flush=True)
         shutil.rmtree(scratch, ignore_errors=True)
     return info
+
+
+Plan = tuple[str, str, dict[str, str], dict[str, Any]]
+"""A row to measure: kind (uniform, auto, unchecked), label, choices, what the check did."""
+
+
+def _auto_plans(
+    model: Model,
+    program: Any,
+    weighing: Weighing,
+    function: str,
+    samples: Samples,
+    targets: list[tuple[str, int]],
+    info: dict[str, Any],
+) -> list[Plan]:
+    """auto at each target size: the plan, checked on the runtime against the best
+    uniform configurations that fit (``check_plan`` on ``samples``, held out from the
+    calibration and the evaluation), and the plan alone when the check kept another; the
+    longest allocation and check in ``info``."""
+    timings, check_times = [], []
+    plans: list[Plan] = []
+    done: dict[int, list[Plan]] = {}  # size -> its rows (palettize 4 and int4 often share one)
+    for label, size in targets:
+        if size in done:
+            plans += [(kind, label, choice, check) for kind, _, choice, check in done[size]]
+            continue
+        start = time.perf_counter()
+        try:
+            plan = weighing.plan(size)
+        except ValueError as error:
+            print(f"[{model.name}] {label}: {error}", flush=True)
+            continue
+        timings.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        checked = check_plan(program, weighing, plan, samples, function=function)
+        check_times.append(time.perf_counter() - start)
+        check = {"kept": checked.kept, "checked": {run.name: run.error for run in checked.checked}}
+        rows: list[Plan] = [("auto", label, checked.choices, check)]
+        if checked.kept != "plan":  # the allocation alone, to show what the check did
+            rows.append(("unchecked", label, plan.choices, {}))
+        done[size] = rows
+        plans += rows
+    info["allocation_s"] = max(timings) if timings else 0.0
+    info["check_s"] = max(check_times) if check_times else 0.0
+    return plans
 
 
 def _saved(name: str) -> Path:
@@ -295,31 +352,53 @@ def _table(model: Model, info: dict[str, Any]) -> str:
         f"Run {info['run']} on {info['machine']}.",
         "",
         f"{info['calibration_samples']} calibration samples, "
-        f"{info['held_out_samples']} held-out ones.",
+        f"{info['held_out_samples']} held-out ones"
+        + (
+            f", {info['check_samples']} others for the check." if info.get("check_samples") else "."
+        ),
         "",
         f"Dense weights {info['dense_bytes'] / 1e6:.2f} MB; calibration "
         f"{info['calibration_s']:.1f} s; weighing the {len(DEFAULT_CANDIDATES)} default "
         f"candidates {info['weigh_s']:.1f} s; {info['sensitivity']}: "
-        f"{info['probe_s']:.1f} s; allocation at most {info['allocation_s'] * 1000:.1f} ms.",
+        f"{info['probe_s']:.1f} s; allocation at most {info['allocation_s'] * 1000:.1f} ms"
+        + (
+            f"; the check on the runtime at most {info['check_s']:.1f} s."
+            if "check_s" in info
+            else "."
+        ),
         *([info["note"], ""] if info.get("note") else [""]),
         f"| configuration | size (of dense) | {model.metric} | auto at the same size | "
-        "auto's mix |",
-        "|---|---|---|---|---|",
+        "auto's mix | the check kept |",
+        "|---|---|---|---|---|---|",
     ]
     autos = {r["label"]: r for r in model.rows if r["kind"] == "auto"}
+    unchecked = {r["label"]: r for r in model.rows if r["kind"] == "unchecked"}
     for row in (r for r in model.rows if r["kind"] == "uniform"):
         paired = autos.get(f"auto @ {row['label']}")
-        lines.append(
-            f"| {row['label']} | {row['fraction']:.3f} | {_value(row)} | "
-            f"{_value(paired) if paired else '-'} | {_mix(paired) if paired else '-'} |"
+        auto = (
+            f"{_value(paired)} | {_mix(paired)} | {_kept(paired, unchecked)}"
+            if paired
+            else "- | - | -"
         )
+        lines.append(f"| {row['label']} | {row['fraction']:.3f} | {_value(row)} | {auto} |")
     uniform = {r["label"] for r in model.rows if r["kind"] == "uniform"}
     for row in model.rows:
         if row["kind"] == "auto" and row["label"].removeprefix("auto @ ") not in uniform:
             lines.append(
-                f"| {row['label']} | {row['fraction']:.3f} | - | {_value(row)} | {_mix(row)} |"
+                f"| {row['label']} | {row['fraction']:.3f} | - | {_value(row)} | {_mix(row)} | "
+                f"{_kept(row, unchecked)} |"
             )
     return "\n".join(lines)
+
+
+def _kept(row: dict[str, Any], unchecked: dict[str, dict[str, Any]]) -> str:
+    """What the check kept: the plan, or a uniform configuration (with the plan's own
+    held-out value)."""
+    kept = row.get("kept")
+    if kept is None:  # a row from before the check
+        return "-"
+    alone = unchecked.get(row["label"])
+    return kept if alone is None else f"{kept} (the plan: {_value(alone)})"
 
 
 def _value(row: dict[str, Any]) -> str:

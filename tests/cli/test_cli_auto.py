@@ -75,6 +75,15 @@ def test_compresses_within_the_size_and_reports_the_allocation(
     assert allocation["sensitivity"] == "proxy, calibrated across layers by 8 runtime runs"
     assert report["command"] == "auto" and report["options"]["size"] == 12 * 1024
     assert report["options"]["probes"] == 16
+    # the plan was run against the two best uniform configurations that fit, and one kept
+    checked = allocation["checked"]
+    assert checked[0]["name"] == "plan" and len(checked) == 3
+    assert all(run["total_bytes"] <= 12 * 1024 for run in checked)
+    kept = min(checked, key=lambda run: run["measured_error"])
+    assert allocation["kept"] == kept["name"]
+    assert allocation["total_bytes"] == kept["total_bytes"]
+    assert report["options"]["check_uniform"] == 2
+    assert "checked on the runtime (output error): plan" in run.out
     rows = {row["path"]: row for row in report["weights"]}
     embedding = rows["TinyTransformer$1/Embedding$1"]
     assert "2:4+int8" in embedding["skipped"] and embedding["choice"] in embedding["options"]
@@ -94,7 +103,25 @@ def test_plan_prints_the_allocation_and_writes_nothing(
     assert "coreai-compress auto --plan" in run.out and "smallest possible" in run.out
     assert "not calibrated across layers (probes=0)" in run.err
     assert "TinyTransformer$1/Linear$7" in run.out
+    assert "checked on the runtime" in run.out  # the check runs without probes too
     assert list(tmp_path.iterdir()) == []
+    run = auto(
+        transformer_asset,
+        "--plan",
+        "--ratio",
+        "6",
+        "--calibration",
+        samples[0],
+        "--probes",
+        "0",
+        "--check-uniform",
+        "0",
+    )
+    assert run.code == 0, run.err
+    assert "checked on the runtime" not in run.out
+    run = auto(transformer_asset, "--plan", "--ratio", "6", "--check-with", samples[1])
+    assert run.code == 0, run.err
+    assert "checked on the runtime (output error): plan" in run.out  # no calibration needed
 
 
 def test_candidates_file_replaces_or_extends_the_ladder(
@@ -139,6 +166,8 @@ def test_candidates_file_replaces_or_extends_the_ladder(
         (("--ratio", "4", "--padding-mask", "ids"), "--padding-mask needs --calibration"),
         (("--ratio", "4", "--probes", "-1"), "--probes must be 0"),
         (("--ratio", "4", "--probes", "two"), "invalid int value: 'two'"),
+        (("--ratio", "4", "--check-uniform", "-1"), "--check-uniform must be 0"),
+        (("--ratio", "4", "--check-with", "missing.npz"), "--check-with"),
     ],
 )
 def test_bad_budgets_are_one_line_errors_and_write_nothing(

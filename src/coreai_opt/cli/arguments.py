@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from coreai_opt.cli.errors import CliError, parse_n_m, parse_size
+from coreai_opt.coreai_utils.passes.auto.check import DEFAULT_CHECKS
 from coreai_opt.coreai_utils.passes.auto.gains import DEFAULT_PROBES
 from coreai_opt.coreai_utils.passes.auto.size import SENSITIVITIES
 
@@ -174,6 +175,26 @@ def _auto_arguments(parser: argparse.ArgumentParser) -> None:
         help=(
             "runtime runs on the first --calibration samples that calibrate the proxy across "
             f"layers (default {DEFAULT_PROBES}; 0: none)"
+        ),
+    )
+    parser.add_argument(
+        "--check-uniform",
+        type=int,
+        default=DEFAULT_CHECKS,
+        metavar="N",
+        help=(
+            "run the plan against the N best-estimated uniform configurations that fit, on "
+            "the first --calibration samples, and keep the one closest to the dense outputs "
+            f"(default {DEFAULT_CHECKS}; 0: no check)"
+        ),
+    )
+    parser.add_argument(
+        "--check-with",
+        type=Path,
+        metavar="FILE.npz",
+        help=(
+            "inputs the calibration did not see, for that check (its first 8; default: the "
+            "first 8 --calibration samples, on which fitted options look better)"
         ),
     )
 

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from coreai_opt.cli.assets import check_paths, check_room, open_source, write_atomically
-from coreai_opt.cli.auto_report import allocation_json, print_allocation, with_choices
+from coreai_opt.cli.auto_report import allocation_json, check_line, print_allocation, with_choices
 from coreai_opt.cli.candidates_file import load_candidates
 from coreai_opt.cli.checks import SEED, calibrate_main, main_samples, validate, validate_with
 from coreai_opt.cli.errors import CliError
@@ -29,6 +29,7 @@ __all__ = ["run_auto"]
 _STAGES = {
     "weighing": "weighing candidates",
     "probing": "calibrating the proxy on the runtime",
+    "checking": "checking the plan against uniform configurations",
     "compressing": "compressing",
 }
 
@@ -65,6 +66,7 @@ def run_auto(flags: Flags, out: Console, err: Console) -> None:
         "candidates": candidates,
         "sensitivity": flags.sensitivity,
         "probes": flags.probes,
+        "check_uniform": flags.check_uniform,
         "weight_num_threshold": flags.options.get("weight_num_threshold", 1024),
         "exclude": tuple(flags.exclude or ()),
     }
@@ -77,6 +79,8 @@ def run_auto(flags: Flags, out: Console, err: Console) -> None:
             if flags.validate_with
             else None
         )
+        if flags.check_with is not None:
+            kwargs["check_samples"] = main_samples(program, flags.check_with, "--check-with")
         calibration: Calibration | None = None
         if flags.calibration is not None:
             samples = main_samples(program, flags.calibration, "--calibration")
@@ -126,10 +130,14 @@ def run_auto(flags: Flags, out: Console, err: Console) -> None:
 
 
 def _options(kwargs: dict[str, Any], flags: Flags) -> dict[str, Any]:
-    """The report's options: the call's, with the candidates by name and no samples."""
-    options = {key: value for key, value in kwargs.items() if key != "samples"}
+    """The report's options: the call's, with the candidates by name and no samples (the
+    check's file by path)."""
+    options = {
+        key: value for key, value in kwargs.items() if key not in ("samples", "check_samples")
+    }
     return {
         **options,
+        "check_with": str(flags.check_with) if flags.check_with else None,
         "candidates": [c.name for c in kwargs["candidates"]],
         "size": flags.size,
         "ratio": flags.ratio,
@@ -143,6 +151,9 @@ def print_allocation_totals(plan: SizePlan, out: Console) -> None:
         f"({plan.dense_bytes / plan.total_bytes:.2f}x smaller than dense); "
         f"estimated error {plan.total_error:.4g} ({plan.sensitivity})"
     )
+    line = check_line(plan)
+    if line is not None:
+        out.print(line)
 
 
 def _staged(

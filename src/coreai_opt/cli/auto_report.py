@@ -6,8 +6,10 @@ order), ``sensitivity``, ``weight_num_threshold`` and ``exclude``; each weight r
 ``choice`` (the candidate, or ``dense``), ``estimated_error`` (the sensitivity of that
 choice), ``options`` (every option weighed: name -> ``[bytes, estimated error]``) and
 ``skipped`` (candidate -> why it was not offered); and ``allocation`` holds ``budget``,
-``total_bytes``, ``dense_bytes``, ``smallest_bytes``, ``estimated_error`` and
-``sensitivity``.
+``total_bytes``, ``dense_bytes``, ``smallest_bytes``, ``estimated_error``,
+``sensitivity``, ``checked`` (the configurations the last check ran on the runtime, in
+order: ``name``, ``total_bytes``, ``measured_error``; empty when there was no check) and
+``kept`` (the one applied: ``plan``, or ``uniform <candidate>``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from rich.markup import escape
 from coreai_opt.cli.report import size_text, weight_label, weights_table
 from coreai_opt.coreai_utils.passes.auto.plan import SizePlan
 
-__all__ = ["allocation_json", "print_allocation", "with_choices"]
+__all__ = ["allocation_json", "check_line", "print_allocation", "with_choices"]
 
 
 def allocation_json(plan: SizePlan) -> dict[str, Any]:
@@ -32,7 +34,20 @@ def allocation_json(plan: SizePlan) -> dict[str, Any]:
         "smallest_bytes": plan.smallest_bytes,
         "estimated_error": plan.total_error,
         "sensitivity": plan.sensitivity,
+        "checked": [
+            {"name": run.name, "total_bytes": run.total_bytes, "measured_error": run.error}
+            for run in plan.checked
+        ],
+        "kept": plan.kept,
     }
+
+
+def check_line(plan: SizePlan) -> str | None:
+    """What the last check ran and kept, in one line (None when there was no check)."""
+    if not plan.checked:
+        return None
+    runs = ", ".join(f"{escape(run.name)} {run.error:.4g}" for run in plan.checked)
+    return f"checked on the runtime (output error): {runs}; kept {escape(plan.kept)}"
 
 
 def with_choices(rows: list[dict[str, Any]], plan: SizePlan) -> list[dict[str, Any]]:
@@ -84,3 +99,6 @@ def print_allocation(plan: SizePlan, console: Console, *, title: str) -> None:
         f"{plan.smallest_bytes}); {plan.dense_bytes / plan.total_bytes:.2f}x smaller"
     )
     console.print(f"chosen: {mix}; estimated error {plan.total_error:.4g} ({plan.sensitivity})")
+    line = check_line(plan)
+    if line is not None:
+        console.print(line)

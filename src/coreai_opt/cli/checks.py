@@ -82,8 +82,8 @@ def validate_with(
 
 
 def main_samples(program: Any, path: Path, flag: str) -> list[dict[str, np.ndarray]]:
-    """The samples in ``path`` (``--calibration``/``--validate-with``), checked against
-    ``main``'s inputs."""
+    """The samples in ``path`` (``--calibration``, ``--validate-with``, ``--check-with``),
+    checked against ``main``'s inputs."""
     try:
         specs = graph_inputs(program._module._mlir_module, MAIN)  # noqa: SLF001
     except KeyError:

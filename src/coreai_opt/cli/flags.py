@@ -25,6 +25,7 @@ from coreai_opt.cli.arguments import (
 )
 from coreai_opt.cli.config import Config
 from coreai_opt.cli.errors import CliError
+from coreai_opt.coreai_utils.passes.auto.check import DEFAULT_CHECKS
 from coreai_opt.coreai_utils.passes.auto.gains import DEFAULT_PROBES
 from coreai_opt.coreai_utils.passes.control import SPARSIFY_CLEARS, apply_values
 from coreai_opt.coreai_utils.passes.quantize_options import QUANTIZE_CLEARS
@@ -98,6 +99,7 @@ _FLAG_OF = {
     "padding_mask": "--padding-mask",
     "max_stats_bytes": "--stats-memory",
     "probes": "--probes",
+    "check_uniform": "--check-uniform",
 }
 
 
@@ -105,8 +107,8 @@ _FLAG_OF = {
 class Flags:
     """Parsed command line. ``command`` is sparsify, quantize, palettize or auto;
     ``options`` are the library options given as flags (library names; flags not given are
-    absent); ``size``, ``ratio``, ``candidates``, ``sensitivity`` and ``probes`` are
-    auto's."""
+    absent); ``size``, ``ratio``, ``candidates``, ``sensitivity``, ``probes``,
+    ``check_uniform`` and ``check_with`` are auto's."""
 
     prog: str
     command: str
@@ -129,6 +131,8 @@ class Flags:
     candidates: Path | None = None
     sensitivity: str = "proxy"
     probes: int = DEFAULT_PROBES
+    check_uniform: int = DEFAULT_CHECKS
+    check_with: Path | None = None
     stats_memory: int | None = None
 
     @property

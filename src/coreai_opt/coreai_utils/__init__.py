@@ -11,7 +11,7 @@ Public surface:
   * ``quantize_weights`` and ``palettize_weights`` (and their ``*_with_report``): the
     sibling passes for dense weights; ``QScheme`` and ``CompressionGranularity``;
   * ``compress_to_size`` (and ``compress_to_size_with_report``, ``plan_to_size``; its
-    steps ``weigh_candidates`` -> ``Weighing.plan`` -> ``apply_plan``, and
+    steps ``weigh_candidates`` -> ``Weighing.plan`` -> ``check_plan`` -> ``apply_plan``, and
     ``apply_choices``): the most accurate per-weight mix of the three passes within a byte
     budget, from the ``Candidate`` configurations (``DEFAULT_CANDIDATES`` by default);
   * ``DType``;
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         Weighing,
         apply_choices,
         apply_plan,
+        check_plan,
         compress_to_size,
         compress_to_size_with_report,
         plan_to_size,
@@ -64,6 +65,7 @@ __all__ = [
     "WeightOutcome",
     "apply_choices",
     "apply_plan",
+    "check_plan",
     "collect_calibration",
     "compress_to_size",
     "compress_to_size_with_report",
@@ -89,6 +91,7 @@ _AUTO = {
     "Weighing",
     "apply_choices",
     "apply_plan",
+    "check_plan",
     "compress_to_size",
     "compress_to_size_with_report",
     "plan_to_size",

@@ -28,7 +28,7 @@ __all__ = ["Progress", "SizeResult", "apply_choices", "apply_plan", "check_in_pl
 
 Progress = Callable[[str, int, int], None]
 """``(stage, done, total)``: ``weighing`` (one step per weight), ``probing`` (one per
-runtime run), then ``compressing``."""
+runtime run), ``checking`` (one per configuration run), then ``compressing``."""
 
 
 @dataclass(frozen=True)

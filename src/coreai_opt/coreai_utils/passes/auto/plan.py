@@ -8,6 +8,7 @@ one weighing serves many budgets.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Real
 
@@ -17,7 +18,7 @@ from coreai_opt.coreai_utils.numerics.allocation import allocate, smallest_total
 from coreai_opt.coreai_utils.passes.auto.candidates import Resolved
 from coreai_opt.coreai_utils.passes.auto.sensitivity import Option, WeightOptions
 
-__all__ = ["SizePlan", "Weighing", "WeightChoice"]
+__all__ = ["CheckedRun", "SizePlan", "Weighing", "WeightChoice"]
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,24 @@ class WeightChoice:
 
 
 @dataclass(frozen=True)
+class CheckedRun:
+    """One configuration run on the runtime by the plan's last check (``check.py``):
+    ``name`` (``plan``: the allocation; ``uniform <candidate>``), its total stored bytes and
+    its measured output error."""
+
+    name: str
+    total_bytes: int
+    error: float
+
+
+@dataclass(frozen=True)
 class SizePlan:
     """The allocation: per weight its choice (IR order), the ``budget``, the planned
     ``total_bytes`` (exact), the ``dense_bytes`` of every candidate weight, the
     ``smallest_bytes`` reachable with these candidates, the summed estimated error, and
     ``sensitivity`` (how errors were estimated; ``proxy (data-free)`` without
-    calibration)."""
+    calibration). ``checked``: the runs of the last check, when there was one (the
+    allocation's first), and ``kept``: the one these rows are (``plan`` when unchecked)."""
 
     weights: tuple[WeightChoice, ...]
     budget: int
@@ -54,6 +67,8 @@ class SizePlan:
     total_error: float
     sensitivity: str
     resolved: tuple[Resolved, ...] = ()
+    checked: tuple[CheckedRun, ...] = ()
+    kept: str = "plan"
 
     @property
     def choices(self) -> dict[str, str]:
@@ -87,6 +102,20 @@ class Weighing:
         budget = _budget(target_bytes, target_ratio, self.dense_bytes)
         return _allocate(self, budget)
 
+    def uniform(self, name: str) -> list[int]:
+        """Each weight's option index for candidate ``name`` applied to every weight that
+        took it (dense, index 0, for the others): the configuration a pass alone gives."""
+        return [
+            next((k for k, o in enumerate(w.options) if o.name == name), 0) for w in self.weights
+        ]
+
+    def uniform_plan(self, name: str, budget: int) -> SizePlan:
+        """:meth:`uniform` as a plan for ``budget`` (its bytes may exceed it)."""
+        choice = self.uniform(name)
+        options = [w.options[k] for w, k in zip(self.weights, choice, strict=True)]
+        total = sum(o.bytes for o in options)
+        return _plan(self, choice, budget, total, sum(o.error for o in options))
+
 
 def _allocate(weighing: Weighing, budget: int) -> SizePlan:
     weighed, dense, resolved = weighing.weights, weighing.dense_bytes, weighing.resolved
@@ -102,13 +131,23 @@ def _allocate(weighing: Weighing, budget: int) -> SizePlan:
         )
         raise ValueError(msg)
     # every weight at one candidate (dense where it does not apply), as the passes would do
-    references = [
-        [next((k for k, o in enumerate(w.options) if o.name == name), 0) for w in weighed]
-        for name in (r.candidate.name for r in resolved)
-    ]
+    references = [weighing.uniform(r.candidate.name) for r in resolved]
     allocation = allocate(sizes, errors, budget, references)
+    return _plan(
+        weighing, allocation.choice, budget, allocation.total_bytes, allocation.total_error
+    )
+
+
+def _plan(
+    weighing: Weighing,
+    choice: Sequence[int],
+    budget: int,
+    total_bytes: int,
+    total_error: float,
+) -> SizePlan:
+    """The plan with option ``choice[i]`` for weight ``i``."""
     rows = []
-    for w, index in zip(weighed, allocation.choice, strict=True):
+    for w, index in zip(weighing.weights, choice, strict=True):
         option = w.options[index]
         rows.append(
             WeightChoice(
@@ -126,12 +165,12 @@ def _allocate(weighing: Weighing, budget: int) -> SizePlan:
     return SizePlan(
         tuple(rows),
         budget,
-        allocation.total_bytes,
-        dense,
-        smallest,
-        allocation.total_error,
+        total_bytes,
+        weighing.dense_bytes,
+        weighing.smallest_bytes,
+        total_error,
         weighing.sensitivity,
-        resolved,
+        weighing.resolved,
     )
 
 

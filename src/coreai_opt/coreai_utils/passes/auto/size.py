@@ -1,8 +1,10 @@
 """``compress_to_size``: the most accurate per-weight mix of the passes within a byte budget.
 
-Three steps, each public: :func:`weigh_candidates` (every weight under every candidate:
+Four steps, each public: :func:`weigh_candidates` (every weight under every candidate:
 exact bytes and an estimated error; the slow one), :meth:`Weighing.plan` (the allocation for
-a budget; instant) and :func:`apply_plan` (the program compressed as planned; ``apply.py``).
+a budget; instant), :func:`~coreai_opt.coreai_utils.passes.auto.check.check_plan` (the plan
+against the best uniform configurations that fit, on the runtime; ``check.py``) and
+:func:`apply_plan` (the program compressed as planned; ``apply.py``).
 :func:`compress_to_size` does all three; :func:`apply_choices` applies an allocation kept
 from an earlier plan or report without weighing again.
 """
@@ -16,6 +18,8 @@ from coreai.authoring import AIProgram
 
 from coreai_opt.coreai_utils.arguments import ArgumentTypeError, check_int
 from coreai_opt.coreai_utils.calibration.record import Calibration
+from coreai_opt.coreai_utils.calibration.samples import check_samples as check_inputs
+from coreai_opt.coreai_utils.ir.signature import graph_inputs
 from coreai_opt.coreai_utils.ir.weights import WeightSite, find_weights
 from coreai_opt.coreai_utils.passes.auto.apply import (
     Progress,
@@ -29,6 +33,12 @@ from coreai_opt.coreai_utils.passes.auto.candidates import (
     DEFAULT_CANDIDATES,
     Candidate,
     resolve_candidates,
+)
+from coreai_opt.coreai_utils.passes.auto.check import (
+    CHECK_SAMPLES,
+    DEFAULT_CHECKS,
+    check_plan,
+    check_uniform_count,
 )
 from coreai_opt.coreai_utils.passes.auto.gains import DEFAULT_PROBES, apply_gains
 from coreai_opt.coreai_utils.passes.auto.measured import MeasuredError
@@ -67,6 +77,8 @@ def compress_to_size(
     sensitivity: str = "proxy",
     samples: Sequence[Mapping[str, object]] | None = None,
     probes: int = DEFAULT_PROBES,
+    check_uniform: int = DEFAULT_CHECKS,
+    check_samples: Sequence[Mapping[str, object]] | None = None,
     weight_num_threshold: int = 1024,
     exclude: Iterable[str] = (),
     in_place: bool = False,
@@ -105,7 +117,20 @@ def compress_to_size(
        Lagrangian descent over each weight's convex hull and a greedy fill of the bytes
        left; never worse, in estimated error, than any single candidate applied to every
        weight when that fits; deterministic).
-    3. *apply* (:func:`apply_plan`): each weight compressed by its chosen pass with the
+    3. *check* (with ``check_samples`` or ``samples``, and ``check_uniform`` > 0;
+       ``passes/auto/check.py``): the allocation minimises a sum of per-weight estimates,
+       and many weights compressed at once need not add up; so the plan is run on the
+       runtime next to the ``check_uniform`` single candidates that fit the budget with the
+       lowest summed estimates (each on every weight that takes it, dense elsewhere), and
+       the one closest to the dense outputs (mean squared difference) is kept, the plan on
+       a tie. Give ``check_samples``: inputs the calibration did not see (the first
+       eight are run). Without them the first eight ``samples`` are, on which fitted
+       options look better than elsewhere, and the more so the more freedom they had:
+       the check then keeps what is at least as good as the best uniform configuration
+       that fits, but can replace a better plan (module doc of ``check.py``). One more
+       compression and runtime run per configuration; :attr:`SizePlan.checked` and
+       :attr:`SizePlan.kept` say what was run and kept.
+    4. *apply* (:func:`apply_plan`): each weight compressed by its chosen pass with the
        chosen options (the same numbers as in step 1), one program out; it verifies, saves,
        loads and runs.
 
@@ -119,7 +144,9 @@ def compress_to_size(
             zero or less, or above the dense bytes; a budget below the smallest size the
             candidates reach (the message gives it); an empty or invalid candidate list; an
             unknown ``sensitivity``, or ``"measured"`` without ``samples`` (or with samples
-            that do not fit the function); a negative ``probes``; a calibration of another
+            that do not fit the function); ``check_samples`` that do not fit the function;
+            a negative ``probes`` or ``check_uniform``; a
+            calibration of another
             program; a bad ``exclude`` pattern; a negative ``weight_num_threshold``.
     """
     return compress_to_size_with_report(
@@ -131,6 +158,8 @@ def compress_to_size(
         sensitivity=sensitivity,
         samples=samples,
         probes=probes,
+        check_uniform=check_uniform,
+        check_samples=check_samples,
         weight_num_threshold=weight_num_threshold,
         exclude=exclude,
         in_place=in_place,
@@ -147,13 +176,16 @@ def compress_to_size_with_report(
     sensitivity: str = "proxy",
     samples: Sequence[Mapping[str, object]] | None = None,
     probes: int = DEFAULT_PROBES,
+    check_uniform: int = DEFAULT_CHECKS,
+    check_samples: Sequence[Mapping[str, object]] | None = None,
     weight_num_threshold: int = 1024,
     exclude: Iterable[str] = (),
     in_place: bool = False,
     on_progress: Progress | None = None,
 ) -> SizeResult:
     """:func:`compress_to_size`, also returning the outcomes and the plan it followed.
-    ``on_progress(stage, done, total)`` follows the weighing, then the compression."""
+    ``on_progress(stage, done, total)`` follows the weighing, the probes, the check, then
+    the compression."""
     check_in_place(in_place)
     plan = plan_to_size(
         coreai_program,
@@ -164,6 +196,8 @@ def compress_to_size_with_report(
         sensitivity=sensitivity,
         samples=samples,
         probes=probes,
+        check_uniform=check_uniform,
+        check_samples=check_samples,
         weight_num_threshold=weight_num_threshold,
         exclude=exclude,
         on_progress=on_progress,
@@ -181,16 +215,25 @@ def plan_to_size(
     sensitivity: str = "proxy",
     samples: Sequence[Mapping[str, object]] | None = None,
     probes: int = DEFAULT_PROBES,
+    check_uniform: int = DEFAULT_CHECKS,
+    check_samples: Sequence[Mapping[str, object]] | None = None,
     weight_num_threshold: int = 1024,
     exclude: Iterable[str] = (),
     on_progress: Progress | None = None,
 ) -> SizePlan:
     """The plan :func:`compress_to_size` would follow (weighing reads every weight and
-    compresses it in memory; the program is not changed). Same arguments and errors; the
-    budget is checked before the weighing, except against the smallest reachable size."""
+    compresses it in memory; the runtime runs use a private copy; the program is not
+    changed). Same arguments and errors; the budget is checked before the weighing, except
+    against the smallest reachable size."""
     check_program(coreai_program)
     dense = sum(site.size * site.dtype.itemsize for site in find_weights(module_of(coreai_program)))
     Weighing((), dense, (), sensitivity).plan(target_bytes, target_ratio=target_ratio)
+    count = check_uniform_count(check_uniform)
+    function = calibration.function if isinstance(calibration, Calibration) else "main"
+    checked_on = check_samples if check_samples is not None else samples
+    if checked_on is not None and count > 0:  # refused now, not after the weighing
+        first = list(checked_on)[:CHECK_SAMPLES]
+        check_inputs(graph_inputs(module_of(coreai_program), function), first, function)
     weighing = weigh_candidates(
         coreai_program,
         calibration=calibration,
@@ -202,7 +245,18 @@ def plan_to_size(
         exclude=exclude,
         on_progress=on_progress,
     )
-    return weighing.plan(target_bytes, target_ratio=target_ratio)
+    plan = weighing.plan(target_bytes, target_ratio=target_ratio)
+    if checked_on is not None and count > 0:
+        plan = check_plan(
+            coreai_program,
+            weighing,
+            plan,
+            checked_on,
+            function=function,
+            check_uniform=count,
+            on_progress=on_progress,
+        )
+    return plan
 
 
 def weigh_candidates(

@@ -1,0 +1,157 @@
+"""compress_to_size's last check: the plan against the best uniform configurations that fit,
+run on the Core AI runtime; the one closest to the dense outputs is kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from coreai_opt.coreai_utils import (
+    Weighing,
+    apply_choices,
+    check_plan,
+    compress_to_size_with_report,
+    plan_to_size,
+    weigh_candidates,
+)
+from coreai_opt.coreai_utils.passes.auto.check import CHECK_SAMPLES, rivals, run_check
+from coreai_opt.coreai_utils.runtime import run_asset
+from tests.passes.auto_model import IDS, module_of, tiny_calibration, tiny_transformer
+
+SAMPLES = [{"ids": ids} for ids in IDS[:8]]
+
+
+def _weighing() -> Weighing:
+    return weigh_candidates(
+        tiny_transformer(), calibration=tiny_calibration(), probes=0, weight_num_threshold=0
+    )
+
+
+def _output_error(choices: dict[str, str], tmp_path: Path) -> float:
+    """The measured check's error, computed apart: the configuration applied by the passes,
+    run on the first CHECK_SAMPLES samples, mean squared difference from the dense outputs."""
+    program = apply_choices(
+        tiny_transformer(), choices, calibration=tiny_calibration(), weight_num_threshold=0
+    ).program
+    dense_path, path = tmp_path / "dense.aimodel", tmp_path / "mix.aimodel"
+    tiny_transformer().save_asset(dense_path)  # type: ignore[attr-defined]
+    program.save_asset(path)
+    total = 0.0
+    for sample in SAMPLES[:CHECK_SAMPLES]:
+        dense, got = run_asset(dense_path, sample), run_asset(path, sample)
+        for name, value in dense.items():
+            total += float(np.mean((got[name].astype(np.float64) - value) ** 2))
+    return total / CHECK_SAMPLES
+
+
+def test_the_check_runs_each_configuration_and_keeps_the_closest(tmp_path: Path) -> None:
+    transformer, weighing = tiny_transformer(), _weighing()
+    before = str(module_of(transformer))
+    plan = weighing.plan(target_ratio=6)
+    checked = check_plan(transformer, weighing, plan, SAMPLES, function="main")
+    assert str(module_of(transformer)) == before  # the runs use a private copy
+    names = [run.name for run in checked.checked]
+    expected = ["plan", *(f"uniform {name}" for name, _ in rivals(weighing, plan, 2))]
+    assert names == expected and len(names) == 3
+    configurations = {"plan": plan, **{f"uniform {n}": u for n, u in rivals(weighing, plan, 2)}}
+    for run in checked.checked:
+        configuration = configurations[run.name]
+        assert run.total_bytes == configuration.total_bytes <= plan.budget
+        alone = _output_error(configuration.choices, tmp_path)
+        assert run.error == pytest.approx(alone, rel=1e-6)
+    best = min(checked.checked, key=lambda run: run.error)
+    assert checked.kept == best.name
+    assert checked.choices == configurations[best.name].choices
+    assert checked.budget == plan.budget and checked.total_bytes <= plan.budget
+
+
+def test_a_configuration_measured_closer_replaces_the_plan_and_a_tie_keeps_it() -> None:
+    weighing = _weighing()
+    plan = weighing.plan(target_ratio=6)
+    two = rivals(weighing, plan, 2)
+
+    def measured(*errors: float) -> object:
+        values = iter(errors)
+        return lambda replaced: next(values)
+
+    kept = run_check(weighing, plan, measured(2.0, 1.0, 3.0), 2)
+    assert kept.kept == f"uniform {two[0][0]}" and kept.choices == two[0][1].choices
+    assert [run.error for run in kept.checked] == [2.0, 1.0, 3.0]
+    kept = run_check(weighing, plan, measured(1.0, 1.0, 0.5), 2)
+    assert kept.kept == f"uniform {two[1][0]}"
+    kept = run_check(weighing, plan, measured(1.0, 1.0, 2.0), 2)
+    assert kept.kept == "plan" and kept.choices == plan.choices
+
+
+def test_rivals_fit_the_budget_rank_by_estimate_and_are_not_the_plan() -> None:
+    weighing = _weighing()
+    for ratio in (3, 4.5, 6, 8):
+        plan = weighing.plan(target_ratio=ratio)
+        every = rivals(weighing, plan, 100)
+        assert every, ratio
+        assert all(u.total_bytes <= plan.budget for _, u in every)
+        assert all(u.choices != plan.choices for _, u in every)
+        estimates = [u.total_error for _, u in every]
+        assert estimates == sorted(estimates)
+        assert rivals(weighing, plan, 1) == every[:1]
+        assert rivals(weighing, plan, 0) == []
+    tightest = weighing.plan(target_bytes=weighing.smallest_bytes)
+    assert rivals(weighing, tightest, 2) == []
+    unchecked = check_plan(tiny_transformer(), weighing, tightest, SAMPLES)
+    assert unchecked is tightest and unchecked.checked == () and unchecked.kept == "plan"
+
+
+def test_compress_to_size_checks_with_samples_unless_told_not_to() -> None:
+    transformer, calibration = tiny_transformer(), tiny_calibration()
+    kwargs = {"calibration": calibration, "weight_num_threshold": 0, "probes": 0}
+    result = compress_to_size_with_report(transformer, target_ratio=6, samples=SAMPLES, **kwargs)
+    assert result.plan.checked[0].name == "plan"
+    assert len(result.plan.checked) == 3
+    applied = sum(outcome.bytes_after for outcome in result.weights)
+    assert applied == result.plan.total_bytes <= result.plan.budget
+    assert {row.site.id: row.choice for row in result.plan.weights} == result.plan.choices
+    for unchecked in (
+        plan_to_size(transformer, target_ratio=6, samples=SAMPLES, check_uniform=0, **kwargs),
+        plan_to_size(transformer, target_ratio=6, **kwargs),
+    ):
+        assert unchecked.checked == () and unchecked.kept == "plan"
+
+
+def test_check_samples_are_what_the_check_runs(tmp_path: Path) -> None:
+    transformer, calibration = tiny_transformer(), tiny_calibration()
+    held_out = [{"ids": ids} for ids in IDS[9:]]  # not in the calibration
+    kwargs = {"calibration": calibration, "weight_num_threshold": 0, "probes": 0}
+    plan = plan_to_size(
+        transformer, target_ratio=6, samples=SAMPLES, check_samples=held_out, **kwargs
+    )
+    weighing = _weighing()
+    again = check_plan(transformer, weighing, weighing.plan(target_ratio=6), held_out)
+    assert [(r.name, r.error) for r in plan.checked] == [(r.name, r.error) for r in again.checked]
+    on_calibration = check_plan(transformer, weighing, weighing.plan(target_ratio=6), SAMPLES)
+    assert [r.error for r in on_calibration.checked] != [r.error for r in again.checked]
+    # without samples for the weighing, the check still runs on its own ones
+    alone = plan_to_size(transformer, target_ratio=6, check_samples=held_out, **kwargs)
+    assert [r.name for r in alone.checked][:1] == ["plan"]
+
+
+def test_check_samples_that_do_not_fit_are_refused_before_the_weighing() -> None:
+    wrong = [{"ids": IDS[0].astype(np.int64)}]
+    with pytest.raises(ValueError, match="ids"):
+        plan_to_size(tiny_transformer(), target_ratio=4, check_samples=wrong)
+    with pytest.raises(ValueError, match="missing input 'ids'"):
+        plan_to_size(tiny_transformer(), target_ratio=4, check_samples=[{"x": IDS[0]}])
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [(-1, ValueError, "check_uniform must be 0"), ("2", TypeError, "check_uniform must be an int")],
+)
+def test_bad_check_uniform_is_refused(value: object, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        plan_to_size(tiny_transformer(), target_ratio=4, samples=SAMPLES, check_uniform=value)
+    weighing = _weighing()
+    plan = weighing.plan(target_ratio=4)
+    with pytest.raises(error, match=message):
+        check_plan(tiny_transformer(), weighing, plan, SAMPLES, check_uniform=value)
