@@ -3,7 +3,9 @@
 For each model: calibrate, weigh the default candidates once (timed), then measure on
 held-out inputs (a) each default candidate applied to every weight (the uniform
 configurations, as the passes make them) and (b) ``auto`` at the size of each uniform
-configuration, at 80 % of uniform int4 per block of 32, and at the model's own goal sizes.
+configuration, at 80 % of uniform int4 per block of 32, and at the model's own goal sizes,
+each plan checked (``check_plan``) on 8 more inputs that neither the calibration nor the
+evaluation uses (and the plan alone measured too where the check kept another).
 Every compressed program runs on the Core AI runtime, in a spawned process of its own (an
 MLIR context keeps every compressed copy's data, so one process per row keeps memory flat).
 
@@ -494,9 +496,12 @@ others' sections).
 Each uniform row is one default candidate applied to every weight that takes it (the others
 stay dense), calibrated (GPTQ, OBS rounding, SparseGPT); "auto at the same size" is
 `compress_to_size` (proxy sensitivity, calibrated across layers by `--probes` runtime runs
-on the calibration samples) with that row's bytes as its budget. Sizes are the
-stored weight bytes over the dense fp32 bytes. Held-out inputs only (see the module doc of
-`bench/auto.py`). Picture: [auto.png](auto.png).
+on the calibration samples) with that row's bytes as its budget, its plan checked on the
+runtime against the two best-estimated uniform configurations that fit, on inputs that
+neither the calibration nor the evaluation uses ("the check kept": the plan, or a uniform
+configuration, with the plan's own value after it). Sizes are the stored weight bytes over
+the dense fp32 bytes. Held-out inputs only (see the module doc of `bench/auto.py`).
+Picture: [auto.png](auto.png).
 
 {(chr(10) * 2).join(sections)}
 """
