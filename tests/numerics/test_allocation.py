@@ -1,5 +1,5 @@
 """The byte-budget allocation: within budget, optimal on small cases, never worse than a
-reference that fits, deterministic."""
+reference that fits, deterministic; a configuration stepped down to fit a budget."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coreai_opt.coreai_utils.numerics.allocation import allocate, smallest_total
+from coreai_opt.coreai_utils.numerics.allocation import allocate, smallest_total, step_down
 
 
 def _instance(seed: int, items: int, options: int) -> tuple[list[list[int]], list[list[float]]]:
@@ -94,3 +94,59 @@ def test_dominated_options_are_never_taken_and_ties_go_to_the_lower_index() -> N
     assert 1 not in result.choice[:1]
     assert result.choice == allocate(sizes, errors, 110).choice  # deterministic
     assert result.choice[1] in (0, 1)
+
+
+def _step(sizes: list[int], errors: list[float], here: int) -> tuple[float, int] | None:
+    """The one step down step_down may take from option ``here``, found by brute force:
+    (error added per byte saved, option) over the smaller options no smaller option is at
+    least as accurate as."""
+    smaller = [j for j in range(len(sizes)) if sizes[j] < sizes[here]]
+    key = {j: (sizes[j], errors[j], j) for j in smaller}
+    efficient = [
+        j for j in smaller if not any(key[k] < key[j] and errors[k] <= errors[j] for k in smaller)
+    ]
+    moves = [((errors[j] - errors[here]) / (sizes[here] - sizes[j]), j) for j in efficient]
+    return min(moves) if moves else None
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 10_000), start_at=st.integers(0, 2), fraction=st.floats(0.0, 1.0))
+def test_step_down_takes_the_cheapest_single_steps_until_it_fits(
+    seed: int, start_at: int, fraction: float
+) -> None:
+    sizes, errors = _instance(seed, items=7, options=5)
+    start = [start_at] * len(sizes)
+    steps = {i: _step(sizes[i], errors[i], start_at) for i in range(len(sizes))}
+    full = sum(s[start_at] for s in sizes)
+    lowest = sum(s[start_at] if steps[i] is None else s[steps[i][1]] for i, s in enumerate(sizes))
+    budget = int(lowest - 5 + fraction * (full - lowest + 10))
+    stepped = step_down(sizes, errors, start, budget)
+    if full <= budget:
+        assert stepped is not None and list(stepped.choice) == start
+        return
+    if lowest > budget:
+        assert stepped is None
+        return
+    assert stepped is not None and stepped.total_bytes <= budget
+    moved = [i for i in range(len(sizes)) if stepped.choice[i] != start_at]
+    for i in moved:  # one step each, the brute-force one
+        assert steps[i] is not None and stepped.choice[i] == steps[i][1]
+    order = sorted((step[0], i) for i, step in steps.items() if step is not None)
+    assert [i for _, i in order[: len(moved)]] == sorted(moved, key=lambda i: (steps[i], i))
+    last = max(moved, key=lambda i: (steps[i], i))  # the step that made it fit was needed
+    assert stepped.total_bytes + sizes[last][start_at] - sizes[last][steps[last][1]] > budget
+    assert stepped.total_error == pytest.approx(
+        sum(errors[i][j] for i, j in enumerate(stepped.choice))
+    )
+
+
+def test_step_down_skips_dominated_options_and_breaks_ties_by_index() -> None:
+    # item 0: option 2 is smaller than option 1 and more accurate, so 1 is never a step
+    sizes = [[100, 60, 50], [100, 50, 50], [100, 50, 50]]
+    errors = [[0.0, 5.0, 1.0], [0.0, 1.0, 1.0], [0.0, 2.0, 2.0]]
+    stepped = step_down(sizes, errors, [0, 0, 0], 250)
+    assert stepped is not None and stepped.choice == (2, 0, 0)  # 0.02 a byte, item 0 first
+    stepped = step_down(sizes, errors, [0, 0, 0], 200)  # item 1: two equal options, the first
+    assert stepped is not None and stepped.choice == (2, 1, 0)
+    assert step_down(sizes, errors, [0, 0, 0], 300) == allocate(sizes, errors, 300)
+    assert step_down(sizes, errors, [0, 0, 0], 149) is None

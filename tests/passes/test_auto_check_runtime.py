@@ -1,5 +1,6 @@
-"""compress_to_size's last check: the plan against the best uniform configurations that fit,
-run on the Core AI runtime; the one closest to the dense outputs is kept."""
+"""compress_to_size's last check: the plan against the best configurations of one candidate
+that fit (uniform, or uniform with weights a step down), run on the Core AI runtime; the
+one closest to the dense outputs is kept."""
 
 from __future__ import annotations
 
@@ -46,16 +47,19 @@ def _output_error(choices: dict[str, str], tmp_path: Path) -> float:
     return total / CHECK_SAMPLES
 
 
-def test_the_check_runs_each_configuration_and_keeps_the_closest(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ratio", [6, 8])  # 8: both rivals are stepped down to fit
+def test_the_check_runs_each_configuration_and_keeps_the_closest(
+    tmp_path: Path, ratio: float
+) -> None:
     transformer, weighing = tiny_transformer(), _weighing()
     before = str(module_of(transformer))
-    plan = weighing.plan(target_ratio=6)
+    plan = weighing.plan(target_ratio=ratio)
     checked = check_plan(transformer, weighing, plan, SAMPLES, function="main")
     assert str(module_of(transformer)) == before  # the runs use a private copy
     names = [run.name for run in checked.checked]
-    expected = ["plan", *(f"uniform {name}" for name, _ in rivals(weighing, plan, 2))]
+    expected = ["plan", *(name for name, _ in rivals(weighing, plan, 2))]
     assert names == expected and len(names) == 3
-    configurations = {"plan": plan, **{f"uniform {n}": u for n, u in rivals(weighing, plan, 2)}}
+    configurations = {"plan": plan, **dict(rivals(weighing, plan, 2))}
     for run in checked.checked:
         configuration = configurations[run.name]
         assert run.total_bytes == configuration.total_bytes <= plan.budget
@@ -77,10 +81,10 @@ def test_a_configuration_measured_closer_replaces_the_plan_and_a_tie_keeps_it() 
         return lambda replaced: next(values)
 
     kept = run_check(weighing, plan, measured(2.0, 1.0, 3.0), 2)
-    assert kept.kept == f"uniform {two[0][0]}" and kept.choices == two[0][1].choices
+    assert kept.kept == two[0][0] and kept.choices == two[0][1].choices
     assert [run.error for run in kept.checked] == [2.0, 1.0, 3.0]
     kept = run_check(weighing, plan, measured(1.0, 1.0, 0.5), 2)
-    assert kept.kept == f"uniform {two[1][0]}"
+    assert kept.kept == two[1][0]
     kept = run_check(weighing, plan, measured(1.0, 1.0, 2.0), 2)
     assert kept.kept == "plan" and kept.choices == plan.choices
 
@@ -97,6 +101,17 @@ def test_rivals_fit_the_budget_rank_by_estimate_and_are_not_the_plan() -> None:
         assert estimates == sorted(estimates)
         assert rivals(weighing, plan, 1) == every[:1]
         assert rivals(weighing, plan, 0) == []
+    plan = weighing.plan(target_ratio=8)
+    stepped = [(name, u) for name, u in rivals(weighing, plan, 100) if "step down" in name]
+    assert len(stepped) >= 2
+    for name, rival in stepped:
+        candidate = name.split(",")[0].removeprefix("uniform ")
+        uniform = weighing.uniform_plan(candidate, plan.budget)
+        assert uniform.total_bytes > plan.budget >= rival.total_bytes
+        pairs = zip(uniform.weights, rival.weights, strict=True)
+        moved = [(u, r) for u, r in pairs if u.choice != r.choice]
+        assert name == f"uniform {candidate}, {len(moved)} weights a step down"
+        assert all(r.bytes < u.bytes for u, r in moved)
     tightest = weighing.plan(target_bytes=weighing.smallest_bytes)
     assert rivals(weighing, tightest, 2) == []
     unchecked = check_plan(tiny_transformer(), weighing, tightest, SAMPLES)

@@ -183,8 +183,9 @@ def _auto_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CHECKS,
         metavar="N",
         help=(
-            "run the plan against the N best-estimated uniform configurations that fit, on "
-            "the first --calibration samples, and keep the one closest to the dense outputs "
+            "run the plan against the N best-estimated uniform configurations that fit (or "
+            "fit with weights a step down), on the --check-with or first --calibration "
+            "samples, and keep the one closest to the dense outputs "
             f"(default {DEFAULT_CHECKS}; 0: no check)"
         ),
     )

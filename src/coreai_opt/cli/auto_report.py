@@ -9,7 +9,8 @@ choice), ``options`` (every option weighed: name -> ``[bytes, estimated error]``
 ``total_bytes``, ``dense_bytes``, ``smallest_bytes``, ``estimated_error``,
 ``sensitivity``, ``checked`` (the configurations the last check ran on the runtime, in
 order: ``name``, ``total_bytes``, ``measured_error``; empty when there was no check) and
-``kept`` (the one applied: ``plan``, or ``uniform <candidate>``).
+``kept`` (the one applied: ``plan``, ``uniform <candidate>``, or ``uniform <candidate>,
+<n> weights a step down``).
 """
 
 from __future__ import annotations

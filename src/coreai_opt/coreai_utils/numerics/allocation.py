@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EXACT_FRONT", "Allocation", "allocate", "smallest_total"]
+__all__ = ["EXACT_FRONT", "Allocation", "allocate", "smallest_total", "step_down"]
 
 EXACT_FRONT = 20_000
 """The most (bytes, error) points the exact search keeps before giving up on exactness."""
@@ -142,6 +142,48 @@ def allocate(
         if scored.total_error < best.total_error:
             best = scored
     return best
+
+
+def step_down(
+    sizes: Sequence[Sequence[int]],
+    errors: Sequence[Sequence[float]],
+    start: Sequence[int],
+    budget: int,
+) -> Allocation | None:
+    """``start`` made to fit ``budget`` with at most one step down per item: ``start`` when it
+    fits; else each item's step is the move to a smaller efficient option (no smaller one at
+    least as accurate) adding the least error per byte saved, and the steps are taken from
+    the cheapest (ties: the lower item index) until the total fits. None when it does not
+    fit with every step taken.
+
+    What it is for: a configuration next to a given one (every weight at one candidate),
+    for budgets between the sizes of such configurations, with far less freedom for the
+    errors of the estimates to steer than :func:`allocate` has.
+    """
+    choice = list(start)
+    total = sum(sizes[i][j] for i, j in enumerate(choice))
+    if total <= budget:
+        return _scored(sizes, errors, choice)
+    steps = []
+    for item, here in enumerate(choice):
+        smaller = [j for j in range(len(sizes[item])) if sizes[item][j] < sizes[item][here]]
+        kept = _efficient([sizes[item][j] for j in smaller], [errors[item][j] for j in smaller])
+        moves = [
+            (
+                (errors[item][j] - errors[item][here]) / (sizes[item][here] - sizes[item][j]),
+                item,
+                j,
+            )
+            for j in (smaller[k] for k in kept)
+        ]
+        if moves:
+            steps.append(min(moves))
+    for _, item, there in sorted(steps):
+        total += sizes[item][there] - sizes[item][choice[item]]
+        choice[item] = there
+        if total <= budget:
+            return _scored(sizes, errors, choice)
+    return None
 
 
 def _exact(

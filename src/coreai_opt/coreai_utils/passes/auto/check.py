@@ -1,17 +1,26 @@
-"""The last step of planning: the allocation against the uniform configurations that fit,
-run on the Core AI runtime.
+"""The last step of planning: the allocation against the configurations of a single
+candidate that fit, run on the Core AI runtime.
 
 The allocation minimises a *sum* of per-weight estimates. When a tight budget moves many
 weights at once, their errors need not add up (SmolLM2-135M at the int4-per-channel size:
 a mix with a third of the weights at 3-bit LUTs, better than uniform 4-bit LUTs of the same
 bytes by its summed estimate, gave perplexity 35.91 against their 33.62 on held-out text).
-So the plan is run on the runtime next to the ``check_uniform`` single candidates that
-fit the budget and have the lowest summed estimates (each candidate on every weight that
-takes it, dense elsewhere, as its pass alone would compress the model), on the first
-samples (the mean squared difference from the dense outputs, summed over the outputs, as
-``sensitivity="measured"`` and the probes), and the one with the lowest measured error is
-kept; a tie keeps the plan. A uniform configuration whose choices are the plan's is not
-run twice.
+So the plan is run on the runtime next to the ``check_uniform`` rivals of lowest summed
+estimate, on the first samples (the mean squared difference from the dense outputs, summed
+over the outputs, as ``sensitivity="measured"`` and the probes), and the one with the
+lowest measured error is kept; a tie keeps the plan. The rivals, one per candidate:
+
+- ``uniform <candidate>``: the candidate on every weight that takes it, dense elsewhere,
+  as its pass alone would compress the model, when that fits the budget;
+- ``uniform <candidate>, <n> weights a step down``, when it does not: the same, with
+  weights moved one step each to a smaller option (the least estimated error added per
+  byte saved first) until it fits (:meth:`Weighing.stepped_plan`). A budget seldom lands
+  on a uniform size; between two of them this is the rival next to the larger one, with
+  little room for the estimates' errors to steer (SmolLM2-135M at 0.8x the int4-per-
+  block-32 size, 1.6 % under uniform 4-bit LUTs: docs/studies.md). A candidate whose every
+  weight a step down still does not fit has no rival.
+
+A rival whose choices are the plan's, or an earlier rival's, is not run twice.
 
 Which samples: inputs the calibration did not see (``check_samples``; the first
 :data:`CHECK_SAMPLES`). On the calibration samples themselves, fitted options (GPTQ,
@@ -97,17 +106,28 @@ def check_plan(
 
 
 def rivals(weighing: Weighing, plan: SizePlan, count: int) -> list[tuple[str, SizePlan]]:
-    """The ``count`` uniform configurations (candidate name, plan) that fit ``plan``'s
-    budget with the lowest summed estimated error (ties by the candidates' order), other
-    than the plan itself."""
+    """The ``count`` configurations (name, plan) next to a single candidate that fit
+    ``plan``'s budget with the lowest summed estimated error (ties by the candidates'
+    order), other than the plan itself and each other: per candidate, the uniform one
+    (``uniform <candidate>``) when it fits, else the uniform one with weights a step down
+    until it fits (``uniform <candidate>, <n> weights a step down``; module doc)."""
     fitting = []
+    seen = [plan.choices]
     for order, resolved in enumerate(weighing.resolved):
         name = resolved.candidate.name
-        uniform = weighing.uniform_plan(name, plan.budget)
-        if uniform.total_bytes <= plan.budget and uniform.choices != plan.choices:
-            fitting.append((uniform.total_error, order, name, uniform))
+        label, rival = f"uniform {name}", weighing.uniform_plan(name, plan.budget)
+        if rival.total_bytes > plan.budget:
+            stepped = weighing.stepped_plan(name, plan.budget)
+            if stepped is None:
+                continue
+            pairs = zip(rival.weights, stepped.weights, strict=True)
+            moved = sum(a.choice != b.choice for a, b in pairs)
+            label, rival = f"{label}, {moved} weights a step down", stepped
+        if rival.choices not in seen:
+            seen.append(rival.choices)
+            fitting.append((rival.total_error, order, label, rival))
     fitting.sort(key=lambda entry: entry[:2])
-    return [(name, uniform) for _, _, name, uniform in fitting[:count]]
+    return [(label, rival) for _, _, label, rival in fitting[:count]]
 
 
 def run_check(
@@ -120,7 +140,7 @@ def run_check(
     """:func:`check_plan` with a measure of one's own (``together``: the output error with
     the given weights replaced)."""
     contenders = [("plan", plan)]
-    contenders += [(f"uniform {name}", uniform) for name, uniform in rivals(weighing, plan, count)]
+    contenders += rivals(weighing, plan, count)
     if len(contenders) == 1:
         return plan
     runs = []

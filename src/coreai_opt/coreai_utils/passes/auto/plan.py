@@ -14,7 +14,7 @@ from numbers import Real
 
 from coreai_opt.coreai_utils.arguments import ArgumentTypeError
 from coreai_opt.coreai_utils.ir.weights import WeightSite
-from coreai_opt.coreai_utils.numerics.allocation import allocate, smallest_total
+from coreai_opt.coreai_utils.numerics.allocation import allocate, smallest_total, step_down
 from coreai_opt.coreai_utils.passes.auto.candidates import Resolved
 from coreai_opt.coreai_utils.passes.auto.sensitivity import Option, WeightOptions
 
@@ -42,8 +42,8 @@ class WeightChoice:
 @dataclass(frozen=True)
 class CheckedRun:
     """One configuration run on the runtime by the plan's last check (``check.py``):
-    ``name`` (``plan``: the allocation; ``uniform <candidate>``), its total stored bytes and
-    its measured output error."""
+    ``name`` (``plan``: the allocation; ``uniform <candidate>``, with ``, <n> weights a step
+    down`` when it was made to fit), its total stored bytes and its measured output error."""
 
     name: str
     total_bytes: int
@@ -115,6 +115,22 @@ class Weighing:
         options = [w.options[k] for w, k in zip(self.weights, choice, strict=True)]
         total = sum(o.bytes for o in options)
         return _plan(self, choice, budget, total, sum(o.error for o in options))
+
+    def stepped_plan(self, name: str, budget: int) -> SizePlan | None:
+        """:meth:`uniform` for a budget it exceeds, made to fit by moving weights one step
+        each to a smaller option, those adding the least estimated error per byte saved
+        first (``numerics.allocation.step_down``): the configuration next to the uniform
+        one, for a budget between uniform sizes. None when the uniform configuration fits
+        or does not fit even with every weight a step down."""
+        sizes = [[o.bytes for o in w.options] for w in self.weights]
+        errors = [[o.error for o in w.options] for w in self.weights]
+        start = self.uniform(name)
+        if sum(sizes[i][j] for i, j in enumerate(start)) <= budget:
+            return None
+        stepped = step_down(sizes, errors, start, budget)
+        if stepped is None:
+            return None
+        return _plan(self, stepped.choice, budget, stepped.total_bytes, stepped.total_error)
 
 
 def _allocate(weighing: Weighing, budget: int) -> SizePlan:

@@ -3,7 +3,8 @@
 Four steps, each public: :func:`weigh_candidates` (every weight under every candidate:
 exact bytes and an estimated error; the slow one), :meth:`Weighing.plan` (the allocation for
 a budget; instant), :func:`~coreai_opt.coreai_utils.passes.auto.check.check_plan` (the plan
-against the best uniform configurations that fit, on the runtime; ``check.py``) and
+against the best configurations of a single candidate that fit, on the runtime;
+``check.py``) and
 :func:`apply_plan` (the program compressed as planned; ``apply.py``).
 :func:`compress_to_size` does all three; :func:`apply_choices` applies an allocation kept
 from an earlier plan or report without weighing again.
@@ -120,14 +121,15 @@ def compress_to_size(
     3. *check* (with ``check_samples`` or ``samples``, and ``check_uniform`` > 0;
        ``passes/auto/check.py``): the allocation minimises a sum of per-weight estimates,
        and many weights compressed at once need not add up; so the plan is run on the
-       runtime next to the ``check_uniform`` single candidates that fit the budget with the
-       lowest summed estimates (each on every weight that takes it, dense elsewhere), and
-       the one closest to the dense outputs (mean squared difference) is kept, the plan on
-       a tie. Give ``check_samples``: inputs the calibration did not see (the first
-       eight are run). Without them the first eight ``samples`` are, on which fitted
+       runtime next to the ``check_uniform`` single-candidate configurations that fit the
+       budget with the lowest summed estimates (each candidate on every weight that takes
+       it, dense elsewhere; when that exceeds the budget, weights a step down each until it
+       fits), and the one closest to the dense outputs (mean squared difference) is kept,
+       the plan on a tie. Give ``check_samples``: inputs the calibration did not see (the
+       first eight are run). Without them the first eight ``samples`` are, on which fitted
        options look better than elsewhere, and the more so the more freedom they had:
-       the check then keeps what is at least as good as the best uniform configuration
-       that fits, but can replace a better plan (module doc of ``check.py``). One more
+       the check then keeps what is at least as good as the best of these configurations,
+       but can replace a better plan (module doc of ``check.py``). One more
        compression and runtime run per configuration; :attr:`SizePlan.checked` and
        :attr:`SizePlan.kept` say what was run and kept.
     4. *apply* (:func:`apply_plan`): each weight compressed by its chosen pass with the
