@@ -4,12 +4,14 @@ one closest to the dense outputs is kept."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from coreai_opt.coreai_utils import (
+    DEFAULT_CANDIDATES,
     Weighing,
     apply_choices,
     check_plan,
@@ -110,12 +112,54 @@ def test_rivals_fit_the_budget_rank_by_estimate_and_are_not_the_plan() -> None:
         assert uniform.total_bytes > plan.budget >= rival.total_bytes
         pairs = zip(uniform.weights, rival.weights, strict=True)
         moved = [(u, r) for u, r in pairs if u.choice != r.choice]
-        assert name == f"uniform {candidate}, {len(moved)} weights a step down"
+        plural = "" if len(moved) == 1 else "s"
+        assert name == f"uniform {candidate}, {len(moved)} weight{plural} a step down"
         assert all(r.bytes < u.bytes for u, r in moved)
+    names = [r.candidate.name for r in weighing.resolved]
+    for budget in (weighing.uniform_plan(name, 0).total_bytes for name in names):
+        plan = weighing.plan(budget)  # at each uniform size: uniform ones keep their names
+        uniform = {
+            name: u.choices
+            for name in names
+            if (u := weighing.uniform_plan(name, budget)).total_bytes <= budget
+        }
+        every = rivals(weighing, plan, 100)
+        assert len({str(r.choices) for _, r in every}) == len(every)
+        for name, rival in every:
+            if "step down" in name:
+                assert rival.choices not in uniform.values(), name
+            else:
+                assert uniform[name.removeprefix("uniform ")] == rival.choices
     tightest = weighing.plan(target_bytes=weighing.smallest_bytes)
     assert rivals(weighing, tightest, 2) == []
     unchecked = check_plan(tiny_transformer(), weighing, tightest, SAMPLES)
     assert unchecked is tightest and unchecked.checked == () and unchecked.kept == "plan"
+
+
+def test_a_stepped_configuration_equal_to_a_uniform_one_goes_by_its_name() -> None:
+    # two candidates in this order: "wide" a little larger than int4 on every weight, so
+    # "wide" a step down on every weight is uniform int4, which fits at int4's size
+    chosen = [c for c in DEFAULT_CANDIDATES if c.name in ("int4-block32", "int4")]
+    weighing = weigh_candidates(
+        tiny_transformer(),
+        calibration=tiny_calibration(),
+        candidates=chosen,
+        probes=0,
+        weight_num_threshold=0,
+    )
+    weights = []
+    for w in weighing.weights:
+        small = next(o for o in w.options if o.name == "int4")
+        wide = replace(small, name="int4-block32", bytes=small.bytes + 64, error=small.error / 2)
+        options = tuple(wide if o.name == "int4-block32" else o for o in w.options)
+        weights.append(replace(w, options=options))
+    weighing = replace(weighing, weights=tuple(weights))
+    uniform = weighing.uniform_plan("int4", 0)
+    stepped = weighing.stepped_plan("int4-block32", uniform.total_bytes)
+    assert stepped is not None and stepped.choices == uniform.choices
+    plan = replace(weighing.plan(uniform.total_bytes), weights=())  # a plan that is neither
+    named = {name: rival.choices for name, rival in rivals(weighing, plan, 100)}
+    assert named == {"uniform int4": uniform.choices}
 
 
 def test_compress_to_size_checks_with_samples_unless_told_not_to() -> None:

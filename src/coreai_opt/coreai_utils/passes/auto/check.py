@@ -110,24 +110,29 @@ def rivals(weighing: Weighing, plan: SizePlan, count: int) -> list[tuple[str, Si
     ``plan``'s budget with the lowest summed estimated error (ties by the candidates'
     order), other than the plan itself and each other: per candidate, the uniform one
     (``uniform <candidate>``) when it fits, else the uniform one with weights a step down
-    until it fits (``uniform <candidate>, <n> weights a step down``; module doc)."""
-    fitting = []
-    seen = [plan.choices]
+    until it fits (``uniform <candidate>, <n> weights a step down``; module doc). A
+    stepped configuration equal to a uniform one that fits goes by the uniform one's name."""
+    fitting, stepped = [], []
     for order, resolved in enumerate(weighing.resolved):
         name = resolved.candidate.name
-        label, rival = f"uniform {name}", weighing.uniform_plan(name, plan.budget)
-        if rival.total_bytes > plan.budget:
-            stepped = weighing.stepped_plan(name, plan.budget)
-            if stepped is None:
-                continue
-            pairs = zip(rival.weights, stepped.weights, strict=True)
+        uniform = weighing.uniform_plan(name, plan.budget)
+        if uniform.total_bytes <= plan.budget:
+            fitting.append((uniform.total_error, order, f"uniform {name}", uniform))
+            continue
+        rival = weighing.stepped_plan(name, plan.budget)
+        if rival is not None:
+            pairs = zip(uniform.weights, rival.weights, strict=True)
             moved = sum(a.choice != b.choice for a, b in pairs)
-            label, rival = f"{label}, {moved} weights a step down", stepped
-        if rival.choices not in seen:
-            seen.append(rival.choices)
-            fitting.append((rival.total_error, order, label, rival))
-    fitting.sort(key=lambda entry: entry[:2])
-    return [(label, rival) for _, _, label, rival in fitting[:count]]
+            label = f"uniform {name}, {moved} weight{'' if moved == 1 else 's'} a step down"
+            stepped.append((rival.total_error, order, label, rival))
+    chosen: list[tuple[float, int, str, SizePlan]] = []
+    seen = [plan.choices]
+    for entry in fitting + stepped:  # the uniform ones first, so they keep their names
+        if entry[3].choices not in seen:
+            seen.append(entry[3].choices)
+            chosen.append(entry)
+    chosen.sort(key=lambda entry: entry[:2])
+    return [(label, rival) for _, _, label, rival in chosen[:count]]
 
 
 def run_check(
