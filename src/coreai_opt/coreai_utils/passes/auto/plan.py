@@ -122,21 +122,23 @@ class Weighing:
         first (``numerics.allocation.step_down``): the configuration next to the uniform
         one, for a budget between uniform sizes. None when the uniform configuration fits
         or does not fit even with every weight a step down."""
-        sizes = [[o.bytes for o in w.options] for w in self.weights]
-        errors = [[o.error for o in w.options] for w in self.weights]
         start = self.uniform(name)
-        if sum(sizes[i][j] for i, j in enumerate(start)) <= budget:
-            return None
-        stepped = step_down(sizes, errors, start, budget)
-        if stepped is None:
+        stepped = step_down(*_table(self), start, budget)
+        if stepped is None or list(stepped.choice) == start:  # start itself when it fits
             return None
         return _plan(self, stepped.choice, budget, stepped.total_bytes, stepped.total_error)
 
 
+def _table(weighing: Weighing) -> tuple[list[list[int]], list[list[float]]]:
+    """Every weight's options' bytes and estimated errors, as the allocation takes them."""
+    sizes = [[o.bytes for o in w.options] for w in weighing.weights]
+    errors = [[o.error for o in w.options] for w in weighing.weights]
+    return sizes, errors
+
+
 def _allocate(weighing: Weighing, budget: int) -> SizePlan:
-    weighed, dense, resolved = weighing.weights, weighing.dense_bytes, weighing.resolved
-    sizes = [[o.bytes for o in w.options] for w in weighed]
-    errors = [[o.error for o in w.options] for w in weighed]
+    dense, resolved = weighing.dense_bytes, weighing.resolved
+    sizes, errors = _table(weighing)
     smallest = smallest_total(sizes)
     if smallest > budget:
         names = ", ".join(r.candidate.name for r in resolved)

@@ -4,8 +4,7 @@ Four steps, each public: :func:`weigh_candidates` (every weight under every cand
 exact bytes and an estimated error; the slow one), :meth:`Weighing.plan` (the allocation for
 a budget; instant), :func:`~coreai_opt.coreai_utils.passes.auto.check.check_plan` (the plan
 against the best configurations of a single candidate that fit, on the runtime;
-``check.py``) and
-:func:`apply_plan` (the program compressed as planned; ``apply.py``).
+``check.py``) and :func:`apply_plan` (the program compressed as planned; ``apply.py``).
 :func:`compress_to_size` does all three; :func:`apply_choices` applies an allocation kept
 from an earlier plan or report without weighing again.
 """
